@@ -1,0 +1,38 @@
+# budgetd: `make run` starts the daemon on config/budgets.yaml; `make test` runs the tests.
+# Both need only python3 (3.11+) and make: everything else goes into .venv.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+RUN_DIR := $(CURDIR)/var
+
+.PHONY: install run test generate check-generated clean
+
+$(STAMP): pyproject.toml client/pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e ./client -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: $(STAMP)
+	mkdir -p $(RUN_DIR)
+	BUDGETD_STORE_URL="sqlite://$(RUN_DIR)/budgetd.db" $(BIN)/budgetd --config config/budgets.yaml
+
+test: $(STAMP) check-generated
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+# Generated code is committed; regenerate after editing proto/ or _async.py.
+generate: $(STAMP)
+	PYTHON=$(BIN)/python scripts/generate_proto.sh
+	$(BIN)/python scripts/generate_sync.py
+
+# Fails when the committed generated code differs from a fresh generation.
+check-generated: generate
+	@git diff --exit-code --stat -- client/budgetd_client/v1 client/budgetd_client/_sync.py \
+	  || { echo "generated code is stale: run 'make generate' and commit the result"; exit 1; }
+
+clean:
+	rm -rf $(VENV) $(RUN_DIR) .pytest_cache

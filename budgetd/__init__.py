@@ -1,0 +1,3 @@
+"""budgetd: per-agent spend enforcement for LLM calls."""
+
+__version__ = "0.1.0"

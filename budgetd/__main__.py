@@ -1,0 +1,3 @@
+from .cli.daemon import main
+
+raise SystemExit(main())

@@ -1,0 +1,105 @@
+"""`budgetctl`: see spend, pause, resume, check a config.
+
+Address and token default from BUDGETD_ADDRESS and BUDGETD_TOKEN.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from decimal import Decimal
+
+from budgetd_client import AgentStatus, Budget, BudgetError, WindowStatus
+
+from ..config import ConfigError, load_config
+
+
+def _usd(amount: Decimal | None) -> str:
+    return "-" if amount is None else f"${amount:,.4f}"
+
+
+def _pause_text(st: AgentStatus) -> str:
+    if not st.paused:
+        return ""
+    until = f" until {st.resumes_at:%Y-%m-%d %H:%M}Z" if st.resumes_at else " until resumed"
+    by = "" if st.paused_by == f"agent:{st.agent_id}" else f" [{st.paused_by}]"
+    return f"PAUSED{by}{until}: {st.pause_reason}"
+
+
+def status_table(statuses: list[AgentStatus]) -> str:
+    header = ("AGENT", "WINDOW", "PERIOD", "SPENT", "RESERVED", "CAP", "REMAINING", "STATE")
+    rows = [header]
+    for st in statuses:
+        windows: list[tuple[str, WindowStatus]] = [(st.agent_id, st.daily), ("", st.monthly)]
+        for group in st.groups:
+            windows += [(f"  group {group.name}", group.daily), ("", group.monthly)]
+        for i, (who, w) in enumerate(windows):
+            rows.append((who, w.window, w.period, _usd(w.spent_usd), _usd(w.reserved_usd), _usd(w.cap_usd),
+                         _usd(w.remaining_usd), _pause_text(st) if i == 0 else ""))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows)
+
+
+def _jsonable(st: AgentStatus) -> dict:
+    def window(w: WindowStatus) -> dict:
+        return {k: (str(v) if isinstance(v, Decimal) else v.isoformat() if hasattr(v, "isoformat") else v)
+                for k, v in vars(w).items()}
+
+    return {
+        "agent_id": st.agent_id, "paused": st.paused, "pause_kind": st.pause_kind, "pause_reason": st.pause_reason,
+        "paused_by": st.paused_by, "resumes_at": st.resumes_at.isoformat() if st.resumes_at else None,
+        "daily": window(st.daily), "monthly": window(st.monthly),
+        "groups": [{"name": g.name, "daily": window(g.daily), "monthly": window(g.monthly)} for g in st.groups],
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="budgetctl", description="Operate budgetd.")
+    parser.add_argument("--address", help="budgetd address (default: $BUDGETD_ADDRESS or localhost:50051)")
+    parser.add_argument("--token", help="bearer token (default: $BUDGETD_TOKEN)")
+    parser.add_argument("--timeout", type=float, default=5.0, help="seconds per call")
+    commands = parser.add_subparsers(dest="command", required=True)
+    status = commands.add_parser("status", help="spend, holds, caps and pauses")
+    status.add_argument("agent", nargs="?", help="one agent (default: every known agent)")
+    status.add_argument("--format", choices=["table", "json"], default="table")
+    pause = commands.add_parser("pause", help="pause an agent until resumed")
+    pause.add_argument("agent")
+    pause.add_argument("--reason", default="", help="shown to the agent and in status")
+    resume = commands.add_parser("resume", help="lift an agent's pause")
+    resume.add_argument("agent")
+    check = commands.add_parser("check-config", help="validate a budgets.yaml offline")
+    check.add_argument("file")
+    args = parser.parse_args(argv)
+
+    if args.command == "check-config":
+        try:
+            config = load_config(args.file)
+        except ConfigError as err:
+            print(err, file=sys.stderr)
+            return 1
+        print(f"{args.file}: OK ({len(config.agents)} agents, {len(config.groups)} groups, timezone {config.timezone})")
+        return 0
+
+    budget = Budget(args.address, token=args.token, timeout=args.timeout)
+    try:
+        if args.command == "status":
+            statuses = [budget.status(args.agent)] if args.agent else budget.list_status()
+            if args.format == "json":
+                print(json.dumps([_jsonable(st) for st in statuses], indent=2))
+            else:
+                print(status_table(statuses) if statuses else "no agents")
+        elif args.command == "pause":
+            print(status_table([budget.pause(args.agent, reason=args.reason)]))
+        elif args.command == "resume":
+            print(status_table([budget.resume(args.agent)]))
+    except (BudgetError, ValueError) as err:
+        print(f"budgetctl: {err}", file=sys.stderr)
+        return 1
+    finally:
+        budget.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,47 @@
+"""`budgetd --config FILE`: run the daemon until SIGTERM or SIGINT."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+
+from .. import __version__, logs
+from ..config import ConfigError, load_config
+from ..server import Daemon
+from ..store import StoreError
+
+log = logging.getLogger("budgetd")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="budgetd", description="Per-agent spend enforcement for LLM calls.")
+    parser.add_argument("--config", required=True, help="path to budgets.yaml")
+    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    parser.add_argument("--version", action="version", version=f"budgetd {__version__}")
+    args = parser.parse_args(argv)
+    logs.setup(args.log_level)
+    try:
+        config = load_config(args.config)
+    except ConfigError as err:
+        print(f"budgetd: invalid config\n{err}", file=sys.stderr)
+        return 1
+    try:
+        return asyncio.run(_serve(config))
+    except (StoreError, OSError) as err:
+        print(f"budgetd: {err}", file=sys.stderr)
+        return 1
+
+
+async def _serve(config) -> int:
+    daemon = Daemon(config)
+    await daemon.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await daemon.stop()
+    return 0

@@ -1,0 +1,43 @@
+"""Loading budgets.yaml: parse with line numbers, validate in full, or refuse.
+
+A config is either entirely valid or not loaded at all; callers keep the
+config they had when ``load_config`` raises ``ConfigError``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from .resolve import AgentBudget, Resolver
+from .schema import Config
+from .yamlsource import ConfigError, Issue, dotted, parse
+
+__all__ = ["AgentBudget", "Config", "ConfigError", "Issue", "Resolver", "load_config", "load_config_text"]
+
+
+def load_config_text(text: str, source: str = "<config>", environ: dict[str, str] | None = None) -> Config:
+    parsed = parse(text, source, environ)
+    if not isinstance(parsed.data, dict):
+        raise ConfigError(source, [Issue("", parsed.line_of(()), "the top level must be a mapping of keys")])
+    try:
+        return Config.model_validate(parsed.data)
+    except ValidationError as err:
+        issues = []
+        for e in err.errors():
+            loc = tuple(part for part in e["loc"] if part != "[key]")
+            message = e["msg"].removeprefix("Value error, ")
+            if e["type"] == "extra_forbidden":
+                message = "unknown key"
+            issues.append(Issue(dotted(loc), parsed.line_of(loc), message))
+        raise ConfigError(source, issues) from None
+
+
+def load_config(path: str | Path, environ: dict[str, str] | None = None) -> Config:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(str(path), [Issue("", None, f"cannot read the file: {err}")]) from None
+    return load_config_text(text, str(path), environ)

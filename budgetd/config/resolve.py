@@ -1,0 +1,82 @@
+"""Which budget applies to an agent id, and which groups it belongs to.
+
+An exact id in ``agents:`` wins; otherwise the first pattern (in file order)
+that matches; otherwise ``defaults:``; with no defaults the agent is unknown
+and refused. Answers are cached per config: a config is immutable, and a
+reload builds a new Resolver.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+from fnmatch import fnmatchcase
+
+from .schema import GLOB_CHARS, Budget, Config, to_nanos
+
+#: The hold for a call with no estimate when neither the agent nor defaults
+#: configure ``estimate_usd``.
+DEFAULT_ESTIMATE_USD = Decimal("0.05")
+_CACHE_LIMIT = 200_000
+
+
+@dataclass(frozen=True)
+class GroupBudget:
+    name: str
+    daily_nanos: int | None
+    monthly_nanos: int | None
+
+
+@dataclass(frozen=True)
+class AgentBudget:
+    agent_id: str
+    daily_nanos: int | None
+    monthly_nanos: int | None
+    estimate_nanos: int
+    groups: tuple[GroupBudget, ...]
+
+
+class Resolver:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self._exact = {k: v for k, v in config.agents.items() if not GLOB_CHARS.search(k)}
+        self._patterns = [(k, v) for k, v in config.agents.items() if GLOB_CHARS.search(k)]
+        self._groups = [
+            (GroupBudget(name, to_nanos(g.daily_usd), to_nanos(g.monthly_usd)), g.members)
+            for name, g in config.groups.items()
+        ]
+        default_estimate = config.defaults.estimate_usd if config.defaults else None
+        self._default_estimate = default_estimate if default_estimate is not None else DEFAULT_ESTIMATE_USD
+        self._cache: dict[str, AgentBudget | None] = {}
+
+    @property
+    def exact_agent_ids(self) -> list[str]:
+        return list(self._exact)
+
+    def budget(self, agent_id: str) -> AgentBudget | None:
+        try:
+            return self._cache[agent_id]
+        except KeyError:
+            pass
+        found = self._lookup(agent_id)
+        if len(self._cache) >= _CACHE_LIMIT:
+            self._cache.clear()  # bounded: agent ids come from callers
+        self._cache[agent_id] = found
+        return found
+
+    def _lookup(self, agent_id: str) -> AgentBudget | None:
+        entry: Budget | None = self._exact.get(agent_id)
+        if entry is None:
+            entry = next((b for pattern, b in self._patterns if fnmatchcase(agent_id, pattern)), None)
+        if entry is None:
+            entry = self.config.defaults
+        if entry is None:
+            return None
+        estimate = entry.estimate_usd if entry.estimate_usd is not None else self._default_estimate
+        return AgentBudget(
+            agent_id=agent_id,
+            daily_nanos=to_nanos(entry.daily_usd),
+            monthly_nanos=to_nanos(entry.monthly_usd),
+            estimate_nanos=to_nanos(estimate),
+            groups=tuple(g for g, members in self._groups if any(fnmatchcase(agent_id, m) for m in members)),
+        )

@@ -1,0 +1,165 @@
+"""The shape of budgets.yaml. Unknown keys are errors everywhere."""
+
+from __future__ import annotations
+
+import re
+from decimal import Decimal
+from typing import Annotated, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from budgetd_client.limits import AGENT_ID_PATTERN, MAX_ID_LENGTH
+from budgetd_client.money import NANOS_PER_USD
+
+# int64 nanodollars hold $9.2 billion; a cap needs headroom for spend past it.
+MAX_CAP_USD = Decimal(1_000_000_000)
+GLOB_CHARS = re.compile(r"[*?\[]")
+_PATTERN_SYNTAX = re.compile(r"[A-Za-z0-9._:/@+=*?\[\]!-]+")
+
+
+def _usd(value: Decimal) -> Decimal:
+    if not value.is_finite():
+        raise ValueError("must be a finite number")
+    if value < 0:
+        raise ValueError(f"must not be negative, got {value}")
+    if value > MAX_CAP_USD:
+        raise ValueError(f"{value} is over the limit of {MAX_CAP_USD}")
+    if (value * NANOS_PER_USD) % 1:
+        raise ValueError(f"{value} has more than 9 decimal places (a nanodollar is the smallest unit)")
+    return value
+
+
+Usd = Annotated[Decimal, AfterValidator(_usd)]
+
+
+def to_nanos(usd: Decimal | None) -> int | None:
+    return None if usd is None else int(usd * NANOS_PER_USD)
+
+
+def check_agent_key(key: str) -> str:
+    """An agent id, or a glob pattern over agent ids (``research-*``)."""
+    if len(key) > MAX_ID_LENGTH:
+        raise ValueError(f"{key!r}: at most {MAX_ID_LENGTH} characters")
+    if GLOB_CHARS.search(key):
+        if not _PATTERN_SYNTAX.fullmatch(key):
+            raise ValueError(f"{key!r} is not a valid agent pattern")
+    elif not AGENT_ID_PATTERN.fullmatch(key):
+        raise ValueError(f"{key!r} is not a valid agent id (letters, digits and . _ : / @ + = -)")
+    return key
+
+
+def _check_group_name(name: str) -> str:
+    if not AGENT_ID_PATTERN.fullmatch(name) or len(name) > MAX_ID_LENGTH:
+        raise ValueError(f"{name!r} is not a valid group name (letters, digits and . _ : / @ + = -)")
+    return name
+
+
+AgentKey = Annotated[str, AfterValidator(check_agent_key)]
+GroupName = Annotated[str, AfterValidator(_check_group_name)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ServerConfig(Strict):
+    listen: str = "127.0.0.1:50051"
+    metrics_listen: str | None = None
+    # How long in-flight calls get to finish after SIGTERM.
+    shutdown_grace_seconds: Annotated[float, Field(ge=0, le=300)] = 10.0
+
+    @field_validator("listen", "metrics_listen")
+    @classmethod
+    def _host_port(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+):\d{1,5}", value):
+            raise ValueError(f"{value!r} is not HOST:PORT")
+        return value
+
+
+class StoreConfig(Strict):
+    url: str = "sqlite:///var/lib/budgetd/budgetd.db"
+
+    @field_validator("url")
+    @classmethod
+    def _scheme(cls, value: str) -> str:
+        if value.startswith("sqlite://"):
+            if not value[len("sqlite://") :]:
+                raise ValueError("sqlite:// needs a file path, e.g. sqlite:///var/lib/budgetd/budgetd.db")
+            return value
+        if value.startswith(("redis://", "rediss://")):
+            return value
+        raise ValueError(f"{value!r}: the store URL must start with sqlite://, redis:// or rediss://")
+
+
+class Budget(Strict):
+    daily_usd: Usd | None = None
+    monthly_usd: Usd | None = None
+    estimate_usd: Usd | None = None  # the hold when a call gives no estimate
+
+
+class GroupConfig(Strict):
+    members: Annotated[list[AgentKey], Field(min_length=1)]
+    daily_usd: Usd | None = None
+    monthly_usd: Usd | None = None
+
+
+class SlackConfig(Strict):
+    webhook_url: str | None = None
+    bot_token: str | None = None
+    channel: str | None = None
+
+    @model_validator(mode="after")
+    def _one_way(self) -> SlackConfig:
+        if bool(self.webhook_url) == bool(self.bot_token):
+            raise ValueError("give either webhook_url, or bot_token with channel")
+        if self.bot_token and not self.channel:
+            raise ValueError("bot_token needs a channel")
+        return self
+
+
+class TokenConfig(Strict):
+    name: Annotated[str, Field(min_length=1, max_length=128)]
+    sha256: Annotated[str, Field(pattern=r"^[0-9a-fA-F]{64}$")]
+    role: Literal["admin", "agent"] = "agent"
+    agents: list[AgentKey] = []
+
+
+class AuthConfig(Strict):
+    tokens: Annotated[list[TokenConfig], Field(min_length=1)]
+
+
+class PriceOverride(Strict):
+    """Per-model prices in dollars per million tokens (used by pricing)."""
+
+    input_usd_per_mtok: Usd
+    cached_input_usd_per_mtok: Usd | None = None
+    output_usd_per_mtok: Usd
+
+
+class Config(Strict):
+    server: ServerConfig = ServerConfig()
+    store: StoreConfig = StoreConfig()
+    timezone: str = "UTC"
+    reservation_ttl_seconds: Annotated[int, Field(ge=1, le=7 * 86400)] = 600
+    on_reservation_expiry: Literal["release", "charge"] = "release"
+    warn_at: list[Annotated[Decimal, Field(gt=0, lt=1)]] = [Decimal("0.5"), Decimal("0.8"), Decimal("0.9")]
+    defaults: Budget | None = None  # None: unknown agents are refused
+    agents: dict[AgentKey, Budget] = {}
+    groups: dict[GroupName, GroupConfig] = {}
+    slack: SlackConfig | None = None
+    auth: AuthConfig | None = None
+    prices: dict[str, PriceOverride] = {}
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, name: str) -> str:
+        try:
+            ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown timezone {name!r} (an IANA name such as 'America/New_York')") from None
+        return name
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)

@@ -1,0 +1,188 @@
+"""The gRPC services: validate, plan, one store step, answer.
+
+Each RPC makes exactly one store call on its hot path. Bad input is refused
+with INVALID_ARGUMENT before anything is touched.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import grpc
+from budgetd_client import limits
+from budgetd_client.v1 import budget_pb2 as pb
+from budgetd_client.v1 import budget_pb2_grpc as pb_grpc
+
+from . import wire
+from .config import Config, Resolver
+from .plan import Plan, make_plan
+from .store import HoldRequest, RequestConflict, SettleRequest, Store, StoreError
+from .windows import current_periods
+
+log = logging.getLogger("budgetd.service")
+
+Clock = Callable[[], datetime]
+
+
+class UnknownAgent(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class Active:
+    """The config in force and what is derived from it; replaced whole."""
+
+    config: Config
+    resolver: Resolver
+
+
+def to_ms(when: datetime) -> int:
+    return int(when.timestamp() * 1000)
+
+
+def rpc(method):
+    """Turn our exceptions into gRPC status codes, with messages that say what."""
+
+    @functools.wraps(method)
+    async def wrapper(self, request, context: grpc.aio.ServicerContext):
+        try:
+            return await method(self, request, context)
+        except ValueError as err:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
+        except UnknownAgent as err:
+            await context.abort(grpc.StatusCode.NOT_FOUND, str(err))
+        except RequestConflict as err:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(err))
+        except StoreError as err:
+            log.error("store error in %s: %s", method.__name__, err)
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"store unavailable: {err}")
+
+    return wrapper
+
+
+class Core:
+    """What both services share: the config in force, the store, the clock."""
+
+    def __init__(self, active: Active, store: Store, clock: Clock) -> None:
+        self.active = active
+        self.store = store
+        self.clock = clock
+
+    def plan(self, agent_id: str, now: datetime) -> Plan:
+        budget = self.active.resolver.budget(agent_id)
+        if budget is None:
+            raise UnknownAgent(f"agent {agent_id!r} has no budget (and the config has no defaults)")
+        return make_plan(budget, now, self.active.config.zone)
+
+    def plan_or_none(self, agent_id: str) -> Plan | None:
+        budget = self.active.resolver.budget(agent_id)
+        return None if budget is None else make_plan(budget, self.clock(), self.active.config.zone)
+
+    async def status(self, agent_id: str) -> pb.AgentStatus:
+        plan = self.plan(agent_id, self.clock())
+        return wire.agent_status(plan, await self.store.read(plan))
+
+    async def sweep(self) -> int:
+        """Expire holds past their deadline (the scheduler calls this)."""
+        charge = self.active.config.on_reservation_expiry == "charge"
+        expired = await self.store.expire(to_ms(self.clock()), charge, self.plan_or_none)
+        if expired:
+            log.info("expired holds", extra={"count": expired, "policy": "charge" if charge else "release"})
+        return expired
+
+
+class BudgetService(pb_grpc.BudgetServicer):
+    def __init__(self, core: Core) -> None:
+        self.core = core
+
+    @rpc
+    async def Authorize(self, request: pb.AuthorizeRequest, context) -> pb.AuthorizeResponse:
+        agent_id = limits.check_agent_id(request.agent_id)
+        request_id = limits.check_request_id(request.request_id)
+        tags = limits.check_tags(dict(request.tags))
+        now = self.core.clock()
+        plan = self.core.plan(agent_id, now)
+        amount = (
+            limits.check_nanos(request.estimate_nanos, field="estimate_nanos")
+            if request.HasField("estimate_nanos")
+            else plan.estimate_nanos
+        )
+        ttl = timedelta(seconds=self.core.active.config.reservation_ttl_seconds)
+        result = await self.core.store.hold(
+            HoldRequest(request_id, agent_id, amount, plan, to_ms(now), to_ms(now + ttl), tags)
+        )
+        if result.allowed:
+            return pb.AuthorizeResponse(
+                decision=pb.DECISION_ALLOWED,
+                held_nanos=result.held_nanos,
+                hold_expires_at=wire.timestamp(ms=result.deadline_ms),
+            )
+        d = result.denial
+        log.debug("denied", extra={"agent": agent_id, "kind": d.kind, "scope": d.scope.key})
+        decision = pb.DECISION_DENIED_PAUSED if d.kind == "paused" else pb.DECISION_DENIED_CAP
+        return pb.AuthorizeResponse(decision=decision, denial=wire.denial(d))
+
+    @rpc
+    async def Commit(self, request: pb.CommitRequest, context) -> pb.CommitResponse:
+        agent_id = limits.check_agent_id(request.agent_id)
+        request_id = limits.check_request_id(request.request_id)
+        tags = limits.check_tags(dict(request.tags))
+        actual = (
+            limits.check_nanos(request.actual_nanos, field="actual_nanos") if request.HasField("actual_nanos") else None
+        )
+        now = self.core.clock()
+        plan = self.core.plan(agent_id, now)
+        result = await self.core.store.settle(SettleRequest(request_id, agent_id, actual, plan, to_ms(now), tags))
+        for pause in result.paused:
+            log.warning("paused at cap", extra={"agent": agent_id, "scope": pause.scope, "window": pause.window,
+                                                "period": pause.period, "reason": pause.reason})
+        return pb.CommitResponse(counted_nanos=result.counted_nanos, duplicate=result.duplicate, paused=bool(result.paused))
+
+    @rpc
+    async def Release(self, request: pb.ReleaseRequest, context) -> pb.ReleaseResponse:
+        agent_id = limits.check_agent_id(request.agent_id)
+        request_id = limits.check_request_id(request.request_id)
+        return pb.ReleaseResponse(released=await self.core.store.release(request_id, agent_id))
+
+    @rpc
+    async def GetStatus(self, request: pb.GetStatusRequest, context) -> pb.AgentStatus:
+        return await self.core.status(limits.check_agent_id(request.agent_id))
+
+
+class AdminService(pb_grpc.AdminServicer):
+    def __init__(self, core: Core) -> None:
+        self.core = core
+
+    @rpc
+    async def Pause(self, request: pb.PauseRequest, context) -> pb.AgentStatus:
+        agent_id = limits.check_agent_id(request.agent_id)
+        reason = limits.check_reason(request.reason) or "paused by an operator"
+        self.core.plan(agent_id, self.core.clock())  # refuse agents that have no budget
+        await self.core.store.pause(agent_id, reason, to_ms(self.core.clock()))
+        log.warning("paused by operator", extra={"agent": agent_id, "reason": reason})
+        return await self.core.status(agent_id)
+
+    @rpc
+    async def Resume(self, request: pb.ResumeRequest, context) -> pb.AgentStatus:
+        agent_id = limits.check_agent_id(request.agent_id)
+        self.core.plan(agent_id, self.core.clock())
+        if await self.core.store.resume(agent_id):
+            log.warning("resumed by operator", extra={"agent": agent_id})
+        return await self.core.status(agent_id)
+
+    @rpc
+    async def ListStatus(self, request: pb.ListStatusRequest, context) -> pb.ListStatusResponse:
+        daily, monthly = current_periods(self.core.clock(), self.core.active.config.zone)
+        seen = await self.core.store.active_agents(daily.key, monthly.key)
+        agent_ids = sorted(set(self.core.active.resolver.exact_agent_ids) | set(seen))
+        statuses = []
+        for agent_id in agent_ids:
+            try:
+                statuses.append(await self.core.status(agent_id))
+            except UnknownAgent:  # seen earlier, no longer in the config
+                continue
+        return pb.ListStatusResponse(agents=statuses)

@@ -1,0 +1,43 @@
+"""Stores, chosen by URL scheme (the approach of alisaifee/limits)."""
+
+from __future__ import annotations
+
+from .base import (
+    Balance,
+    Denial,
+    HoldRequest,
+    HoldResult,
+    PauseRecord,
+    Readout,
+    RequestConflict,
+    SettleRequest,
+    SettleResult,
+    Store,
+    StoreError,
+)
+
+__all__ = [
+    "Balance",
+    "Denial",
+    "HoldRequest",
+    "HoldResult",
+    "PauseRecord",
+    "Readout",
+    "RequestConflict",
+    "SettleRequest",
+    "SettleResult",
+    "Store",
+    "StoreError",
+    "open_store",
+]
+
+
+def open_store(url: str) -> Store:
+    """A store for ``url``, not yet opened (``await store.open()``)."""
+    if url.startswith("sqlite://"):
+        from .sqlite import SqliteStore
+
+        return SqliteStore(url)
+    if url.startswith(("redis://", "rediss://")):
+        raise StoreError("the Redis store is not part of this build yet; use a sqlite:// URL")
+    raise StoreError(f"no store for URL {url!r}")

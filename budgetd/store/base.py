@@ -1,0 +1,152 @@
+"""The Store contract: every backend (SQLite, Redis) implements it and passes
+one conformance suite (tests/test_store_conformance.py).
+
+Each operation is one atomic step over every counter it touches. Callers
+pass a ``Plan`` (which counters, which caps, computed from config and the
+clock); the store does not read config or the clock itself, so the same
+inputs give the same answer on every backend.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+from ..plan import Limit, Plan, Scope
+
+Counter = tuple[str, str, str]  # (scope key, window, period key)
+
+
+class StoreError(Exception):
+    """The backend failed or is unreachable; callers answer UNAVAILABLE."""
+
+
+class RequestConflict(Exception):
+    """A request id is reused for another agent or after it was settled."""
+
+
+@dataclass(frozen=True)
+class Balance:
+    spent_nanos: int = 0
+    reserved_nanos: int = 0
+
+
+@dataclass(frozen=True)
+class PauseRecord:
+    scope: str  # scope key, "agent:NAME" or "group:NAME"
+    kind: str  # "manual" or "cap"
+    window: str  # "" for manual pauses
+    period: str  # "" for manual pauses
+    reason: str
+    since_ms: int
+
+
+@dataclass(frozen=True)
+class Denial:
+    kind: str  # "cap" or "paused"
+    scope: Scope
+    limit: Limit | None  # the refusing window (cap), the capped window (cap pause), None (manual)
+    remaining_nanos: int
+    pause: PauseRecord | None = None
+
+
+@dataclass(frozen=True)
+class HoldRequest:
+    request_id: str
+    agent_id: str
+    amount_nanos: int
+    plan: Plan
+    now_ms: int
+    deadline_ms: int
+    tags: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class HoldResult:
+    allowed: bool
+    held_nanos: int = 0
+    deadline_ms: int = 0
+    denial: Denial | None = None
+
+
+@dataclass(frozen=True)
+class SettleRequest:
+    request_id: str
+    agent_id: str
+    actual_nanos: int | None  # None: settle what was held (no hold: the plan's estimate)
+    plan: Plan  # current plan: counters when there was no hold, and the caps for pausing
+    now_ms: int
+    tags: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SettleResult:
+    counted_nanos: int  # what this request added to spend in total
+    duplicate: bool = False
+    paused: tuple[PauseRecord, ...] = ()  # pauses this settle started
+
+
+@dataclass(frozen=True)
+class Readout:
+    balances: dict[Counter, Balance]
+    pauses: list[PauseRecord]
+
+    def balance(self, limit: Limit) -> Balance:
+        return self.balances.get(limit.counter, Balance())
+
+
+PlanFor = Callable[[str], Plan | None]
+
+
+class Store(abc.ABC):
+    """One backend's implementation of the atomic steps."""
+
+    @abc.abstractmethod
+    async def open(self) -> None: ...
+
+    @abc.abstractmethod
+    async def close(self) -> None: ...
+
+    @abc.abstractmethod
+    async def ping(self) -> None:
+        """Raise StoreError unless the backend answers."""
+
+    @abc.abstractmethod
+    async def hold(self, req: HoldRequest) -> HoldResult:
+        """Check pauses and every capped window of the plan; hold on all or none.
+
+        Idempotent: a request id already held is allowed again without a
+        second hold. Raises RequestConflict for a request id that is settled,
+        released, expired or belongs to another agent.
+        """
+
+    @abc.abstractmethod
+    async def settle(self, req: SettleRequest) -> SettleResult:
+        """Drop the hold, add the actual cost to every window, record a ledger
+        row, pause every window that reached its cap. Idempotent."""
+
+    @abc.abstractmethod
+    async def release(self, request_id: str, agent_id: str) -> bool:
+        """Drop a live hold; False when there is none."""
+
+    @abc.abstractmethod
+    async def expire(self, now_ms: int, charge: bool, plan_for: PlanFor) -> int:
+        """Expire holds whose deadline passed: release them, or charge the held
+        amount as spent. Returns how many expired."""
+
+    @abc.abstractmethod
+    async def pause(self, agent_id: str, reason: str, now_ms: int) -> None:
+        """A manual pause: it never lifts by itself."""
+
+    @abc.abstractmethod
+    async def resume(self, agent_id: str) -> bool:
+        """Lift every pause of the agent (manual and cap). False if none."""
+
+    @abc.abstractmethod
+    async def read(self, plan: Plan) -> Readout:
+        """Balances of every counter of the plan and the pauses of its scopes."""
+
+    @abc.abstractmethod
+    async def active_agents(self, daily_period: str, monthly_period: str) -> list[str]:
+        """Agents with spend or holds in the given periods, or with a pause."""

@@ -1,0 +1,67 @@
+"""The decisions of a hold and a settle, as pure functions of what the store
+read. The SQLite store calls these inside its transaction; the Redis store's
+Lua scripts follow the same rules, and the conformance suite holds both to
+them."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+from budgetd_client.money import nanos_to_usd
+
+from ..plan import Limit, Plan, Scope
+from .base import Balance, Counter, Denial, PauseRecord
+
+
+def pause_in_force(plan: Plan, pauses: Iterable[PauseRecord]) -> tuple[PauseRecord, Limit | None] | None:
+    """The pause that refuses this plan, if any: a manual pause of any of its
+    scopes first, then a cap pause of a window in its current period."""
+    scope_keys = {s.key for s in plan.scopes}
+    pauses = [p for p in pauses if p.scope in scope_keys]
+    for p in pauses:
+        if p.kind == "manual":
+            return p, None
+    for limit in plan.limits:
+        for p in pauses:
+            if p.kind == "cap" and (p.scope, p.window, p.period) == limit.counter:
+                return p, limit
+    return None
+
+
+def remaining(limit: Limit, balance: Balance) -> int:
+    assert limit.cap_nanos is not None
+    return max(0, limit.cap_nanos - balance.spent_nanos - balance.reserved_nanos)
+
+
+def refuse_hold(
+    plan: Plan, balances: Mapping[Counter, Balance], pauses: Iterable[PauseRecord], amount_nanos: int
+) -> Denial | None:
+    """None to allow; otherwise why not. Windows are checked in plan order
+    (the agent's daily, monthly, then each group's), the first refusal named."""
+    paused = pause_in_force(plan, pauses)
+    if paused is not None:
+        record, limit = paused
+        left = remaining(limit, balances.get(limit.counter, Balance())) if limit and limit.cap_nanos is not None else 0
+        return Denial("paused", Scope.parse(record.scope), limit, left, record)
+    for limit in plan.limits:
+        if limit.cap_nanos is None:
+            continue
+        balance = balances.get(limit.counter, Balance())
+        if balance.spent_nanos + balance.reserved_nanos + amount_nanos > limit.cap_nanos:
+            return Denial("cap", limit.scope, limit, remaining(limit, balance))
+    return None
+
+
+def cap_reached(plan: Plan, counter: Counter, spent_nanos: int) -> Limit | None:
+    """The limit whose cap this counter's spend has reached, if the counter is
+    in a current period of the plan and capped."""
+    scope, window, period = counter
+    limit = plan.limit_for(scope, window)
+    if limit is None or limit.cap_nanos is None or limit.period.key != period:
+        return None
+    return limit if spent_nanos >= limit.cap_nanos else None
+
+
+def cap_pause_reason(limit: Limit) -> str:
+    who = "" if limit.scope.kind == "agent" else f"group {limit.scope.name} "
+    return f"{who}{limit.window.value} cap of {nanos_to_usd(limit.cap_nanos)} USD reached"

@@ -1,0 +1,340 @@
+"""The embedded store: one SQLite file owned by one daemon.
+
+WAL mode with synchronous=NORMAL: a committed transaction survives a crash
+of the process (kill -9); the last commits may roll back on power loss
+(use ``?synchronous=full`` in the URL to fsync every commit). Every
+operation below runs inside a group-commit transaction (see batching.py),
+so each is atomic and acknowledged only after COMMIT.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import sqlite3
+from pathlib import Path
+from urllib.parse import parse_qs
+
+import aiosqlite
+
+from ..plan import Plan
+from . import rules
+from .base import (
+    Balance,
+    Counter,
+    HoldRequest,
+    HoldResult,
+    PauseRecord,
+    PlanFor,
+    Readout,
+    RequestConflict,
+    SettleRequest,
+    SettleResult,
+    Store,
+    StoreError,
+)
+from .batching import GroupCommitter
+
+SCHEMA_VERSION = 1
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS counters (
+    scope TEXT NOT NULL,               -- 'agent:NAME' or 'group:NAME'
+    win TEXT NOT NULL,                 -- 'daily' or 'monthly'
+    period TEXT NOT NULL,              -- '2026-11-22' or '2026-11'
+    spent_nanos INTEGER NOT NULL DEFAULT 0,
+    reserved_nanos INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (scope, win, period)
+) WITHOUT ROWID;
+
+-- One row per request id: the hold and, later, how it ended.
+CREATE TABLE IF NOT EXISTS calls (
+    request_id TEXT PRIMARY KEY,
+    agent_id TEXT NOT NULL,
+    state TEXT NOT NULL CHECK (state IN ('held', 'settled', 'released', 'expired')),
+    held_nanos INTEGER NOT NULL,
+    charged_nanos INTEGER NOT NULL DEFAULT 0,  -- what this request has added to spent
+    counters TEXT NOT NULL,                    -- JSON [[scope, win, period], ...]
+    tags TEXT NOT NULL,
+    created_ms INTEGER NOT NULL,
+    deadline_ms INTEGER NOT NULL,
+    ended_ms INTEGER
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS calls_live_by_deadline ON calls (deadline_ms) WHERE state = 'held';
+
+CREATE TABLE IF NOT EXISTS pauses (
+    scope TEXT NOT NULL,
+    kind TEXT NOT NULL CHECK (kind IN ('manual', 'cap')),
+    win TEXT NOT NULL,       -- '' for a manual pause
+    period TEXT NOT NULL,    -- '' for a manual pause
+    reason TEXT NOT NULL,
+    since_ms INTEGER NOT NULL,
+    PRIMARY KEY (scope, win, period)
+) WITHOUT ROWID;
+
+-- Append-only: every change to spent, with the amount it added.
+CREATE TABLE IF NOT EXISTS ledger (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    request_id TEXT NOT NULL,
+    agent_id TEXT NOT NULL,
+    kind TEXT NOT NULL,      -- 'settle' or 'expiry' (a charged expiry)
+    cost_nanos INTEGER NOT NULL,
+    tags TEXT NOT NULL,
+    held_ms INTEGER,
+    settled_ms INTEGER NOT NULL
+);
+"""
+
+_ADD_SPENT = """
+INSERT INTO counters (scope, win, period, spent_nanos, reserved_nanos) VALUES (?, ?, ?, ?, ?)
+ON CONFLICT DO UPDATE SET spent_nanos = spent_nanos + excluded.spent_nanos,
+                          reserved_nanos = reserved_nanos + excluded.reserved_nanos
+RETURNING spent_nanos
+"""
+
+
+def sqlite_path(url: str) -> tuple[str, dict[str, str]]:
+    """``sqlite:///var/lib/budgetd/budgetd.db`` -> ``/var/lib/budgetd/budgetd.db``;
+    ``sqlite://relative.db`` is relative to the working directory."""
+    rest = url[len("sqlite://") :]
+    path, _, query = rest.partition("?")
+    return path, {k: v[-1] for k, v in parse_qs(query).items()}
+
+
+class SqliteStore(Store):
+    def __init__(self, url: str) -> None:
+        self.path, options = sqlite_path(url)
+        synchronous = options.get("synchronous", "normal").upper()
+        if synchronous not in ("NORMAL", "FULL"):
+            raise ValueError(f"store.url: synchronous must be normal or full, got {synchronous.lower()}")
+        self._synchronous = synchronous
+        self._db: aiosqlite.Connection | None = None
+        self._committer: GroupCommitter | None = None
+        self._lock_file = None
+
+    # -- lifecycle ------------------------------------------------------------
+    async def open(self) -> None:
+        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self._lock_file = _own_exclusively(self.path)
+        try:
+            self._db = await aiosqlite.connect(self.path, isolation_level=None)
+            await self._db.execute("PRAGMA journal_mode=WAL")
+            await self._db.execute(f"PRAGMA synchronous={self._synchronous}")
+            await self._db.execute("PRAGMA busy_timeout=5000")
+            await self._db.executescript(SCHEMA)
+            await self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        except sqlite3.Error as err:
+            await self.close()
+            raise StoreError(f"sqlite {self.path}: {err}") from err
+        self._committer = GroupCommitter(self._db)
+
+    async def close(self) -> None:
+        if self._db is not None:
+            await self._db.close()
+            self._db = None
+        if self._lock_file is not None:
+            self._lock_file.close()
+            self._lock_file = None
+
+    async def ping(self) -> None:
+        await self._run(lambda conn: conn.execute("SELECT 1").fetchone())
+
+    async def _run(self, op):
+        if self._committer is None:
+            raise StoreError("the store is closed")
+        return await self._committer.run(op)
+
+    # -- the atomic steps -------------------------------------------------------
+    async def hold(self, req: HoldRequest) -> HoldResult:
+        return await self._run(lambda conn: _hold(conn, req))
+
+    async def settle(self, req: SettleRequest) -> SettleResult:
+        return await self._run(lambda conn: _settle(conn, req))
+
+    async def release(self, request_id: str, agent_id: str) -> bool:
+        return await self._run(lambda conn: _release(conn, request_id, agent_id))
+
+    async def expire(self, now_ms: int, charge: bool, plan_for: PlanFor) -> int:
+        return await self._run(lambda conn: _expire(conn, now_ms, charge, plan_for))
+
+    async def pause(self, agent_id: str, reason: str, now_ms: int) -> None:
+        await self._run(
+            lambda conn: conn.execute(
+                "INSERT OR REPLACE INTO pauses VALUES (?, 'manual', '', '', ?, ?)", (f"agent:{agent_id}", reason, now_ms)
+            )
+        )
+
+    async def resume(self, agent_id: str) -> bool:
+        return await self._run(
+            lambda conn: conn.execute("DELETE FROM pauses WHERE scope = ?", (f"agent:{agent_id}",)).rowcount > 0
+        )
+
+    async def read(self, plan: Plan) -> Readout:
+        return await self._run(lambda conn: Readout(_balances(conn, [lm.counter for lm in plan.limits]), _pauses(conn, plan)))
+
+    async def active_agents(self, daily_period: str, monthly_period: str) -> list[str]:
+        def query(conn):
+            rows = conn.execute(
+                "SELECT DISTINCT scope FROM counters WHERE scope LIKE 'agent:%' AND "
+                "((win = 'daily' AND period = ?) OR (win = 'monthly' AND period = ?)) "
+                "UNION SELECT DISTINCT scope FROM pauses WHERE scope LIKE 'agent:%'",
+                (daily_period, monthly_period),
+            ).fetchall()
+            return sorted(scope.split(":", 1)[1] for (scope,) in rows)
+
+        return await self._run(query)
+
+
+def _own_exclusively(path: str):
+    """One daemon owns the file: a second one fails here, clearly, instead of
+    becoming a second writer."""
+    lock = open(f"{path}.lock", "w")  # noqa: SIM115 - held open for the store's lifetime
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.close()
+        raise StoreError(f"{path} is in use by another budgetd (lock {path}.lock is held)") from None
+    lock.write(str(os.getpid()))
+    lock.flush()
+    return lock
+
+
+# -- the operations, run on the connection thread inside a transaction ----------
+
+
+def _balances(conn: sqlite3.Connection, counters: list[Counter]) -> dict[Counter, Balance]:
+    if not counters:
+        return {}
+    rows = conn.execute(
+        "SELECT scope, win, period, spent_nanos, reserved_nanos FROM counters "
+        f"WHERE (scope, win, period) IN (VALUES {', '.join(['(?, ?, ?)'] * len(counters))})",
+        [part for counter in counters for part in counter],
+    ).fetchall()
+    return {(s, w, p): Balance(spent, reserved) for s, w, p, spent, reserved in rows}
+
+
+def _pauses(conn: sqlite3.Connection, plan: Plan) -> list[PauseRecord]:
+    keys = [s.key for s in plan.scopes]
+    rows = conn.execute(
+        f"SELECT scope, kind, win, period, reason, since_ms FROM pauses WHERE scope IN ({', '.join('?' * len(keys))})",
+        keys,
+    ).fetchall()
+    return [PauseRecord(*row) for row in rows]
+
+
+def _hold(conn: sqlite3.Connection, req: HoldRequest) -> HoldResult:
+    row = conn.execute(
+        "SELECT agent_id, state, held_nanos, deadline_ms FROM calls WHERE request_id = ?", (req.request_id,)
+    ).fetchone()
+    if row is not None:
+        agent_id, state, held, deadline = row
+        if agent_id != req.agent_id:
+            raise RequestConflict(f"request_id {req.request_id} belongs to another agent")
+        if state == "held":  # a retry of a hold that went through
+            return HoldResult(True, held, deadline)
+        raise RequestConflict(f"request_id {req.request_id} was already {state}")
+    counters = [limit.counter for limit in req.plan.limits]
+    denial = rules.refuse_hold(req.plan, _balances(conn, counters), _pauses(conn, req.plan), req.amount_nanos)
+    if denial is not None:
+        return HoldResult(False, denial=denial)
+    conn.executemany(_ADD_SPENT, [(*counter, 0, req.amount_nanos) for counter in counters])
+    conn.execute(
+        "INSERT INTO calls (request_id, agent_id, state, held_nanos, counters, tags, created_ms, deadline_ms) "
+        "VALUES (?, ?, 'held', ?, ?, ?, ?, ?)",
+        (req.request_id, req.agent_id, req.amount_nanos, json.dumps(counters), json.dumps(dict(req.tags)),
+         req.now_ms, req.deadline_ms),
+    )
+    return HoldResult(True, req.amount_nanos, req.deadline_ms)
+
+
+def _charge(conn, plan: Plan | None, counters, spent_delta: int, reserved_delta: int, now_ms: int) -> tuple[PauseRecord, ...]:
+    """Apply the deltas to every counter; pause each window it brings to its cap."""
+    started = []
+    for counter in counters:
+        (spent,) = conn.execute(_ADD_SPENT, (*counter, spent_delta, reserved_delta)).fetchone()
+        limit = rules.cap_reached(plan, tuple(counter), spent) if plan is not None else None
+        if limit is None:
+            continue
+        scope, window, period = limit.counter
+        record = PauseRecord(scope, "cap", window, period, rules.cap_pause_reason(limit), now_ms)
+        inserted = conn.execute(
+            "INSERT OR IGNORE INTO pauses VALUES (?, ?, ?, ?, ?, ?)",
+            (record.scope, record.kind, record.window, record.period, record.reason, record.since_ms),
+        ).rowcount
+        if inserted:
+            started.append(record)
+    return tuple(started)
+
+
+def _ledger(conn, request_id, agent_id, kind, cost, tags_json, held_ms, now_ms) -> None:
+    conn.execute(
+        "INSERT INTO ledger (request_id, agent_id, kind, cost_nanos, tags, held_ms, settled_ms) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (request_id, agent_id, kind, cost, tags_json, held_ms, now_ms),
+    )
+
+
+def _settle(conn: sqlite3.Connection, req: SettleRequest) -> SettleResult:
+    row = conn.execute(
+        "SELECT agent_id, state, held_nanos, charged_nanos, counters, tags, created_ms FROM calls WHERE request_id = ?",
+        (req.request_id,),
+    ).fetchone()
+    if row is None:  # no hold (fail-open, or a hold this store never saw): charge the current windows
+        amount = req.actual_nanos if req.actual_nanos is not None else req.plan.estimate_nanos
+        counters = [limit.counter for limit in req.plan.limits]
+        tags = json.dumps(dict(req.tags))
+        conn.execute(
+            "INSERT INTO calls (request_id, agent_id, state, held_nanos, charged_nanos, counters, tags, created_ms, "
+            "deadline_ms, ended_ms) VALUES (?, ?, 'settled', 0, ?, ?, ?, ?, ?, ?)",
+            (req.request_id, req.agent_id, amount, json.dumps(counters), tags, req.now_ms, req.now_ms, req.now_ms),
+        )
+        paused = _charge(conn, req.plan, counters, amount, 0, req.now_ms)
+        _ledger(conn, req.request_id, req.agent_id, "settle", amount, tags, None, req.now_ms)
+        return SettleResult(amount, paused=paused)
+    agent_id, state, held, charged, counters_json, tags_json, created_ms = row
+    if agent_id != req.agent_id:
+        raise RequestConflict(f"request_id {req.request_id} belongs to another agent")
+    if state == "settled":
+        return SettleResult(charged, duplicate=True)
+    amount = req.actual_nanos if req.actual_nanos is not None else held
+    tags = json.dumps({**json.loads(tags_json), **req.tags})
+    # held: the reservation goes, the cost comes. released: only the cost.
+    # expired: the cost minus what the expiry already charged (counted once).
+    reserved_delta = -held if state == "held" else 0
+    spent_delta = amount - charged
+    paused = _charge(conn, req.plan, json.loads(counters_json), spent_delta, reserved_delta, req.now_ms)
+    conn.execute(
+        "UPDATE calls SET state = 'settled', charged_nanos = ?, tags = ?, ended_ms = ? WHERE request_id = ?",
+        (amount, tags, req.now_ms, req.request_id),
+    )
+    _ledger(conn, req.request_id, agent_id, "settle", spent_delta, tags, created_ms, req.now_ms)
+    return SettleResult(amount, paused=paused)
+
+
+def _release(conn: sqlite3.Connection, request_id: str, agent_id: str) -> bool:
+    row = conn.execute("SELECT agent_id, state, held_nanos, counters FROM calls WHERE request_id = ?", (request_id,)).fetchone()
+    if row is None or row[1] != "held":
+        return False
+    if row[0] != agent_id:
+        raise RequestConflict(f"request_id {request_id} belongs to another agent")
+    _charge(conn, None, json.loads(row[3]), 0, -row[2], 0)
+    conn.execute("UPDATE calls SET state = 'released' WHERE request_id = ?", (request_id,))
+    return True
+
+
+def _expire(conn: sqlite3.Connection, now_ms: int, charge: bool, plan_for: PlanFor) -> int:
+    rows = conn.execute(
+        "SELECT request_id, agent_id, held_nanos, counters, tags, created_ms FROM calls "
+        "WHERE state = 'held' AND deadline_ms <= ? ORDER BY deadline_ms LIMIT 1000",
+        (now_ms,),
+    ).fetchall()
+    for request_id, agent_id, held, counters_json, tags_json, created_ms in rows:
+        charged = held if charge else 0
+        plan = plan_for(agent_id) if charge else None
+        _charge(conn, plan, json.loads(counters_json), charged, -held, now_ms)
+        conn.execute(
+            "UPDATE calls SET state = 'expired', charged_nanos = ?, ended_ms = ? WHERE request_id = ?",
+            (charged, now_ms, request_id),
+        )
+        if charged:
+            _ledger(conn, request_id, agent_id, "expiry", charged, tags_json, created_ms, now_ms)
+    return len(rows)

@@ -1,0 +1,92 @@
+"""Daemon-side conversions between store results and wire messages."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from budgetd_client.v1 import budget_pb2 as pb
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from .plan import Limit, Plan, Scope
+from .store import Denial, Readout
+from .store.rules import pause_in_force, remaining
+from .windows import Window
+
+WINDOWS = {Window.DAILY: pb.WINDOW_DAILY, Window.MONTHLY: pb.WINDOW_MONTHLY, "daily": pb.WINDOW_DAILY, "monthly": pb.WINDOW_MONTHLY}
+PAUSE_KINDS = {"manual": pb.PAUSE_KIND_MANUAL, "cap": pb.PAUSE_KIND_CAP}
+SCOPE_KINDS = {"agent": pb.SCOPE_KIND_AGENT, "group": pb.SCOPE_KIND_GROUP}
+
+
+def timestamp(when: datetime | None = None, *, ms: int | None = None) -> Timestamp:
+    ts = Timestamp()
+    if when is not None:
+        ts.FromDatetime(when)
+    elif ms is not None:
+        ts.FromMilliseconds(ms)
+    return ts
+
+
+def scope(s: Scope) -> pb.Scope:
+    return pb.Scope(kind=SCOPE_KINDS[s.kind], name=s.name)
+
+
+def denial(d: Denial) -> pb.Denial:
+    msg = pb.Denial(scope=scope(d.scope), remaining_nanos=d.remaining_nanos)
+    if d.limit is not None:
+        msg.window = WINDOWS[d.limit.window]
+        msg.resets_at.CopyFrom(timestamp(d.limit.period.resets_at))
+        if d.limit.cap_nanos is not None:
+            msg.cap_nanos = d.limit.cap_nanos
+    if d.pause is not None:
+        msg.pause_kind = PAUSE_KINDS[d.pause.kind]
+        msg.pause_reason = d.pause.reason
+        if d.pause.kind == "manual":
+            msg.ClearField("resets_at")  # a manual pause never lifts by itself
+    return msg
+
+
+def window_status(limit: Limit, readout: Readout) -> pb.WindowStatus:
+    balance = readout.balance(limit)
+    msg = pb.WindowStatus(
+        window=WINDOWS[limit.window],
+        period=limit.period.key,
+        spent_nanos=balance.spent_nanos,
+        reserved_nanos=balance.reserved_nanos,
+        starts_at=timestamp(limit.period.starts_at),
+        resets_at=timestamp(limit.period.resets_at),
+    )
+    if limit.cap_nanos is not None:
+        msg.cap_nanos = limit.cap_nanos
+        msg.remaining_nanos = remaining(limit, balance)
+    return msg
+
+
+def agent_status(plan: Plan, readout: Readout) -> pb.AgentStatus:
+    by_scope: dict[Scope, dict[Window, Limit]] = {}
+    for limit in plan.limits:
+        by_scope.setdefault(limit.scope, {})[limit.window] = limit
+    agent_scope, *group_scopes = by_scope
+    own = by_scope[agent_scope]
+    msg = pb.AgentStatus(
+        agent_id=plan.agent_id,
+        daily=window_status(own[Window.DAILY], readout),
+        monthly=window_status(own[Window.MONTHLY], readout),
+        groups=[
+            pb.ScopeStatus(
+                scope=scope(s),
+                daily=window_status(by_scope[s][Window.DAILY], readout),
+                monthly=window_status(by_scope[s][Window.MONTHLY], readout),
+            )
+            for s in group_scopes
+        ],
+    )
+    paused = pause_in_force(plan, readout.pauses)
+    if paused is not None:
+        record, limit = paused
+        msg.paused = True
+        msg.pause_kind = PAUSE_KINDS[record.kind]
+        msg.pause_reason = record.reason
+        msg.paused_scope.CopyFrom(scope(Scope.parse(record.scope)))
+        if limit is not None:
+            msg.resumes_at.CopyFrom(timestamp(limit.period.resets_at))
+    return msg

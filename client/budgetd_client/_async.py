@@ -1,0 +1,143 @@
+"""The async client. ``_sync.py`` is generated from this file by
+``scripts/generate_sync.py``; edit here, then run ``make generate``."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Mapping
+
+import grpc
+import grpc.aio
+
+from . import _core
+from ._core import Call
+from .errors import BudgetError, BudgetUnavailable
+from .money import UsdLike
+from .status import AgentStatus
+from .v1 import budget_pb2 as pb
+from .v1 import budget_pb2_grpc as pb_grpc
+
+log = logging.getLogger("budgetd_client")
+
+
+class AsyncBudget:
+    """A connection to budgetd. One per process; safe to share between tasks.
+
+    ``address`` defaults to ``$BUDGETD_ADDRESS`` (else ``localhost:50051``),
+    ``token`` to ``$BUDGETD_TOKEN``. ``timeout`` bounds every call, in
+    seconds. ``fail_open=True`` lets calls proceed when budgetd cannot be
+    reached (the default refuses them with ``BudgetUnavailable``).
+    """
+
+    def __init__(
+        self,
+        address: str | None = None,
+        *,
+        token: str | None = None,
+        timeout: float | None = None,
+        fail_open: bool = False,
+    ) -> None:
+        self.settings = _core.Settings.resolve(address, token, timeout, fail_open)
+        self._lock = threading.Lock()
+        self._channel = None
+        self._budget_stub = None
+        self._admin_stub = None
+
+    def _stubs(self):
+        # The channel is made on first use, so a Budget built before a fork
+        # (or outside an event loop) connects in the process that uses it.
+        with self._lock:
+            if self._channel is None:
+                self._channel = grpc.aio.insecure_channel(
+                    self.settings.address, options=self.settings.channel_options
+                )
+                self._budget_stub = pb_grpc.BudgetStub(self._channel)
+                self._admin_stub = pb_grpc.AdminStub(self._channel)
+            return self._budget_stub, self._admin_stub
+
+    async def _rpc(self, method, request):
+        try:
+            return await method(request, timeout=self.settings.timeout, metadata=self.settings.metadata)
+        except grpc.RpcError as err:
+            raise _core.translate_rpc_error(err) from None
+
+    def guard(
+        self,
+        agent_id: str,
+        *,
+        estimate_usd: UsdLike | None = None,
+        tags: Mapping[str, str] | None = None,
+    ) -> AsyncGuard:
+        """Hold an estimate for one model call; settle or release on exit.
+
+        Without ``estimate_usd`` the daemon holds the agent's configured
+        ``estimate_usd``. Raises ``BudgetExceeded`` or ``AgentPaused`` on
+        entry, before the block runs.
+        """
+        return AsyncGuard(self, Call(agent_id, estimate_usd, tags))
+
+    async def status(self, agent_id: str) -> AgentStatus:
+        budget, _ = self._stubs()
+        return _core.agent_status(await self._rpc(budget.GetStatus, _core.status_request(agent_id)))
+
+    async def list_status(self) -> list[AgentStatus]:
+        _, admin = self._stubs()
+        resp = await self._rpc(admin.ListStatus, pb.ListStatusRequest())
+        return [_core.agent_status(a) for a in resp.agents]
+
+    async def pause(self, agent_id: str, reason: str = "") -> AgentStatus:
+        """Pause an agent by hand (admin). It stays paused until resumed."""
+        _, admin = self._stubs()
+        return _core.agent_status(await self._rpc(admin.Pause, _core.pause_request(agent_id, reason)))
+
+    async def resume(self, agent_id: str) -> AgentStatus:
+        """Lift every pause of the agent (admin)."""
+        _, admin = self._stubs()
+        return _core.agent_status(await self._rpc(admin.Resume, _core.resume_request(agent_id)))
+
+    async def close(self) -> None:
+        with self._lock:
+            channel, self._channel = self._channel, None
+        if channel is not None:
+            await channel.close()
+
+    async def __aenter__(self) -> AsyncBudget:
+        return self
+
+    async def __aexit__(self, *exc_info) -> None:
+        await self.close()
+
+
+class AsyncGuard:
+    """The context manager ``AsyncBudget.guard`` returns."""
+
+    def __init__(self, budget: AsyncBudget, call: Call) -> None:
+        self._budget = budget
+        self._call = call
+
+    async def __aenter__(self) -> Call:
+        stub, _ = self._budget._stubs()
+        try:
+            resp = await self._budget._rpc(stub.Authorize, self._call.authorize_request())
+        except BudgetUnavailable:
+            if not self._budget.settings.fail_open:
+                raise
+            log.warning("budgetd unreachable; %s proceeds unguarded (fail_open)", self._call.agent_id)
+            return self._call
+        self._call.authorized(resp)
+        return self._call
+
+    async def __aexit__(self, exc_type, exc, tb) -> bool:
+        request = self._call.exit_request(failed=exc_type is not None)
+        stub, _ = self._budget._stubs()
+        method = stub.Release if isinstance(request, pb.ReleaseRequest) else stub.Commit
+        try:
+            await self._budget._rpc(method, request)
+        except BudgetError as err:
+            # Never hide the block's own exception behind ours; under
+            # fail_open an unreachable daemon must not fail a finished call.
+            if exc_type is None and not (self._budget.settings.fail_open and isinstance(err, BudgetUnavailable)):
+                raise
+            log.warning("budgetd: could not settle %s for %s: %s", self._call.request_id, self._call.agent_id, err)
+        return False

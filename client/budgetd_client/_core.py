@@ -1,0 +1,218 @@
+"""The I/O-free half of the client, shared by ``Budget`` and ``AsyncBudget``.
+
+Everything here builds requests, reads answers and decides what a guard does
+on exit; nothing here sends a byte. The sync and async clients only move the
+messages this module makes (and ``_sync.py`` is generated from ``_async.py``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+import grpc
+
+from . import limits
+from .errors import AgentPaused, BudgetError, BudgetExceeded, BudgetUnavailable
+from .money import UsdLike, nanos_to_usd, usd_to_nanos
+from .status import AgentStatus, GroupStatus, WindowStatus
+from .v1 import budget_pb2 as pb
+
+DEFAULT_ADDRESS = "localhost:50051"
+DEFAULT_TIMEOUT_SECONDS = 5.0
+
+WINDOW_NAMES = {pb.WINDOW_DAILY: "daily", pb.WINDOW_MONTHLY: "monthly"}
+PAUSE_KIND_NAMES = {pb.PAUSE_KIND_MANUAL: "manual", pb.PAUSE_KIND_CAP: "cap"}
+SCOPE_KIND_NAMES = {pb.SCOPE_KIND_AGENT: "agent", pb.SCOPE_KIND_GROUP: "group"}
+
+# Retrying UNAVAILABLE is safe for every method: holds and settles carry the
+# client's request id (a retry never holds or counts twice), and pause,
+# resume and status are idempotent.
+_SERVICE_CONFIG = json.dumps(
+    {
+        "methodConfig": [
+            {
+                "name": [{"service": "budgetd.v1.Budget"}, {"service": "budgetd.v1.Admin"}],
+                "retryPolicy": {
+                    "maxAttempts": 3,
+                    "initialBackoff": "0.05s",
+                    "maxBackoff": "0.5s",
+                    "backoffMultiplier": 2,
+                    "retryableStatusCodes": ["UNAVAILABLE"],
+                },
+            }
+        ]
+    }
+)
+
+
+@dataclass(frozen=True)
+class Settings:
+    address: str
+    token: str | None
+    timeout: float
+    fail_open: bool
+
+    @classmethod
+    def resolve(cls, address: str | None, token: str | None, timeout: float | None, fail_open: bool) -> Settings:
+        address = address or os.environ.get("BUDGETD_ADDRESS") or DEFAULT_ADDRESS
+        token = token if token is not None else os.environ.get("BUDGETD_TOKEN") or None
+        timeout = DEFAULT_TIMEOUT_SECONDS if timeout is None else float(timeout)
+        if not timeout > 0:
+            raise ValueError(f"timeout: must be a positive number of seconds, got {timeout}")
+        return cls(address=address, token=token, timeout=timeout, fail_open=bool(fail_open))
+
+    @property
+    def metadata(self) -> tuple[tuple[str, str], ...] | None:
+        return (("authorization", f"Bearer {self.token}"),) if self.token else None
+
+    @property
+    def channel_options(self) -> list[tuple[str, object]]:
+        return [("grpc.service_config", _SERVICE_CONFIG), ("grpc.enable_retries", 1)]
+
+
+def translate_rpc_error(err: grpc.RpcError) -> Exception:
+    """Map a gRPC failure to what the agent author catches."""
+    code = err.code() if hasattr(err, "code") else None
+    details = err.details() if hasattr(err, "details") else str(err)
+    if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED):
+        return BudgetUnavailable(f"budgetd unavailable ({code.name}): {details}")
+    if code == grpc.StatusCode.INVALID_ARGUMENT:
+        return ValueError(details)
+    name = code.name if code is not None else "UNKNOWN"
+    return BudgetError(f"budgetd refused the call ({name}): {details}")
+
+
+def _time(ts) -> datetime | None:
+    if not ts.seconds and not ts.nanos:
+        return None
+    return ts.ToDatetime(tzinfo=timezone.utc)
+
+
+def _scope_name(scope: pb.Scope) -> str:
+    return f"{SCOPE_KIND_NAMES.get(scope.kind, 'agent')}:{scope.name}"
+
+
+def raise_for_denial(agent_id: str, resp: pb.AuthorizeResponse) -> None:
+    if resp.decision == pb.DECISION_ALLOWED:
+        return
+    d = resp.denial
+    if resp.decision == pb.DECISION_DENIED_PAUSED:
+        raise AgentPaused(
+            agent_id,
+            reason=d.pause_reason,
+            kind=PAUSE_KIND_NAMES.get(d.pause_kind, "manual"),
+            scope=_scope_name(d.scope),
+            window=WINDOW_NAMES.get(d.window),
+            resumes_at=_time(d.resets_at),
+        )
+    if resp.decision == pb.DECISION_DENIED_CAP:
+        raise BudgetExceeded(
+            agent_id,
+            window=WINDOW_NAMES.get(d.window, "unknown"),
+            scope=_scope_name(d.scope),
+            remaining_usd=nanos_to_usd(d.remaining_nanos),
+            cap_usd=nanos_to_usd(d.cap_nanos) if d.HasField("cap_nanos") else None,
+            resets_at=_time(d.resets_at),
+        )
+    raise BudgetError(f"{agent_id}: budgetd gave an unknown decision {resp.decision}")
+
+
+def window_status(w: pb.WindowStatus) -> WindowStatus:
+    return WindowStatus(
+        window=WINDOW_NAMES.get(w.window, "unknown"),
+        period=w.period,
+        spent_usd=nanos_to_usd(w.spent_nanos),
+        reserved_usd=nanos_to_usd(w.reserved_nanos),
+        cap_usd=nanos_to_usd(w.cap_nanos) if w.HasField("cap_nanos") else None,
+        remaining_usd=nanos_to_usd(w.remaining_nanos) if w.HasField("remaining_nanos") else None,
+        starts_at=_time(w.starts_at),
+        resets_at=_time(w.resets_at),
+    )
+
+
+def agent_status(msg: pb.AgentStatus) -> AgentStatus:
+    return AgentStatus(
+        agent_id=msg.agent_id,
+        paused=msg.paused,
+        pause_reason=msg.pause_reason,
+        pause_kind=PAUSE_KIND_NAMES.get(msg.pause_kind),
+        paused_by=_scope_name(msg.paused_scope) if msg.paused else None,
+        resumes_at=_time(msg.resumes_at),
+        daily=window_status(msg.daily),
+        monthly=window_status(msg.monthly),
+        groups=tuple(
+            GroupStatus(name=g.scope.name, daily=window_status(g.daily), monthly=window_status(g.monthly))
+            for g in msg.groups
+        ),
+    )
+
+
+class Call:
+    """One guarded model call: what ``with budget.guard(...) as call`` gives.
+
+    It holds no connection; the guard sends what it decides.
+    """
+
+    def __init__(self, agent_id: str, estimate_usd: UsdLike | None, tags: Mapping[str, str] | None) -> None:
+        self.agent_id = limits.check_agent_id(agent_id)
+        self.tags = limits.check_tags(tags)
+        self.estimate_nanos = None if estimate_usd is None else usd_to_nanos(estimate_usd, field="estimate_usd")
+        self.request_id = str(uuid.uuid4())
+        self.held_nanos: int | None = None  # None until the daemon allowed a hold
+        self._actual_nanos: int | None = None
+
+    # -- what the agent author calls inside the block --------------------
+    def record_usd(self, amount: UsdLike) -> None:
+        """Record what the call really cost, in dollars."""
+        self._actual_nanos = usd_to_nanos(amount, field="record_usd")
+
+    @property
+    def recorded(self) -> bool:
+        return self._actual_nanos is not None
+
+    # -- what the guard calls ---------------------------------------------
+    def authorize_request(self) -> pb.AuthorizeRequest:
+        req = pb.AuthorizeRequest(agent_id=self.agent_id, request_id=self.request_id, tags=self.tags)
+        if self.estimate_nanos is not None:
+            req.estimate_nanos = self.estimate_nanos
+        return req
+
+    def authorized(self, resp: pb.AuthorizeResponse) -> None:
+        raise_for_denial(self.agent_id, resp)
+        self.held_nanos = resp.held_nanos
+
+    def exit_request(self, failed: bool) -> pb.CommitRequest | pb.ReleaseRequest:
+        """What leaving the block sends.
+
+        Recorded -> commit the recorded cost. An exception and nothing
+        recorded -> release. Nothing recorded, no exception -> commit with no
+        amount, which settles what was held (conservative: the call may have
+        cost money we were not told about).
+        """
+        if self._actual_nanos is not None:
+            return pb.CommitRequest(
+                request_id=self.request_id, agent_id=self.agent_id, actual_nanos=self._actual_nanos, tags=self.tags
+            )
+        if failed:
+            return pb.ReleaseRequest(request_id=self.request_id, agent_id=self.agent_id)
+        req = pb.CommitRequest(request_id=self.request_id, agent_id=self.agent_id, tags=self.tags)
+        if self.held_nanos is None and self.estimate_nanos is not None:
+            req.actual_nanos = self.estimate_nanos  # fail-open with no hold: settle our own estimate
+        return req
+
+
+def pause_request(agent_id: str, reason: str) -> pb.PauseRequest:
+    return pb.PauseRequest(agent_id=limits.check_agent_id(agent_id), reason=limits.check_reason(reason))
+
+
+def resume_request(agent_id: str) -> pb.ResumeRequest:
+    return pb.ResumeRequest(agent_id=limits.check_agent_id(agent_id))
+
+
+def status_request(agent_id: str) -> pb.GetStatusRequest:
+    return pb.GetStatusRequest(agent_id=limits.check_agent_id(agent_id))

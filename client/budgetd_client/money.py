@@ -1,0 +1,57 @@
+"""Dollars at the edges, integer nanodollars inside.
+
+Every amount that crosses the wire or touches storage is an int of
+nanodollars (1e-9 USD). Dollars come in as ``Decimal`` (or anything that
+spells a decimal number) and are converted exactly once, here.
+"""
+
+from __future__ import annotations
+
+import math
+from decimal import ROUND_CEILING, Decimal, InvalidOperation
+
+NANOS_PER_USD = 10**9
+#: The largest amount one call may hold or settle. Anything bigger is a bug in
+#: the caller (a unit mix-up, an overflow), not a model call.
+MAX_CALL_USD = Decimal(1_000_000)
+MAX_CALL_NANOS = int(MAX_CALL_USD) * NANOS_PER_USD
+
+UsdLike = Decimal | int | float | str
+
+
+def to_decimal(amount: UsdLike, *, field: str) -> Decimal:
+    """Read a dollar amount exactly; floats go through their shortest repr,
+    so ``0.05`` is five cents, not 0.05000000000000000277."""
+    if isinstance(amount, bool):
+        raise ValueError(f"{field}: expected a dollar amount, got a bool")
+    if isinstance(amount, float):
+        if not math.isfinite(amount):
+            raise ValueError(f"{field}: must be a finite number, got {amount!r}")
+        amount = repr(amount)
+    if isinstance(amount, (int, str)):
+        try:
+            amount = Decimal(amount)
+        except InvalidOperation:
+            raise ValueError(f"{field}: {amount!r} is not a decimal number") from None
+    if not isinstance(amount, Decimal):
+        raise ValueError(f"{field}: expected a dollar amount, got {type(amount).__name__}")
+    if not amount.is_finite():
+        raise ValueError(f"{field}: must be a finite number, got {amount}")
+    return amount
+
+
+def usd_to_nanos(amount: UsdLike, *, field: str = "amount", limit: int = MAX_CALL_NANOS) -> int:
+    """Dollars -> nanodollars, rounded up (a cost is never rounded in the
+    caller's favour). Refuses negative, non-finite and oversized amounts."""
+    usd = to_decimal(amount, field=field)
+    if usd < 0:
+        raise ValueError(f"{field}: must not be negative, got {usd}")
+    nanos = int((usd * NANOS_PER_USD).to_integral_value(rounding=ROUND_CEILING))
+    if nanos > limit:
+        raise ValueError(f"{field}: {usd} USD is over the limit of {nanos_to_usd(limit)} USD")
+    return nanos
+
+
+def nanos_to_usd(nanos: int) -> Decimal:
+    """Nanodollars -> exact Decimal dollars (no trailing-zero noise)."""
+    return (Decimal(nanos) / NANOS_PER_USD).normalize() if nanos else Decimal(0)

@@ -1,0 +1,39 @@
+"""What ``Budget.status`` returns: plain frozen dataclasses in Decimal dollars."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+
+
+@dataclass(frozen=True)
+class WindowStatus:
+    window: str  # "daily" or "monthly"
+    period: str  # "2026-11-22" or "2026-11"
+    spent_usd: Decimal
+    reserved_usd: Decimal
+    cap_usd: Decimal | None  # None: no cap
+    remaining_usd: Decimal | None  # None: no cap
+    starts_at: datetime
+    resets_at: datetime
+
+
+@dataclass(frozen=True)
+class GroupStatus:
+    name: str
+    daily: WindowStatus
+    monthly: WindowStatus
+
+
+@dataclass(frozen=True)
+class AgentStatus:
+    agent_id: str
+    paused: bool
+    pause_reason: str
+    pause_kind: str | None  # "manual", "cap" or None
+    paused_by: str | None  # "agent:NAME" or "group:NAME" when paused
+    resumes_at: datetime | None  # when a cap pause lifts by itself
+    daily: WindowStatus
+    monthly: WindowStatus
+    groups: tuple[GroupStatus, ...] = ()

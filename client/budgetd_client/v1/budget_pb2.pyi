@@ -1,0 +1,231 @@
+import datetime
+
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class Window(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    WINDOW_UNSPECIFIED: _ClassVar[Window]
+    WINDOW_DAILY: _ClassVar[Window]
+    WINDOW_MONTHLY: _ClassVar[Window]
+
+class ScopeKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    SCOPE_KIND_UNSPECIFIED: _ClassVar[ScopeKind]
+    SCOPE_KIND_AGENT: _ClassVar[ScopeKind]
+    SCOPE_KIND_GROUP: _ClassVar[ScopeKind]
+
+class Decision(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    DECISION_UNSPECIFIED: _ClassVar[Decision]
+    DECISION_ALLOWED: _ClassVar[Decision]
+    DECISION_DENIED_CAP: _ClassVar[Decision]
+    DECISION_DENIED_PAUSED: _ClassVar[Decision]
+
+class PauseKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    PAUSE_KIND_UNSPECIFIED: _ClassVar[PauseKind]
+    PAUSE_KIND_MANUAL: _ClassVar[PauseKind]
+    PAUSE_KIND_CAP: _ClassVar[PauseKind]
+WINDOW_UNSPECIFIED: Window
+WINDOW_DAILY: Window
+WINDOW_MONTHLY: Window
+SCOPE_KIND_UNSPECIFIED: ScopeKind
+SCOPE_KIND_AGENT: ScopeKind
+SCOPE_KIND_GROUP: ScopeKind
+DECISION_UNSPECIFIED: Decision
+DECISION_ALLOWED: Decision
+DECISION_DENIED_CAP: Decision
+DECISION_DENIED_PAUSED: Decision
+PAUSE_KIND_UNSPECIFIED: PauseKind
+PAUSE_KIND_MANUAL: PauseKind
+PAUSE_KIND_CAP: PauseKind
+
+class Scope(_message.Message):
+    __slots__ = ("kind", "name")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    kind: ScopeKind
+    name: str
+    def __init__(self, kind: _Optional[_Union[ScopeKind, str]] = ..., name: _Optional[str] = ...) -> None: ...
+
+class AuthorizeRequest(_message.Message):
+    __slots__ = ("agent_id", "request_id", "estimate_nanos", "tags")
+    class TagsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    AGENT_ID_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    ESTIMATE_NANOS_FIELD_NUMBER: _ClassVar[int]
+    TAGS_FIELD_NUMBER: _ClassVar[int]
+    agent_id: str
+    request_id: str
+    estimate_nanos: int
+    tags: _containers.ScalarMap[str, str]
+    def __init__(self, agent_id: _Optional[str] = ..., request_id: _Optional[str] = ..., estimate_nanos: _Optional[int] = ..., tags: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
+class Denial(_message.Message):
+    __slots__ = ("scope", "window", "cap_nanos", "remaining_nanos", "resets_at", "pause_kind", "pause_reason")
+    SCOPE_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_FIELD_NUMBER: _ClassVar[int]
+    CAP_NANOS_FIELD_NUMBER: _ClassVar[int]
+    REMAINING_NANOS_FIELD_NUMBER: _ClassVar[int]
+    RESETS_AT_FIELD_NUMBER: _ClassVar[int]
+    PAUSE_KIND_FIELD_NUMBER: _ClassVar[int]
+    PAUSE_REASON_FIELD_NUMBER: _ClassVar[int]
+    scope: Scope
+    window: Window
+    cap_nanos: int
+    remaining_nanos: int
+    resets_at: _timestamp_pb2.Timestamp
+    pause_kind: PauseKind
+    pause_reason: str
+    def __init__(self, scope: _Optional[_Union[Scope, _Mapping]] = ..., window: _Optional[_Union[Window, str]] = ..., cap_nanos: _Optional[int] = ..., remaining_nanos: _Optional[int] = ..., resets_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., pause_kind: _Optional[_Union[PauseKind, str]] = ..., pause_reason: _Optional[str] = ...) -> None: ...
+
+class AuthorizeResponse(_message.Message):
+    __slots__ = ("decision", "held_nanos", "hold_expires_at", "denial")
+    DECISION_FIELD_NUMBER: _ClassVar[int]
+    HELD_NANOS_FIELD_NUMBER: _ClassVar[int]
+    HOLD_EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
+    DENIAL_FIELD_NUMBER: _ClassVar[int]
+    decision: Decision
+    held_nanos: int
+    hold_expires_at: _timestamp_pb2.Timestamp
+    denial: Denial
+    def __init__(self, decision: _Optional[_Union[Decision, str]] = ..., held_nanos: _Optional[int] = ..., hold_expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., denial: _Optional[_Union[Denial, _Mapping]] = ...) -> None: ...
+
+class CommitRequest(_message.Message):
+    __slots__ = ("request_id", "agent_id", "actual_nanos", "tags")
+    class TagsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    AGENT_ID_FIELD_NUMBER: _ClassVar[int]
+    ACTUAL_NANOS_FIELD_NUMBER: _ClassVar[int]
+    TAGS_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    agent_id: str
+    actual_nanos: int
+    tags: _containers.ScalarMap[str, str]
+    def __init__(self, request_id: _Optional[str] = ..., agent_id: _Optional[str] = ..., actual_nanos: _Optional[int] = ..., tags: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
+class CommitResponse(_message.Message):
+    __slots__ = ("counted_nanos", "duplicate", "paused")
+    COUNTED_NANOS_FIELD_NUMBER: _ClassVar[int]
+    DUPLICATE_FIELD_NUMBER: _ClassVar[int]
+    PAUSED_FIELD_NUMBER: _ClassVar[int]
+    counted_nanos: int
+    duplicate: bool
+    paused: bool
+    def __init__(self, counted_nanos: _Optional[int] = ..., duplicate: _Optional[bool] = ..., paused: _Optional[bool] = ...) -> None: ...
+
+class ReleaseRequest(_message.Message):
+    __slots__ = ("request_id", "agent_id")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    AGENT_ID_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    agent_id: str
+    def __init__(self, request_id: _Optional[str] = ..., agent_id: _Optional[str] = ...) -> None: ...
+
+class ReleaseResponse(_message.Message):
+    __slots__ = ("released",)
+    RELEASED_FIELD_NUMBER: _ClassVar[int]
+    released: bool
+    def __init__(self, released: _Optional[bool] = ...) -> None: ...
+
+class GetStatusRequest(_message.Message):
+    __slots__ = ("agent_id",)
+    AGENT_ID_FIELD_NUMBER: _ClassVar[int]
+    agent_id: str
+    def __init__(self, agent_id: _Optional[str] = ...) -> None: ...
+
+class WindowStatus(_message.Message):
+    __slots__ = ("window", "period", "spent_nanos", "reserved_nanos", "cap_nanos", "remaining_nanos", "starts_at", "resets_at")
+    WINDOW_FIELD_NUMBER: _ClassVar[int]
+    PERIOD_FIELD_NUMBER: _ClassVar[int]
+    SPENT_NANOS_FIELD_NUMBER: _ClassVar[int]
+    RESERVED_NANOS_FIELD_NUMBER: _ClassVar[int]
+    CAP_NANOS_FIELD_NUMBER: _ClassVar[int]
+    REMAINING_NANOS_FIELD_NUMBER: _ClassVar[int]
+    STARTS_AT_FIELD_NUMBER: _ClassVar[int]
+    RESETS_AT_FIELD_NUMBER: _ClassVar[int]
+    window: Window
+    period: str
+    spent_nanos: int
+    reserved_nanos: int
+    cap_nanos: int
+    remaining_nanos: int
+    starts_at: _timestamp_pb2.Timestamp
+    resets_at: _timestamp_pb2.Timestamp
+    def __init__(self, window: _Optional[_Union[Window, str]] = ..., period: _Optional[str] = ..., spent_nanos: _Optional[int] = ..., reserved_nanos: _Optional[int] = ..., cap_nanos: _Optional[int] = ..., remaining_nanos: _Optional[int] = ..., starts_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., resets_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class ScopeStatus(_message.Message):
+    __slots__ = ("scope", "daily", "monthly")
+    SCOPE_FIELD_NUMBER: _ClassVar[int]
+    DAILY_FIELD_NUMBER: _ClassVar[int]
+    MONTHLY_FIELD_NUMBER: _ClassVar[int]
+    scope: Scope
+    daily: WindowStatus
+    monthly: WindowStatus
+    def __init__(self, scope: _Optional[_Union[Scope, _Mapping]] = ..., daily: _Optional[_Union[WindowStatus, _Mapping]] = ..., monthly: _Optional[_Union[WindowStatus, _Mapping]] = ...) -> None: ...
+
+class AgentStatus(_message.Message):
+    __slots__ = ("agent_id", "paused", "pause_kind", "pause_reason", "paused_scope", "resumes_at", "daily", "monthly", "groups")
+    AGENT_ID_FIELD_NUMBER: _ClassVar[int]
+    PAUSED_FIELD_NUMBER: _ClassVar[int]
+    PAUSE_KIND_FIELD_NUMBER: _ClassVar[int]
+    PAUSE_REASON_FIELD_NUMBER: _ClassVar[int]
+    PAUSED_SCOPE_FIELD_NUMBER: _ClassVar[int]
+    RESUMES_AT_FIELD_NUMBER: _ClassVar[int]
+    DAILY_FIELD_NUMBER: _ClassVar[int]
+    MONTHLY_FIELD_NUMBER: _ClassVar[int]
+    GROUPS_FIELD_NUMBER: _ClassVar[int]
+    agent_id: str
+    paused: bool
+    pause_kind: PauseKind
+    pause_reason: str
+    paused_scope: Scope
+    resumes_at: _timestamp_pb2.Timestamp
+    daily: WindowStatus
+    monthly: WindowStatus
+    groups: _containers.RepeatedCompositeFieldContainer[ScopeStatus]
+    def __init__(self, agent_id: _Optional[str] = ..., paused: _Optional[bool] = ..., pause_kind: _Optional[_Union[PauseKind, str]] = ..., pause_reason: _Optional[str] = ..., paused_scope: _Optional[_Union[Scope, _Mapping]] = ..., resumes_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., daily: _Optional[_Union[WindowStatus, _Mapping]] = ..., monthly: _Optional[_Union[WindowStatus, _Mapping]] = ..., groups: _Optional[_Iterable[_Union[ScopeStatus, _Mapping]]] = ...) -> None: ...
+
+class PauseRequest(_message.Message):
+    __slots__ = ("agent_id", "reason")
+    AGENT_ID_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    agent_id: str
+    reason: str
+    def __init__(self, agent_id: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class ResumeRequest(_message.Message):
+    __slots__ = ("agent_id",)
+    AGENT_ID_FIELD_NUMBER: _ClassVar[int]
+    agent_id: str
+    def __init__(self, agent_id: _Optional[str] = ...) -> None: ...
+
+class ListStatusRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListStatusResponse(_message.Message):
+    __slots__ = ("agents",)
+    AGENTS_FIELD_NUMBER: _ClassVar[int]
+    agents: _containers.RepeatedCompositeFieldContainer[AgentStatus]
+    def __init__(self, agents: _Optional[_Iterable[_Union[AgentStatus, _Mapping]]] = ...) -> None: ...
