@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 import grpc
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from budgetd_client.v1 import budget_pb2 as pb
-from budgetd_client.v1 import budget_pb2_grpc as pb_grpc
+from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
@@ -25,6 +25,34 @@ SERVICE_NAMES = (
 # Requests are small (ids, a few tags); anything larger is not ours.
 MAX_MESSAGE_BYTES = 64 * 1024
 HEALTH_CHECK_SECONDS = 2.0
+
+
+def add_service(server: grpc.aio.Server, name: str, servicer) -> None:
+    """Register a servicer like the generated ``add_*_to_server``, except that
+    requests arrive as bytes and are parsed here: a body that is not the
+    expected protobuf is answered INVALID_ARGUMENT (grpc.aio's own
+    deserializer would answer UNKNOWN)."""
+    service = pb.DESCRIPTOR.services_by_name[name]
+    handlers = {}
+    for method in service.methods:
+        request_type = getattr(pb, method.input_type.name)
+        response_type = getattr(pb, method.output_type.name)
+        handlers[method.name] = grpc.unary_unary_rpc_method_handler(
+            _parsing(getattr(servicer, method.name), request_type),
+            response_serializer=response_type.SerializeToString,
+        )
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service.full_name, handlers),))
+
+
+def _parsing(handler, request_type):
+    async def parse_then_handle(body: bytes, context: grpc.aio.ServicerContext):
+        try:
+            request = request_type.FromString(body)
+        except DecodeError as err:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"malformed {request_type.__name__}: {err}")
+        return await handler(request, context)
+
+    return parse_then_handle
 
 
 def system_clock() -> datetime:
@@ -58,8 +86,8 @@ class Daemon:
             # bind the same port silently. With SQLite there must be one.
             options.append(("grpc.so_reuseport", 0))
         self.server = grpc.aio.server(options=options)
-        pb_grpc.add_BudgetServicer_to_server(BudgetService(self.core), self.server)
-        pb_grpc.add_AdminServicer_to_server(AdminService(self.core), self.server)
+        add_service(self.server, "Budget", BudgetService(self.core))
+        add_service(self.server, "Admin", AdminService(self.core))
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(
             (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),

@@ -54,6 +54,23 @@ def _jsonable(st: AgentStatus) -> dict:
     }
 
 
+def _health(budget: Budget) -> int:
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    with grpc.insecure_channel(budget.settings.address) as channel:
+        try:
+            answer = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(), timeout=budget.settings.timeout
+            )
+        except grpc.RpcError as err:
+            print(f"budgetctl: {budget.settings.address}: {err.code().name}", file=sys.stderr)
+            return 1
+    name = health_pb2.HealthCheckResponse.ServingStatus.Name(answer.status)
+    print(f"{budget.settings.address}: {name}")
+    return 0 if answer.status == health_pb2.HealthCheckResponse.SERVING else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="budgetctl", description="Operate budgetd.")
     parser.add_argument("--address", help="budgetd address (default: $BUDGETD_ADDRESS or localhost:50051)")
@@ -70,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     resume.add_argument("agent")
     check = commands.add_parser("check-config", help="validate a budgets.yaml offline")
     check.add_argument("file")
+    commands.add_parser("health", help="exit 0 when budgetd reports SERVING (for probes)")
     args = parser.parse_args(argv)
 
     if args.command == "check-config":
@@ -82,6 +100,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     budget = Budget(args.address, token=args.token, timeout=args.timeout)
+    if args.command == "health":
+        return _health(budget)
     try:
         if args.command == "status":
             statuses = [budget.status(args.agent)] if args.agent else budget.list_status()

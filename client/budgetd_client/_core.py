@@ -72,7 +72,15 @@ class Settings:
 
     @property
     def channel_options(self) -> list[tuple[str, object]]:
-        return [("grpc.service_config", _SERVICE_CONFIG), ("grpc.enable_retries", 1)]
+        return [
+            ("grpc.service_config", _SERVICE_CONFIG),
+            ("grpc.enable_retries", 1),
+            # gRPC's reconnect backoff grows to 120 s by default: after a daemon
+            # restart every call would fail fast for minutes. Retry within 1 s.
+            ("grpc.initial_reconnect_backoff_ms", 100),
+            ("grpc.min_reconnect_backoff_ms", 100),
+            ("grpc.max_reconnect_backoff_ms", 1000),
+        ]
 
 
 def translate_rpc_error(err: grpc.RpcError) -> Exception:

@@ -1,0 +1,22 @@
+from __future__ import annotations
+
+import pytest
+
+from helpers import DaemonProcess
+
+
+@pytest.fixture
+def start_daemon(tmp_path):
+    """start_daemon(config_yaml) -> a running DaemonProcess; stopped after the test."""
+    started: list[DaemonProcess] = []
+
+    def start(config_body: str, env: dict[str, str] | None = None, name: str = "d") -> DaemonProcess:
+        workdir = tmp_path / f"{name}{len(started)}"
+        workdir.mkdir()
+        daemon = DaemonProcess(workdir, config_body, env)
+        started.append(daemon)
+        return daemon.start()
+
+    yield start
+    for daemon in started:
+        daemon.stop()

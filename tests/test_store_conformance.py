@@ -1,0 +1,206 @@
+"""The Store contract, once, for every backend (alisaifee/limits' approach):
+each test runs against every store in STORES."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime, timezone
+
+import pytest
+
+from budgetd.config import Resolver, load_config_text
+from budgetd.plan import make_plan
+from budgetd.store import HoldRequest, RequestConflict, SettleRequest, open_store
+
+STORES = ["sqlite"]
+NOW = datetime(2026, 11, 22, 15, 0, tzinfo=timezone.utc)
+NOW_MS = int(NOW.timestamp() * 1000)
+NEXT_DAY = datetime(2026, 11, 23, 1, 0, tzinfo=timezone.utc)
+USD = 10**9
+
+CONFIG = load_config_text("""
+agents:
+  a1: {daily_usd: 1, monthly_usd: 3}
+  a2: {daily_usd: 100}
+  "team-*": {daily_usd: 10}
+groups:
+  team: {members: ["team-*"], daily_usd: 1}
+""")
+RESOLVER = Resolver(CONFIG)
+
+
+def plan(agent: str, now: datetime = NOW):
+    return make_plan(RESOLVER.budget(agent), now, CONFIG.zone)
+
+
+def hold(agent: str, rid: str, amount: int, now: datetime = NOW, ttl_ms: int = 60_000):
+    ms = int(now.timestamp() * 1000)
+    return HoldRequest(rid, agent, amount, plan(agent, now), ms, ms + ttl_ms, {"feature": "t"})
+
+
+def settle(agent: str, rid: str, actual: int | None, now: datetime = NOW):
+    return SettleRequest(rid, agent, actual, plan(agent, now), int(now.timestamp() * 1000), {})
+
+
+@pytest.fixture(params=STORES)
+async def store(request, tmp_path):
+    if request.param == "sqlite":
+        s = open_store(f"sqlite://{tmp_path}/store.db")
+    await s.open()
+    yield s
+    await s.close()
+
+
+async def balances(store, agent: str, now: datetime = NOW):
+    p = plan(agent, now)
+    readout = await store.read(p)
+    return {(lm.scope.key, lm.window.value): (readout.balance(lm).spent_nanos, readout.balance(lm).reserved_nanos)
+            for lm in p.limits}
+
+
+async def test_hold_reserves_in_every_window_and_settle_moves_it_to_spent(store):
+    assert (await store.hold(hold("a1", "r1", 300_000_000))).allowed
+    assert await balances(store, "a1") == {("agent:a1", "daily"): (0, 300_000_000),
+                                           ("agent:a1", "monthly"): (0, 300_000_000)}
+    result = await store.settle(settle("a1", "r1", 250_000_000))
+    assert (result.counted_nanos, result.duplicate, result.paused) == (250_000_000, False, ())
+    assert await balances(store, "a1") == {("agent:a1", "daily"): (250_000_000, 0),
+                                           ("agent:a1", "monthly"): (250_000_000, 0)}
+
+
+async def test_denial_names_the_first_window_that_would_go_over_and_holds_nothing(store):
+    assert (await store.hold(hold("a1", "r1", 900_000_000))).allowed
+    result = await store.hold(hold("a1", "r2", 200_000_000))
+    assert not result.allowed
+    d = result.denial
+    assert (d.kind, d.scope.key, d.limit.window.value, d.remaining_nanos) == ("cap", "agent:a1", "daily", 100_000_000)
+    assert (await balances(store, "a1"))[("agent:a1", "daily")] == (0, 900_000_000)
+
+
+async def test_monthly_window_refuses_when_daily_has_room(store):
+    for day in (20, 21, 22):
+        when = datetime(2026, 11, day, 12, tzinfo=timezone.utc)
+        assert (await store.hold(hold("a1", f"r{day}", USD, when))).allowed
+        await store.settle(settle("a1", f"r{day}", USD, when))
+    result = await store.hold(hold("a1", "r-next", 1, datetime(2026, 11, 23, 12, tzinfo=timezone.utc)))
+    assert result.denial.limit.window.value == "monthly" and result.denial.remaining_nanos == 0
+
+
+async def test_group_cap_is_checked_in_the_same_step_and_named(store):
+    assert (await store.hold(hold("team-a", "r1", 600_000_000))).allowed
+    result = await store.hold(hold("team-b", "r2", 600_000_000))
+    assert result.denial.kind == "cap" and result.denial.scope.key == "group:team"
+    assert (await balances(store, "team-b"))[("agent:team-b", "daily")] == (0, 0)
+    await store.settle(settle("team-a", "r1", USD))
+    paused = await store.hold(hold("team-b", "r3", 1))
+    assert paused.denial.kind == "paused" and paused.denial.scope.key == "group:team"
+    assert "group team daily cap" in paused.denial.pause.reason
+
+
+async def test_hold_is_idempotent_by_request_id(store):
+    first = await store.hold(hold("a1", "r1", 400_000_000))
+    again = await store.hold(hold("a1", "r1", 400_000_000))
+    assert first.allowed and again.allowed and again.held_nanos == 400_000_000
+    assert (await balances(store, "a1"))[("agent:a1", "daily")] == (0, 400_000_000)
+    with pytest.raises(RequestConflict):
+        await store.hold(hold("a2", "r1", 1))
+    await store.settle(settle("a1", "r1", 1))
+    with pytest.raises(RequestConflict):
+        await store.hold(hold("a1", "r1", 1))
+
+
+async def test_settle_twice_counts_once_and_returns_the_first_result(store):
+    await store.hold(hold("a1", "r1", 100))
+    assert (await store.settle(settle("a1", "r1", 70))).counted_nanos == 70
+    second = await store.settle(settle("a1", "r1", 90))
+    assert (second.counted_nanos, second.duplicate) == (70, True)
+    assert (await balances(store, "a1"))[("agent:a1", "daily")] == (70, 0)
+    with pytest.raises(RequestConflict):
+        await store.settle(settle("a2", "r1", 1))
+
+
+async def test_settle_without_amount_charges_the_hold_and_without_hold_the_estimate(store):
+    await store.hold(hold("a1", "r1", 123))
+    assert (await store.settle(settle("a1", "r1", None))).counted_nanos == 123
+    # No hold at all (fail-open): the current windows are charged.
+    assert (await store.settle(settle("a1", "r-nohold", 1000))).counted_nanos == 1000
+    assert (await store.settle(settle("a1", "r-nohold2", None))).counted_nanos == RESOLVER.budget("a1").estimate_nanos
+    assert (await balances(store, "a1"))[("agent:a1", "daily")] == (123 + 1000 + 50_000_000, 0)
+
+
+async def test_reaching_the_cap_pauses_for_that_period_only(store):
+    await store.hold(hold("a1", "r1", USD))
+    result = await store.settle(settle("a1", "r1", USD))
+    assert [(p.scope, p.kind, p.window, p.period) for p in result.paused] == [("agent:a1", "cap", "daily", "2026-11-22")]
+    refused = await store.hold(hold("a1", "r2", 0))
+    assert refused.denial.kind == "paused" and refused.denial.limit.window.value == "daily"
+    # The next day is a new period: no pause, fresh counter.
+    assert (await store.hold(hold("a1", "r3", 1, NEXT_DAY))).allowed
+
+
+async def test_actual_over_the_estimate_is_counted(store):
+    await store.hold(hold("a2", "r1", 100))
+    assert (await store.settle(settle("a2", "r1", 5 * USD))).counted_nanos == 5 * USD
+    assert (await balances(store, "a2"))[("agent:a2", "daily")] == (5 * USD, 0)
+
+
+async def test_manual_pause_refuses_until_resumed_and_resume_lifts_cap_pauses_too(store):
+    await store.pause("a2", "runaway loop", NOW_MS)
+    refused = await store.hold(hold("a2", "r1", 1, NEXT_DAY))
+    assert refused.denial.kind == "paused" and refused.denial.pause.kind == "manual"
+    assert refused.denial.pause.reason == "runaway loop"
+    assert await store.resume("a2")
+    assert not await store.resume("a2")
+    assert (await store.hold(hold("a2", "r1", 1, NEXT_DAY))).allowed
+
+    await store.hold(hold("a1", "c1", USD))
+    await store.settle(settle("a1", "c1", USD))
+    assert await store.resume("a1")
+    # Resumed, but the day's cap is spent: refused by the cap itself.
+    assert (await store.hold(hold("a1", "c2", 1))).denial.kind == "cap"
+
+
+async def test_release_drops_only_live_holds(store):
+    await store.hold(hold("a1", "r1", 500))
+    with pytest.raises(RequestConflict):
+        await store.release("r1", "a2")
+    assert await store.release("r1", "a1")
+    assert not await store.release("r1", "a1")
+    assert not await store.release("unknown", "a1")
+    assert (await balances(store, "a1"))[("agent:a1", "daily")] == (0, 0)
+
+
+@pytest.mark.parametrize("charge", [False, True])
+async def test_expiry_releases_or_charges_and_a_late_settle_counts_once(store, charge):
+    await store.hold(hold("a1", "r1", 400, ttl_ms=1000))
+    await store.hold(hold("a1", "r2", 7, ttl_ms=10_000))
+    assert await store.expire(NOW_MS + 999, charge, plan) == 0
+    assert await store.expire(NOW_MS + 1000, charge, plan) == 1
+    assert (await balances(store, "a1"))[("agent:a1", "daily")] == (400 if charge else 0, 7)
+    assert not await store.release("r1", "a1")
+    late = await store.settle(settle("a1", "r1", 300))
+    assert late.counted_nanos == 300
+    assert (await balances(store, "a1"))[("agent:a1", "daily")] == (300, 7)
+
+
+async def test_charged_expiry_that_reaches_the_cap_pauses(store):
+    await store.hold(hold("a1", "r1", USD, ttl_ms=10))
+    await store.expire(NOW_MS + 10, True, plan)
+    assert (await store.hold(hold("a1", "r2", 0))).denial.kind == "paused"
+
+
+async def test_concurrent_holds_never_overshoot(store):
+    async def one(i: int) -> bool:
+        result = await store.hold(hold("a1", f"r{i}", 10_000_000))
+        return result.allowed
+
+    allowed = await asyncio.gather(*(one(i) for i in range(250)))
+    assert sum(allowed) == 100
+    assert (await balances(store, "a1"))[("agent:a1", "daily")] == (0, USD)
+
+
+async def test_active_agents_are_those_with_counters_in_the_periods_or_a_pause(store):
+    await store.hold(hold("a1", "r1", 1))
+    await store.pause("team-x", "r", NOW_MS)
+    await store.hold(hold("a2", "old", 1, datetime(2026, 10, 2, tzinfo=timezone.utc)))
+    assert await store.active_agents("2026-11-22", "2026-11") == ["a1", "team-x"]
