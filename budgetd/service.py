@@ -60,6 +60,9 @@ def rpc(method):
         except StoreError as err:
             log.error("store error in %s: %s", method.__name__, err)
             await context.abort(grpc.StatusCode.UNAVAILABLE, f"store unavailable: {err}")
+        except Exception:
+            log.exception("internal error in %s", method.__name__)
+            await context.abort(grpc.StatusCode.INTERNAL, f"internal error in {method.__name__}; see the daemon's log")
 
     return wrapper
 

@@ -87,6 +87,18 @@ def test_sigterm_turns_health_off_drains_in_flight_calls_and_exits_0(start_daemo
     assert st.daily.spent_usd == Decimal("0.001") * total
 
 
+def test_a_second_daemon_on_the_same_sqlite_file_or_port_fails_at_start(start_daemon, tmp_path):
+    first = start_daemon("agents:\n  a1: {}\n")
+    same_file = tmp_path / "same-file.yaml"
+    same_file.write_text(f'server: {{listen: "127.0.0.1:{free_port()}"}}\nstore: {{url: "sqlite://{first.db_path}"}}\n')
+    same_port = tmp_path / "same-port.yaml"
+    same_port.write_text(f'server: {{listen: "{first.address}"}}\nstore: {{url: "sqlite://{tmp_path}/other.db"}}\n')
+    for config, message in ((same_file, "in use by another budgetd"), (same_port, "cannot listen")):
+        second = subprocess.run([script("budgetd"), "--config", str(config)], capture_output=True, text=True, timeout=60)
+        assert second.returncode == 1 and message in second.stderr, second.stderr
+    assert health_status(first.address) == SERVING
+
+
 def test_make_run_starts_budgetd_on_the_example_config(tmp_path):
     port = free_port()
     env = {**os.environ, "BUDGETD_LISTEN": f"127.0.0.1:{port}"}

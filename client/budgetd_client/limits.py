@@ -21,13 +21,18 @@ TAG_KEY_PATTERN = re.compile(r"[A-Za-z0-9_.-]+")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
-def check_agent_id(agent_id: object, *, field: str = "agent_id") -> str:
-    if not isinstance(agent_id, str):
-        raise ValueError(f"{field}: expected a string, got {type(agent_id).__name__}")
-    if not agent_id:
+def _bounded_string(value: object, field: str, max_length: int = MAX_ID_LENGTH) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"{field}: expected a string, got {type(value).__name__}")
+    if not value:
         raise ValueError(f"{field}: must not be empty")
-    if len(agent_id) > MAX_ID_LENGTH:
-        raise ValueError(f"{field}: {len(agent_id)} characters, at most {MAX_ID_LENGTH} allowed")
+    if len(value) > max_length:
+        raise ValueError(f"{field}: {len(value)} characters, at most {max_length} allowed")
+    return value
+
+
+def check_agent_id(agent_id: object, *, field: str = "agent_id") -> str:
+    agent_id = _bounded_string(agent_id, field)
     if not AGENT_ID_PATTERN.fullmatch(agent_id):
         raise ValueError(
             f"{field}: {agent_id!r} must start with a letter or digit and contain only "
@@ -37,12 +42,7 @@ def check_agent_id(agent_id: object, *, field: str = "agent_id") -> str:
 
 
 def check_request_id(request_id: object, *, field: str = "request_id") -> str:
-    if not isinstance(request_id, str):
-        raise ValueError(f"{field}: expected a string, got {type(request_id).__name__}")
-    if not request_id:
-        raise ValueError(f"{field}: must not be empty")
-    if len(request_id) > MAX_ID_LENGTH:
-        raise ValueError(f"{field}: {len(request_id)} characters, at most {MAX_ID_LENGTH} allowed")
+    request_id = _bounded_string(request_id, field)
     if _CONTROL.search(request_id) or " " in request_id:
         raise ValueError(f"{field}: must not contain spaces or control characters")
     return request_id
