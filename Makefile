@@ -31,7 +31,7 @@ generate: $(STAMP)
 
 # Fails when the committed generated code differs from a fresh generation.
 check-generated: generate
-	@git diff --exit-code --stat -- client/budgetd_client/v1 client/budgetd_client/_sync.py \
+	@git diff --exit-code --stat -- client/budgetd_client/v1 client/budgetd_client/_sync.py client/budgetd_client/_sync_wrap.py \
 	  || { echo "generated code is stale: run 'make generate' and commit the result"; exit 1; }
 
 clean:

@@ -12,7 +12,7 @@ from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from .config import Config, Resolver
+from .config import Config
 from .service import Active, AdminService, BudgetService, Clock, Core
 from .store import Store, StoreError, open_store
 
@@ -64,7 +64,7 @@ class Daemon:
         self.config = config
         self.clock = clock
         self.store = store or open_store(config.store.url)
-        self.core = Core(Active(config, Resolver(config)), self.store, clock)
+        self.core = Core(Active.of(config), self.store, clock)
         self.health = health.aio.HealthServicer()
         self.scheduler = AsyncIOScheduler(
             timezone=timezone.utc,

@@ -20,7 +20,8 @@ from budgetd_client.v1 import budget_pb2_grpc as pb_grpc
 from . import wire
 from .config import Config, Resolver
 from .plan import Plan, make_plan
-from .store import HoldRequest, RequestConflict, SettleRequest, Store, StoreError
+from .pricing import PriceTable, TokenUsage, UnknownModel
+from .store import HoldRequest, Pricing, RequestConflict, SettleRequest, Store, StoreError
 from .windows import current_periods
 
 log = logging.getLogger("budgetd.service")
@@ -38,6 +39,11 @@ class Active:
 
     config: Config
     resolver: Resolver
+    prices: PriceTable
+
+    @classmethod
+    def of(cls, config: Config) -> Active:
+        return cls(config, Resolver(config), PriceTable(config))
 
 
 def to_ms(when: datetime) -> int:
@@ -55,7 +61,7 @@ def rpc(method):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
         except UnknownAgent as err:
             await context.abort(grpc.StatusCode.NOT_FOUND, str(err))
-        except RequestConflict as err:
+        except (RequestConflict, UnknownModel) as err:
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(err))
         except StoreError as err:
             log.error("store error in %s: %s", method.__name__, err)
@@ -109,11 +115,7 @@ class BudgetService(pb_grpc.BudgetServicer):
         tags = limits.check_tags(dict(request.tags))
         now = self.core.clock()
         plan = self.core.plan(agent_id, now)
-        amount = (
-            limits.check_nanos(request.estimate_nanos, field="estimate_nanos")
-            if request.HasField("estimate_nanos")
-            else plan.estimate_nanos
-        )
+        amount = self._estimate(request, plan)
         ttl = timedelta(seconds=self.core.active.config.reservation_ttl_seconds)
         result = await self.core.store.hold(
             HoldRequest(request_id, agent_id, amount, plan, to_ms(now), to_ms(now + ttl), tags)
@@ -129,21 +131,62 @@ class BudgetService(pb_grpc.BudgetServicer):
         decision = pb.DECISION_DENIED_PAUSED if d.kind == "paused" else pb.DECISION_DENIED_CAP
         return pb.AuthorizeResponse(decision=decision, denial=wire.denial(d))
 
+    def _estimate(self, request: pb.AuthorizeRequest, plan: Plan) -> int:
+        which = request.WhichOneof("estimate")
+        if which == "estimate_nanos":
+            return limits.check_nanos(request.estimate_nanos, field="estimate_nanos")
+        if which == "estimate_usage":
+            e = request.estimate_usage
+            output = e.output_tokens if e.HasField("output_tokens") else self.core.active.resolver.budget(
+                plan.agent_id).estimate_output_tokens
+            usage = TokenUsage(model=e.model, provider=e.provider or "openai", input_tokens=e.input_tokens,
+                               output_tokens=output, service_tier=e.service_tier, batch=e.batch)
+            return limits.check_nanos(self.core.active.prices.price(usage).nanos, field="estimate_usage (priced)")
+        return plan.estimate_nanos
+
+    def _actual(self, request: pb.CommitRequest) -> tuple[int | None, Pricing | None]:
+        which = request.WhichOneof("actual")
+        if which == "actual_nanos":
+            return limits.check_nanos(request.actual_nanos, field="actual_nanos"), None
+        if which != "usage":
+            return None, None
+        u = request.usage
+        usage = TokenUsage(
+            model=u.model, provider=u.provider or "openai", input_tokens=u.input_tokens,
+            cached_input_tokens=u.cached_input_tokens, cache_write_tokens=u.cache_write_tokens,
+            cache_write_1h_tokens=u.cache_write_1h_tokens, input_audio_tokens=u.input_audio_tokens,
+            input_image_tokens=u.input_image_tokens, output_tokens=u.output_tokens,
+            reasoning_tokens=u.reasoning_tokens, output_audio_tokens=u.output_audio_tokens,
+            service_tier=u.service_tier, batch=u.batch,
+        )
+        prices = self.core.active.prices
+        try:
+            price = prices.price(usage)
+            nanos, version = limits.check_nanos(price.nanos, field="usage (priced)"), price.version
+        except UnknownModel as err:
+            # Money was spent; it cannot be counted as zero. Settle what was held.
+            log.warning("settling the hold: %s", err, extra={"request_id": request.request_id})
+            nanos, version = None, f"unpriced ({usage.model}): settled the hold"
+        pricing = Pricing(usage.model, usage.provider, usage.input_tokens, usage.cached_input_tokens,
+                          usage.output_tokens, usage.reasoning_tokens, version)
+        return nanos, pricing
+
     @rpc
     async def Commit(self, request: pb.CommitRequest, context) -> pb.CommitResponse:
         agent_id = limits.check_agent_id(request.agent_id)
         request_id = limits.check_request_id(request.request_id)
         tags = limits.check_tags(dict(request.tags))
-        actual = (
-            limits.check_nanos(request.actual_nanos, field="actual_nanos") if request.HasField("actual_nanos") else None
-        )
+        actual, pricing = self._actual(request)
         now = self.core.clock()
         plan = self.core.plan(agent_id, now)
-        result = await self.core.store.settle(SettleRequest(request_id, agent_id, actual, plan, to_ms(now), tags))
+        result = await self.core.store.settle(
+            SettleRequest(request_id, agent_id, actual, plan, to_ms(now), tags, pricing)
+        )
         for pause in result.paused:
             log.warning("paused at cap", extra={"agent": agent_id, "scope": pause.scope, "window": pause.window,
                                                 "period": pause.period, "reason": pause.reason})
-        return pb.CommitResponse(counted_nanos=result.counted_nanos, duplicate=result.duplicate, paused=bool(result.paused))
+        return pb.CommitResponse(counted_nanos=result.counted_nanos, duplicate=result.duplicate,
+                                 paused=bool(result.paused), price_version=pricing.price_version if pricing else "")
 
     @rpc
     async def Release(self, request: pb.ReleaseRequest, context) -> pb.ReleaseResponse:

@@ -10,9 +10,19 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "client" / "budgetd_client"
 
+# (async source, generated sync file) pairs.
+FILES = [("_async.py", "_sync.py"), ("_async_wrap.py", "_sync_wrap.py")]
+
 # Order matters: longer patterns first.
 SUBSTITUTIONS = [
-    (r'"""The async client\. .*?"""', '"""The sync client, generated from _async.py by scripts/generate_sync.py.\n\nDo not edit: change _async.py and run `make generate`."""'),
+    (r'\A"""(.*?)``_sync\w*\.py`` is generated from\s+this\s+file\s+by\s+``scripts/generate_sync\.py``;\s+edit\s+here,\s+then\s+run\s+``make generate``\.',
+     r'"""Generated from the async file by scripts/generate_sync.py: do not edit; change the\nasync file and run `make generate`.'),
+    (r"\b_async_wrap\b", "_sync_wrap"),
+    (r"\bis_async=True\b", "is_async=False"),
+    (r"\bAsyncGuardedStream\b", "GuardedStream"),
+    (r"\bAsyncOpenAI\b", "OpenAI"),
+    (r"\b__aiter__\b", "__iter__"),
+    (r"\b__anext__\b", "__next__"),
     (r"^import grpc\.aio\n", ""),
     (r"\bgrpc\.aio\.", "grpc."),
     (r"\bAsyncBudget\b", "Budget"),
@@ -26,17 +36,17 @@ SUBSTITUTIONS = [
 ]
 
 
-def render() -> str:
-    text = (PACKAGE / "_async.py").read_text()
+def render(source: str) -> str:
+    text = (PACKAGE / source).read_text()
     for pattern, replacement in SUBSTITUTIONS:
         text = re.sub(pattern, replacement, text, flags=re.MULTILINE | re.DOTALL)
     return text
 
 
 def main() -> int:
-    target = PACKAGE / "_sync.py"
-    target.write_text(render())
-    print(f"wrote {target.relative_to(PACKAGE.parent.parent)}")
+    for source, target in FILES:
+        (PACKAGE / target).write_text(render(source))
+        print(f"wrote client/budgetd_client/{target}")
     return 0
 
 

@@ -116,5 +116,8 @@ def test_make_run_starts_budgetd_on_the_example_config(tmp_path):
         assert budget.status("summarizer").daily.cap_usd == Decimal("50")
         assert (Path(tmp_path) / "budgetd.db").exists()
     finally:
-        os.killpg(run.pid, signal.SIGTERM)
+        try:
+            os.killpg(run.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
         run.wait(30)

@@ -17,6 +17,8 @@ from .schema import GLOB_CHARS, Budget, Config, to_nanos
 #: The hold for a call with no estimate when neither the agent nor defaults
 #: configure ``estimate_usd``.
 DEFAULT_ESTIMATE_USD = Decimal("0.05")
+#: Output tokens held for a request without max_tokens when nothing is configured.
+DEFAULT_ESTIMATE_OUTPUT_TOKENS = 4096
 _CACHE_LIMIT = 200_000
 
 
@@ -33,6 +35,7 @@ class AgentBudget:
     daily_nanos: int | None
     monthly_nanos: int | None
     estimate_nanos: int
+    estimate_output_tokens: int
     groups: tuple[GroupBudget, ...]
 
 
@@ -45,8 +48,9 @@ class Resolver:
             (GroupBudget(name, to_nanos(g.daily_usd), to_nanos(g.monthly_usd)), g.members)
             for name, g in config.groups.items()
         ]
-        default_estimate = config.defaults.estimate_usd if config.defaults else None
-        self._default_estimate = default_estimate if default_estimate is not None else DEFAULT_ESTIMATE_USD
+        defaults = config.defaults
+        self._default_estimate = _first(defaults and defaults.estimate_usd, DEFAULT_ESTIMATE_USD)
+        self._default_output = _first(defaults and defaults.estimate_output_tokens, DEFAULT_ESTIMATE_OUTPUT_TOKENS)
         self._cache: dict[str, AgentBudget | None] = {}
 
     @property
@@ -72,11 +76,15 @@ class Resolver:
             entry = self.config.defaults
         if entry is None:
             return None
-        estimate = entry.estimate_usd if entry.estimate_usd is not None else self._default_estimate
         return AgentBudget(
             agent_id=agent_id,
             daily_nanos=to_nanos(entry.daily_usd),
             monthly_nanos=to_nanos(entry.monthly_usd),
-            estimate_nanos=to_nanos(estimate),
+            estimate_nanos=to_nanos(_first(entry.estimate_usd, self._default_estimate)),
+            estimate_output_tokens=_first(entry.estimate_output_tokens, self._default_output),
             groups=tuple(g for g, members in self._groups if any(fnmatchcase(agent_id, m) for m in members)),
         )
+
+
+def _first(value, fallback):
+    return value if value is not None else fallback

@@ -96,6 +96,8 @@ class Budget(Strict):
     daily_usd: Usd | None = None
     monthly_usd: Usd | None = None
     estimate_usd: Usd | None = None  # the hold when a call gives no estimate
+    # Output tokens held for a request that sets no max_tokens (priced by model).
+    estimate_output_tokens: Annotated[int, Field(ge=1, le=10_000_000)] | None = None
 
 
 class GroupConfig(Strict):
@@ -133,7 +135,8 @@ class PriceOverride(Strict):
     """Per-model prices in dollars per million tokens (used by pricing)."""
 
     input_usd_per_mtok: Usd
-    cached_input_usd_per_mtok: Usd | None = None
+    cached_input_usd_per_mtok: Usd | None = None  # default: the input price
+    cache_write_usd_per_mtok: Usd | None = None  # default: the input price
     output_usd_per_mtok: Usd
 
 
@@ -149,7 +152,15 @@ class Config(Strict):
     groups: dict[GroupName, GroupConfig] = {}
     slack: SlackConfig | None = None
     auth: AuthConfig | None = None
-    prices: dict[str, PriceOverride] = {}
+    prices: dict[Annotated[str, Field(min_length=1, max_length=200)], PriceOverride] = {}
+    unknown_model: Literal["deny", "fallback"] = "deny"
+    fallback_price: PriceOverride | None = None
+
+    @model_validator(mode="after")
+    def _fallback_needs_a_price(self) -> Config:
+        if self.unknown_model == "fallback" and self.fallback_price is None:
+            raise ValueError("unknown_model: fallback needs fallback_price")
+        return self
 
     @field_validator("timezone")
     @classmethod

@@ -71,6 +71,19 @@ class HoldResult:
 
 
 @dataclass(frozen=True)
+class Pricing:
+    """How a settled cost was priced, for the ledger row."""
+
+    model: str
+    provider: str
+    input_tokens: int
+    cached_input_tokens: int
+    output_tokens: int
+    reasoning_tokens: int
+    price_version: str
+
+
+@dataclass(frozen=True)
 class SettleRequest:
     request_id: str
     agent_id: str
@@ -78,6 +91,7 @@ class SettleRequest:
     plan: Plan  # current plan: counters when there was no hold, and the caps for pausing
     now_ms: int
     tags: Mapping[str, str] = field(default_factory=dict)
+    pricing: Pricing | None = None  # None: the cost came as an amount
 
 
 @dataclass(frozen=True)

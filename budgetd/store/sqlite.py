@@ -27,6 +27,7 @@ from .base import (
     HoldResult,
     PauseRecord,
     PlanFor,
+    Pricing,
     Readout,
     RequestConflict,
     SettleRequest,
@@ -36,7 +37,7 @@ from .base import (
 )
 from .batching import GroupCommitter
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS counters (
     scope TEXT NOT NULL,               -- 'agent:NAME' or 'group:NAME'
@@ -81,9 +82,19 @@ CREATE TABLE IF NOT EXISTS ledger (
     cost_nanos INTEGER NOT NULL,
     tags TEXT NOT NULL,
     held_ms INTEGER,
-    settled_ms INTEGER NOT NULL
+    settled_ms INTEGER NOT NULL,
+    model TEXT, provider TEXT,                  -- set when priced from usage
+    input_tokens INTEGER, cached_input_tokens INTEGER, output_tokens INTEGER, reasoning_tokens INTEGER,
+    price_version TEXT
 );
 """
+
+# Schema changes after version 1, applied in order to older files.
+MIGRATIONS = {
+    2: [f"ALTER TABLE ledger ADD COLUMN {column}" for column in (
+        "model TEXT", "provider TEXT", "input_tokens INTEGER", "cached_input_tokens INTEGER",
+        "output_tokens INTEGER", "reasoning_tokens INTEGER", "price_version TEXT")],
+}
 
 _ADD_SPENT = """
 INSERT INTO counters (scope, win, period, spent_nanos, reserved_nanos) VALUES (?, ?, ?, ?, ?)
@@ -121,12 +132,21 @@ class SqliteStore(Store):
             await self._db.execute("PRAGMA journal_mode=WAL")
             await self._db.execute(f"PRAGMA synchronous={self._synchronous}")
             await self._db.execute("PRAGMA busy_timeout=5000")
-            await self._db.executescript(SCHEMA)
-            await self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            await self._migrate()
         except sqlite3.Error as err:
             await self.close()
             raise StoreError(f"sqlite {self.path}: {err}") from err
         self._committer = GroupCommitter(self._db)
+
+    async def _migrate(self) -> None:
+        (version,) = await (await self._db.execute("PRAGMA user_version")).fetchone()
+        has_tables = await (await self._db.execute("SELECT 1 FROM sqlite_master WHERE name = 'ledger'")).fetchone()
+        if has_tables and version < SCHEMA_VERSION:
+            for step in range(version + 1, SCHEMA_VERSION + 1):
+                for statement in MIGRATIONS.get(step, []):
+                    await self._db.execute(statement)
+        await self._db.executescript(SCHEMA)
+        await self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
     async def close(self) -> None:
         if self._db is not None:
@@ -266,10 +286,17 @@ def _charge(conn, plan: Plan | None, counters, spent_delta: int, reserved_delta:
     return tuple(started)
 
 
-def _ledger(conn, request_id, agent_id, kind, cost, tags_json, held_ms, now_ms) -> None:
+def _ledger(conn, request_id, agent_id, kind, cost, tags_json, held_ms, now_ms, pricing: Pricing | None = None) -> None:
+    priced = (
+        (pricing.model, pricing.provider, pricing.input_tokens, pricing.cached_input_tokens, pricing.output_tokens,
+         pricing.reasoning_tokens, pricing.price_version)
+        if pricing is not None else (None,) * 7
+    )
     conn.execute(
-        "INSERT INTO ledger (request_id, agent_id, kind, cost_nanos, tags, held_ms, settled_ms) VALUES (?, ?, ?, ?, ?, ?, ?)",
-        (request_id, agent_id, kind, cost, tags_json, held_ms, now_ms),
+        "INSERT INTO ledger (request_id, agent_id, kind, cost_nanos, tags, held_ms, settled_ms, model, provider, "
+        "input_tokens, cached_input_tokens, output_tokens, reasoning_tokens, price_version) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (request_id, agent_id, kind, cost, tags_json, held_ms, now_ms, *priced),
     )
 
 
@@ -288,7 +315,7 @@ def _settle(conn: sqlite3.Connection, req: SettleRequest) -> SettleResult:
             (req.request_id, req.agent_id, amount, json.dumps(counters), tags, req.now_ms, req.now_ms, req.now_ms),
         )
         paused = _charge(conn, req.plan, counters, amount, 0, req.now_ms)
-        _ledger(conn, req.request_id, req.agent_id, "settle", amount, tags, None, req.now_ms)
+        _ledger(conn, req.request_id, req.agent_id, "settle", amount, tags, None, req.now_ms, req.pricing)
         return SettleResult(amount, paused=paused)
     agent_id, state, held, charged, counters_json, tags_json, created_ms = row
     if agent_id != req.agent_id:
@@ -306,7 +333,7 @@ def _settle(conn: sqlite3.Connection, req: SettleRequest) -> SettleResult:
         "UPDATE calls SET state = 'settled', charged_nanos = ?, tags = ?, ended_ms = ? WHERE request_id = ?",
         (amount, tags, req.now_ms, req.request_id),
     )
-    _ledger(conn, req.request_id, agent_id, "settle", spent_delta, tags, created_ms, req.now_ms)
+    _ledger(conn, req.request_id, agent_id, "settle", spent_delta, tags, created_ms, req.now_ms, req.pricing)
     return SettleResult(amount, paused=paused)
 
 

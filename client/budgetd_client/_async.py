@@ -15,6 +15,8 @@ from ._core import Call
 from .errors import BudgetError, BudgetUnavailable
 from .money import UsdLike
 from .status import AgentStatus
+from .usage import UsageEstimate
+from ._async_wrap import wrap_openai
 from .v1 import budget_pb2 as pb
 from .v1 import budget_pb2_grpc as pb_grpc
 
@@ -68,14 +70,21 @@ class AsyncBudget:
         *,
         estimate_usd: UsdLike | None = None,
         tags: Mapping[str, str] | None = None,
+        estimate_usage: UsageEstimate | None = None,
     ) -> AsyncGuard:
         """Hold an estimate for one model call; settle or release on exit.
 
-        Without ``estimate_usd`` the daemon holds the agent's configured
-        ``estimate_usd``. Raises ``BudgetExceeded`` or ``AgentPaused`` on
-        entry, before the block runs.
+        The hold is ``estimate_usd``, or ``estimate_usage`` (token bounds the
+        daemon prices), or else the agent's configured ``estimate_usd``.
+        Raises ``BudgetExceeded`` or ``AgentPaused`` on entry, before the
+        block runs.
         """
-        return AsyncGuard(self, Call(agent_id, estimate_usd, tags))
+        return AsyncGuard(self, Call(agent_id, estimate_usd, tags, estimate_usage))
+
+    def wrap(self, client, agent_id: str, *, tags: Mapping[str, str] | None = None):
+        """An OpenAI client whose chat.completions.create, responses.create and
+        embeddings.create are guarded (streams too); all else passes through."""
+        return wrap_openai(self, client, agent_id, tags)
 
     async def status(self, agent_id: str) -> AgentStatus:
         budget, _ = self._stubs()

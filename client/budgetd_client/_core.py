@@ -20,6 +20,7 @@ from . import limits
 from .errors import AgentPaused, BudgetError, BudgetExceeded, BudgetUnavailable
 from .money import UsdLike, nanos_to_usd, usd_to_nanos
 from .status import AgentStatus, GroupStatus, WindowStatus
+from .usage import Usage, UsageEstimate, usage_from_response
 from .v1 import budget_pb2 as pb
 
 DEFAULT_ADDRESS = "localhost:50051"
@@ -166,28 +167,56 @@ class Call:
     It holds no connection; the guard sends what it decides.
     """
 
-    def __init__(self, agent_id: str, estimate_usd: UsdLike | None, tags: Mapping[str, str] | None) -> None:
+    def __init__(
+        self,
+        agent_id: str,
+        estimate_usd: UsdLike | None,
+        tags: Mapping[str, str] | None,
+        estimate_usage: UsageEstimate | None = None,
+    ) -> None:
         self.agent_id = limits.check_agent_id(agent_id)
         self.tags = limits.check_tags(tags)
         self.estimate_nanos = None if estimate_usd is None else usd_to_nanos(estimate_usd, field="estimate_usd")
+        if estimate_usage is not None and estimate_usd is not None:
+            raise ValueError("give estimate_usd or estimate_usage, not both")
+        self.estimate_usage = estimate_usage
         self.request_id = str(uuid.uuid4())
         self.held_nanos: int | None = None  # None until the daemon allowed a hold
         self._actual_nanos: int | None = None
+        self._usage: Usage | None = None
 
     # -- what the agent author calls inside the block --------------------
     def record_usd(self, amount: UsdLike) -> None:
         """Record what the call really cost, in dollars."""
-        self._actual_nanos = usd_to_nanos(amount, field="record_usd")
+        self._actual_nanos, self._usage = usd_to_nanos(amount, field="record_usd"), None
+
+    def record_usage(self, model: str, input_tokens: int, output_tokens: int = 0, *,
+                     cached_input_tokens: int = 0, **details) -> None:
+        """Record token counts as the provider reports them (input includes
+        cached tokens, output includes reasoning tokens); the daemon prices them.
+        ``details``: reasoning_tokens, cache_write_tokens, cache_write_1h_tokens,
+        input_audio_tokens, input_image_tokens, output_audio_tokens, provider,
+        service_tier, batch."""
+        self._usage = Usage(model=model, input_tokens=input_tokens, output_tokens=output_tokens,
+                            cached_input_tokens=cached_input_tokens, **details)
+        self._actual_nanos = None
+
+    def record(self, response, *, provider: str | None = None) -> None:
+        """Record the usage of a provider response: OpenAI Chat Completions,
+        Responses or Embeddings, or Anthropic Messages (objects or dicts)."""
+        self._usage, self._actual_nanos = usage_from_response(response, provider=provider), None
 
     @property
     def recorded(self) -> bool:
-        return self._actual_nanos is not None
+        return self._actual_nanos is not None or self._usage is not None
 
     # -- what the guard calls ---------------------------------------------
     def authorize_request(self) -> pb.AuthorizeRequest:
         req = pb.AuthorizeRequest(agent_id=self.agent_id, request_id=self.request_id, tags=self.tags)
         if self.estimate_nanos is not None:
             req.estimate_nanos = self.estimate_nanos
+        elif self.estimate_usage is not None:
+            req.estimate_usage.CopyFrom(self.estimate_usage.to_proto())
         return req
 
     def authorized(self, resp: pb.AuthorizeResponse) -> None:
@@ -205,6 +234,10 @@ class Call:
         if self._actual_nanos is not None:
             return pb.CommitRequest(
                 request_id=self.request_id, agent_id=self.agent_id, actual_nanos=self._actual_nanos, tags=self.tags
+            )
+        if self._usage is not None:
+            return pb.CommitRequest(
+                request_id=self.request_id, agent_id=self.agent_id, usage=self._usage.to_proto(), tags=self.tags
             )
         if failed:
             return pb.ReleaseRequest(request_id=self.request_id, agent_id=self.agent_id)

@@ -1,6 +1,5 @@
-"""The sync client, generated from _async.py by scripts/generate_sync.py.
-
-Do not edit: change _async.py and run `make generate`."""
+"""Generated from the async file by scripts/generate_sync.py: do not edit; change the
+async file and run `make generate`."""
 
 from __future__ import annotations
 
@@ -15,6 +14,8 @@ from ._core import Call
 from .errors import BudgetError, BudgetUnavailable
 from .money import UsdLike
 from .status import AgentStatus
+from .usage import UsageEstimate
+from ._sync_wrap import wrap_openai
 from .v1 import budget_pb2 as pb
 from .v1 import budget_pb2_grpc as pb_grpc
 
@@ -68,14 +69,21 @@ class Budget:
         *,
         estimate_usd: UsdLike | None = None,
         tags: Mapping[str, str] | None = None,
+        estimate_usage: UsageEstimate | None = None,
     ) -> Guard:
         """Hold an estimate for one model call; settle or release on exit.
 
-        Without ``estimate_usd`` the daemon holds the agent's configured
-        ``estimate_usd``. Raises ``BudgetExceeded`` or ``AgentPaused`` on
-        entry, before the block runs.
+        The hold is ``estimate_usd``, or ``estimate_usage`` (token bounds the
+        daemon prices), or else the agent's configured ``estimate_usd``.
+        Raises ``BudgetExceeded`` or ``AgentPaused`` on entry, before the
+        block runs.
         """
-        return Guard(self, Call(agent_id, estimate_usd, tags))
+        return Guard(self, Call(agent_id, estimate_usd, tags, estimate_usage))
+
+    def wrap(self, client, agent_id: str, *, tags: Mapping[str, str] | None = None):
+        """An OpenAI client whose chat.completions.create, responses.create and
+        embeddings.create are guarded (streams too); all else passes through."""
+        return wrap_openai(self, client, agent_id, tags)
 
     def status(self, agent_id: str) -> AgentStatus:
         budget, _ = self._stubs()

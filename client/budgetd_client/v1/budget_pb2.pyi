@@ -57,7 +57,7 @@ class Scope(_message.Message):
     def __init__(self, kind: _Optional[_Union[ScopeKind, str]] = ..., name: _Optional[str] = ...) -> None: ...
 
 class AuthorizeRequest(_message.Message):
-    __slots__ = ("agent_id", "request_id", "estimate_nanos", "tags")
+    __slots__ = ("agent_id", "request_id", "estimate_nanos", "estimate_usage", "tags")
     class TagsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -68,12 +68,60 @@ class AuthorizeRequest(_message.Message):
     AGENT_ID_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     ESTIMATE_NANOS_FIELD_NUMBER: _ClassVar[int]
+    ESTIMATE_USAGE_FIELD_NUMBER: _ClassVar[int]
     TAGS_FIELD_NUMBER: _ClassVar[int]
     agent_id: str
     request_id: str
     estimate_nanos: int
+    estimate_usage: UsageEstimate
     tags: _containers.ScalarMap[str, str]
-    def __init__(self, agent_id: _Optional[str] = ..., request_id: _Optional[str] = ..., estimate_nanos: _Optional[int] = ..., tags: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    def __init__(self, agent_id: _Optional[str] = ..., request_id: _Optional[str] = ..., estimate_nanos: _Optional[int] = ..., estimate_usage: _Optional[_Union[UsageEstimate, _Mapping]] = ..., tags: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
+class Usage(_message.Message):
+    __slots__ = ("model", "provider", "input_tokens", "cached_input_tokens", "cache_write_tokens", "input_audio_tokens", "input_image_tokens", "output_tokens", "reasoning_tokens", "output_audio_tokens", "service_tier", "batch", "cache_write_1h_tokens")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    INPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    CACHED_INPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    CACHE_WRITE_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    INPUT_AUDIO_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    INPUT_IMAGE_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    REASONING_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_AUDIO_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    SERVICE_TIER_FIELD_NUMBER: _ClassVar[int]
+    BATCH_FIELD_NUMBER: _ClassVar[int]
+    CACHE_WRITE_1H_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    provider: str
+    input_tokens: int
+    cached_input_tokens: int
+    cache_write_tokens: int
+    input_audio_tokens: int
+    input_image_tokens: int
+    output_tokens: int
+    reasoning_tokens: int
+    output_audio_tokens: int
+    service_tier: str
+    batch: bool
+    cache_write_1h_tokens: int
+    def __init__(self, model: _Optional[str] = ..., provider: _Optional[str] = ..., input_tokens: _Optional[int] = ..., cached_input_tokens: _Optional[int] = ..., cache_write_tokens: _Optional[int] = ..., input_audio_tokens: _Optional[int] = ..., input_image_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., reasoning_tokens: _Optional[int] = ..., output_audio_tokens: _Optional[int] = ..., service_tier: _Optional[str] = ..., batch: _Optional[bool] = ..., cache_write_1h_tokens: _Optional[int] = ...) -> None: ...
+
+class UsageEstimate(_message.Message):
+    __slots__ = ("model", "provider", "input_tokens", "output_tokens", "service_tier", "batch")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    INPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    SERVICE_TIER_FIELD_NUMBER: _ClassVar[int]
+    BATCH_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    provider: str
+    input_tokens: int
+    output_tokens: int
+    service_tier: str
+    batch: bool
+    def __init__(self, model: _Optional[str] = ..., provider: _Optional[str] = ..., input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., service_tier: _Optional[str] = ..., batch: _Optional[bool] = ...) -> None: ...
 
 class Denial(_message.Message):
     __slots__ = ("scope", "window", "cap_nanos", "remaining_nanos", "resets_at", "pause_kind", "pause_reason")
@@ -106,7 +154,7 @@ class AuthorizeResponse(_message.Message):
     def __init__(self, decision: _Optional[_Union[Decision, str]] = ..., held_nanos: _Optional[int] = ..., hold_expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., denial: _Optional[_Union[Denial, _Mapping]] = ...) -> None: ...
 
 class CommitRequest(_message.Message):
-    __slots__ = ("request_id", "agent_id", "actual_nanos", "tags")
+    __slots__ = ("request_id", "agent_id", "actual_nanos", "usage", "tags")
     class TagsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -117,22 +165,26 @@ class CommitRequest(_message.Message):
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     AGENT_ID_FIELD_NUMBER: _ClassVar[int]
     ACTUAL_NANOS_FIELD_NUMBER: _ClassVar[int]
+    USAGE_FIELD_NUMBER: _ClassVar[int]
     TAGS_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     agent_id: str
     actual_nanos: int
+    usage: Usage
     tags: _containers.ScalarMap[str, str]
-    def __init__(self, request_id: _Optional[str] = ..., agent_id: _Optional[str] = ..., actual_nanos: _Optional[int] = ..., tags: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    def __init__(self, request_id: _Optional[str] = ..., agent_id: _Optional[str] = ..., actual_nanos: _Optional[int] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ..., tags: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class CommitResponse(_message.Message):
-    __slots__ = ("counted_nanos", "duplicate", "paused")
+    __slots__ = ("counted_nanos", "duplicate", "paused", "price_version")
     COUNTED_NANOS_FIELD_NUMBER: _ClassVar[int]
     DUPLICATE_FIELD_NUMBER: _ClassVar[int]
     PAUSED_FIELD_NUMBER: _ClassVar[int]
+    PRICE_VERSION_FIELD_NUMBER: _ClassVar[int]
     counted_nanos: int
     duplicate: bool
     paused: bool
-    def __init__(self, counted_nanos: _Optional[int] = ..., duplicate: _Optional[bool] = ..., paused: _Optional[bool] = ...) -> None: ...
+    price_version: str
+    def __init__(self, counted_nanos: _Optional[int] = ..., duplicate: _Optional[bool] = ..., paused: _Optional[bool] = ..., price_version: _Optional[str] = ...) -> None: ...
 
 class ReleaseRequest(_message.Message):
     __slots__ = ("request_id", "agent_id")
