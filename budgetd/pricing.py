@@ -14,61 +14,21 @@ import hashlib
 import json
 import re
 import warnings
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from decimal import ROUND_CEILING, Decimal
 
 import genai_prices
-
 from budgetd_client.money import NANOS_PER_USD
+from budgetd_client.usage import Usage
 
 from .config.schema import Config, PriceOverride
 
-MAX_TOKENS = 10**10  # far past any context window; bigger is a unit mistake
 _DATE_SUFFIX = re.compile(r"-(\d{4}-\d{2}-\d{2}|\d{8}|\d{4})$")
 _MILLION = Decimal(1_000_000)
 
 
 class UnknownModel(Exception):
     pass
-
-
-@dataclass(frozen=True)
-class TokenUsage:
-    """Counts as the provider reports them (OpenAI counting: every detail is a
-    part of its total, input_tokens or output_tokens)."""
-
-    model: str
-    provider: str = "openai"
-    input_tokens: int = 0
-    cached_input_tokens: int = 0
-    cache_write_tokens: int = 0
-    cache_write_1h_tokens: int = 0
-    input_audio_tokens: int = 0
-    input_image_tokens: int = 0
-    output_tokens: int = 0
-    reasoning_tokens: int = 0
-    output_audio_tokens: int = 0
-    service_tier: str = ""
-    batch: bool = False
-
-    def __post_init__(self) -> None:
-        if not self.model or len(self.model) > 200:
-            raise ValueError("usage.model: must be 1-200 characters")
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if f.name.endswith("_tokens") and not 0 <= value <= MAX_TOKENS:
-                raise ValueError(f"usage.{f.name}: must be between 0 and {MAX_TOKENS}, got {value}")
-        parts_of_input = self.cached_input_tokens + self.cache_write_tokens
-        if parts_of_input > self.input_tokens:
-            raise ValueError("usage: cached_input_tokens + cache_write_tokens exceed input_tokens (input counts them)")
-        for part in ("input_audio_tokens", "input_image_tokens"):
-            if getattr(self, part) > self.input_tokens:
-                raise ValueError(f"usage.{part}: exceeds input_tokens (input counts them)")
-        if self.cache_write_1h_tokens > self.cache_write_tokens:
-            raise ValueError("usage.cache_write_1h_tokens: exceeds cache_write_tokens")
-        for part in ("reasoning_tokens", "output_audio_tokens"):
-            if getattr(self, part) > self.output_tokens:
-                raise ValueError(f"usage.{part}: exceeds output_tokens (output counts them)")
 
 
 @dataclass(frozen=True)
@@ -87,7 +47,7 @@ def base_model(model: str) -> str:
     return _DATE_SUFFIX.sub("", model)
 
 
-def _override_cost(p: PriceOverride, u: TokenUsage) -> Decimal:
+def _override_cost(p: PriceOverride, u: Usage) -> Decimal:
     cached = p.cached_input_usd_per_mtok if p.cached_input_usd_per_mtok is not None else p.input_usd_per_mtok
     write = p.cache_write_usd_per_mtok if p.cache_write_usd_per_mtok is not None else p.input_usd_per_mtok
     uncached = u.input_tokens - u.cached_input_tokens - u.cache_write_tokens
@@ -114,7 +74,7 @@ class PriceTable:
         ).hexdigest()[:12]
         self.version = f"genai-prices-{genai_prices.__version__}+{digest}"
 
-    def price(self, usage: TokenUsage) -> Price:
+    def price(self, usage: Usage) -> Price:
         override = self._overrides.get(usage.model) or self._overrides.get(base_model(usage.model))
         if override is not None:
             return Price(usd_to_nanos_ceil(_override_cost(override, usage)), self.version, "override")
@@ -130,7 +90,7 @@ class PriceTable:
         return Price(usd_to_nanos_ceil(cost), self.version, "genai-prices")
 
     @staticmethod
-    def _from_table(u: TokenUsage) -> Decimal:
+    def _from_table(u: Usage) -> Decimal:
         counts = {
             "input_tokens": u.input_tokens,
             "cache_read_tokens": u.cached_input_tokens,
@@ -143,7 +103,7 @@ class PriceTable:
             "output_audio_tokens": u.output_audio_tokens,
         }
         context = {"processing": "batch"} if u.batch else {}
-        if u.service_tier and u.service_tier not in ("default", "auto"):
+        if u.service_tier and u.service_tier not in ("default", "auto", "standard"):
             context["service_tier"] = u.service_tier
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # genai-prices warns about keys a model has no price for

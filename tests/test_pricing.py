@@ -14,7 +14,8 @@ from budgetd_client.v1 import budget_pb2 as pb
 from budgetd_client.v1 import budget_pb2_grpc as pb_grpc
 
 from budgetd.config import load_config_text
-from budgetd.pricing import PriceTable, TokenUsage
+from budgetd.pricing import PriceTable
+from budgetd_client.usage import Usage
 
 D = Decimal
 AGENTS = "agents:\n  a1: {daily_usd: 100}\n"
@@ -43,17 +44,17 @@ def test_snapshot_names_price_as_their_base_model():
     for snapshot, base in [("gpt-4o-2024-08-06", "gpt-4o"), ("o4-mini-2025-04-16", "o4-mini"),
                            ("gpt-4.1-2025-04-14", "gpt-4.1")]:
         usage = dict(input_tokens=10_000, cached_input_tokens=2_000, output_tokens=700)
-        assert table.price(TokenUsage(snapshot, **usage)).nanos == table.price(TokenUsage(base, **usage)).nanos
+        assert table.price(Usage(snapshot, **usage)).nanos == table.price(Usage(base, **usage)).nanos
 
 
 def test_costs_round_up_to_the_next_nanodollar():
     # gpt-4o-mini input is $0.15 per million tokens: one token is 150 nanodollars.
     table = PriceTable(load_config_text("prices:\n  odd: {input_usd_per_mtok: 1, output_usd_per_mtok: 1}\n"))
-    assert table.price(TokenUsage("gpt-4o-mini", input_tokens=1)).nanos == 150
-    assert table.price(TokenUsage("odd", input_tokens=1)).nanos == 1000  # $0.000001 exactly
+    assert table.price(Usage("gpt-4o-mini", input_tokens=1)).nanos == 150
+    assert table.price(Usage("odd", input_tokens=1)).nanos == 1000  # $0.000001 exactly
     assert PriceTable(load_config_text(
         "prices:\n  third: {input_usd_per_mtok: 0.000333, output_usd_per_mtok: 0}\n"
-    )).price(TokenUsage("third", input_tokens=1)).nanos == 1  # 0.000333 nanos, rounded up
+    )).price(Usage("third", input_tokens=1)).nanos == 1  # 0.000333 nanos, rounded up
 
 
 def test_unknown_model_is_denied_by_default(start_daemon):

@@ -13,9 +13,11 @@ so this module needs no provider SDK.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 from .v1 import budget_pb2 as pb
+
+MAX_TOKENS = 10**10  # far past any context window; bigger is a unit mistake
 
 
 @dataclass(frozen=True)
@@ -35,18 +37,30 @@ class Usage:
     batch: bool = False
 
     def __post_init__(self) -> None:
-        if not isinstance(self.model, str) or not self.model:
-            raise ValueError("usage: model must be a non-empty string")
+        if not isinstance(self.model, str) or not 0 < len(self.model) <= 200:
+            raise ValueError("usage.model: must be a string of 1-200 characters")
         for name, value in vars(self).items():
-            if name.endswith("_tokens") and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
-                raise ValueError(f"usage: {name} must be a non-negative int, got {value!r}")
+            if name.endswith("_tokens") and (
+                isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_TOKENS
+            ):
+                raise ValueError(f"usage.{name}: must be an int from 0 to {MAX_TOKENS}, got {value!r}")
+        # The details are parts of their totals: none may exceed its total.
         if self.cached_input_tokens + self.cache_write_tokens > self.input_tokens:
-            raise ValueError("usage: cached_input_tokens are part of input_tokens, so cannot exceed them")
-        if self.reasoning_tokens > self.output_tokens:
-            raise ValueError("usage: reasoning_tokens are part of output_tokens, so cannot exceed them")
+            raise ValueError("usage: cached_input_tokens + cache_write_tokens are part of input_tokens, "
+                             "so cannot exceed them")
+        for part, total in (("input_audio_tokens", "input_tokens"), ("input_image_tokens", "input_tokens"),
+                            ("cache_write_1h_tokens", "cache_write_tokens"), ("reasoning_tokens", "output_tokens"),
+                            ("output_audio_tokens", "output_tokens")):
+            if getattr(self, part) > getattr(self, total):
+                raise ValueError(f"usage.{part}: part of {total}, so cannot exceed it")
 
     def to_proto(self) -> pb.Usage:
         return pb.Usage(**vars(self))
+
+    @classmethod
+    def from_proto(cls, msg: pb.Usage) -> Usage:
+        values = {f.name: getattr(msg, f.name) for f in fields(cls)}
+        return cls(**{**values, "provider": values["provider"] or "openai"})
 
 
 @dataclass(frozen=True)
