@@ -83,10 +83,11 @@ def test_settling_the_same_request_twice_counts_once(raw):
     with pytest.raises(grpc.RpcError) as err:
         stub.Authorize(pb.AuthorizeRequest(agent_id="a1", request_id=rid, estimate_nanos=1))
     assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
-    # Nor settled by another agent.
+    # Request ids are scoped to their agent: another agent cannot touch a1's call.
     with pytest.raises(grpc.RpcError) as err:
         stub.Commit(pb.CommitRequest(agent_id="a2", request_id=rid, actual_nanos=1))
-    assert err.value.code() in (grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.NOT_FOUND)
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND  # a2 has no budget in this config
+    assert Budget(daemon.address).status("a1").daily.spent_usd == D("0.123")
 
 
 def wait_for(predicate, timeout: float = 10.0):

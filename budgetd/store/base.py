@@ -23,7 +23,10 @@ class StoreError(Exception):
 
 
 class RequestConflict(Exception):
-    """A request id is reused for another agent or after it was settled."""
+    """A request id is reused after its call ended (settled, released, expired).
+
+    Request ids are scoped to their agent: the same id under two agents is
+    two calls, and no agent can touch another's hold."""
 
 
 @dataclass(frozen=True)
@@ -131,8 +134,8 @@ class Store(abc.ABC):
         """Check pauses and every capped window of the plan; hold on all or none.
 
         Idempotent: a request id already held is allowed again without a
-        second hold. Raises RequestConflict for a request id that is settled,
-        released, expired or belongs to another agent.
+        second hold. Raises RequestConflict for a request id of this agent
+        that is settled, released or expired.
         """
 
     @abc.abstractmethod

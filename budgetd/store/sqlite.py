@@ -37,7 +37,7 @@ from .base import (
 )
 from .batching import GroupCommitter
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS counters (
     scope TEXT NOT NULL,               -- 'agent:NAME' or 'group:NAME'
@@ -48,10 +48,12 @@ CREATE TABLE IF NOT EXISTS counters (
     PRIMARY KEY (scope, win, period)
 ) WITHOUT ROWID;
 
--- One row per request id: the hold and, later, how it ended.
+-- One row per (agent, request id): the hold and, later, how it ended.
+-- Request ids are scoped to their agent (as on Redis, where they live under
+-- the agent's hash tag): no agent can touch another's hold.
 CREATE TABLE IF NOT EXISTS calls (
-    request_id TEXT PRIMARY KEY,
     agent_id TEXT NOT NULL,
+    request_id TEXT NOT NULL,
     state TEXT NOT NULL CHECK (state IN ('held', 'settled', 'released', 'expired')),
     held_nanos INTEGER NOT NULL,
     charged_nanos INTEGER NOT NULL DEFAULT 0,  -- what this request has added to spent
@@ -59,7 +61,8 @@ CREATE TABLE IF NOT EXISTS calls (
     tags TEXT NOT NULL,
     created_ms INTEGER NOT NULL,
     deadline_ms INTEGER NOT NULL,
-    ended_ms INTEGER
+    ended_ms INTEGER,
+    PRIMARY KEY (agent_id, request_id)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS calls_live_by_deadline ON calls (deadline_ms) WHERE state = 'held';
 
@@ -94,6 +97,14 @@ MIGRATIONS = {
     2: [f"ALTER TABLE ledger ADD COLUMN {column}" for column in (
         "model TEXT", "provider TEXT", "input_tokens INTEGER", "cached_input_tokens INTEGER",
         "output_tokens INTEGER", "reasoning_tokens INTEGER", "price_version TEXT")],
+    # Request ids became scoped to their agent: rebuild calls with the new key
+    # (SCHEMA then creates the table and index afresh; the rows are copied back).
+    3: ["ALTER TABLE calls RENAME TO calls_v2", "DROP INDEX IF EXISTS calls_live_by_deadline"],
+}
+_AFTER_MIGRATION = {
+    3: ["INSERT INTO calls (agent_id, request_id, state, held_nanos, charged_nanos, counters, tags, created_ms, "
+        "deadline_ms, ended_ms) SELECT agent_id, request_id, state, held_nanos, charged_nanos, counters, tags, "
+        "created_ms, deadline_ms, ended_ms FROM calls_v2", "DROP TABLE calls_v2"],
 }
 
 _ADD_SPENT = """
@@ -141,11 +152,14 @@ class SqliteStore(Store):
     async def _migrate(self) -> None:
         (version,) = await (await self._db.execute("PRAGMA user_version")).fetchone()
         has_tables = await (await self._db.execute("SELECT 1 FROM sqlite_master WHERE name = 'ledger'")).fetchone()
-        if has_tables and version < SCHEMA_VERSION:
-            for step in range(version + 1, SCHEMA_VERSION + 1):
-                for statement in MIGRATIONS.get(step, []):
-                    await self._db.execute(statement)
+        steps = range(version + 1, SCHEMA_VERSION + 1) if has_tables else range(0)
+        for step in steps:
+            for statement in MIGRATIONS.get(step, []):
+                await self._db.execute(statement)
         await self._db.executescript(SCHEMA)
+        for step in steps:
+            for statement in _AFTER_MIGRATION.get(step, []):
+                await self._db.execute(statement)
         await self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
     async def close(self) -> None:
@@ -244,12 +258,11 @@ def _pauses(conn: sqlite3.Connection, plan: Plan) -> list[PauseRecord]:
 
 def _hold(conn: sqlite3.Connection, req: HoldRequest) -> HoldResult:
     row = conn.execute(
-        "SELECT agent_id, state, held_nanos, deadline_ms FROM calls WHERE request_id = ?", (req.request_id,)
+        "SELECT state, held_nanos, deadline_ms FROM calls WHERE agent_id = ? AND request_id = ?",
+        (req.agent_id, req.request_id),
     ).fetchone()
     if row is not None:
-        agent_id, state, held, deadline = row
-        if agent_id != req.agent_id:
-            raise RequestConflict(f"request_id {req.request_id} belongs to another agent")
+        state, held, deadline = row
         if state == "held":  # a retry of a hold that went through
             return HoldResult(True, held, deadline)
         raise RequestConflict(f"request_id {req.request_id} was already {state}")
@@ -302,8 +315,9 @@ def _ledger(conn, request_id, agent_id, kind, cost, tags_json, held_ms, now_ms, 
 
 def _settle(conn: sqlite3.Connection, req: SettleRequest) -> SettleResult:
     row = conn.execute(
-        "SELECT agent_id, state, held_nanos, charged_nanos, counters, tags, created_ms FROM calls WHERE request_id = ?",
-        (req.request_id,),
+        "SELECT state, held_nanos, charged_nanos, counters, tags, created_ms FROM calls "
+        "WHERE agent_id = ? AND request_id = ?",
+        (req.agent_id, req.request_id),
     ).fetchone()
     if row is None:  # no hold (fail-open, or a hold this store never saw): charge the current windows
         amount = req.actual_nanos if req.actual_nanos is not None else req.plan.estimate_nanos
@@ -317,9 +331,7 @@ def _settle(conn: sqlite3.Connection, req: SettleRequest) -> SettleResult:
         paused = _charge(conn, req.plan, counters, amount, 0, req.now_ms)
         _ledger(conn, req.request_id, req.agent_id, "settle", amount, tags, None, req.now_ms, req.pricing)
         return SettleResult(amount, paused=paused)
-    agent_id, state, held, charged, counters_json, tags_json, created_ms = row
-    if agent_id != req.agent_id:
-        raise RequestConflict(f"request_id {req.request_id} belongs to another agent")
+    state, held, charged, counters_json, tags_json, created_ms = row
     if state == "settled":
         return SettleResult(charged, duplicate=True)
     amount = req.actual_nanos if req.actual_nanos is not None else held
@@ -330,21 +342,22 @@ def _settle(conn: sqlite3.Connection, req: SettleRequest) -> SettleResult:
     spent_delta = amount - charged
     paused = _charge(conn, req.plan, json.loads(counters_json), spent_delta, reserved_delta, req.now_ms)
     conn.execute(
-        "UPDATE calls SET state = 'settled', charged_nanos = ?, tags = ?, ended_ms = ? WHERE request_id = ?",
-        (amount, tags, req.now_ms, req.request_id),
+        "UPDATE calls SET state = 'settled', charged_nanos = ?, tags = ?, ended_ms = ? "
+        "WHERE agent_id = ? AND request_id = ?",
+        (amount, tags, req.now_ms, req.agent_id, req.request_id),
     )
-    _ledger(conn, req.request_id, agent_id, "settle", spent_delta, tags, created_ms, req.now_ms, req.pricing)
+    _ledger(conn, req.request_id, req.agent_id, "settle", spent_delta, tags, created_ms, req.now_ms, req.pricing)
     return SettleResult(amount, paused=paused)
 
 
 def _release(conn: sqlite3.Connection, request_id: str, agent_id: str) -> bool:
-    row = conn.execute("SELECT agent_id, state, held_nanos, counters FROM calls WHERE request_id = ?", (request_id,)).fetchone()
-    if row is None or row[1] != "held":
+    row = conn.execute(
+        "SELECT state, held_nanos, counters FROM calls WHERE agent_id = ? AND request_id = ?", (agent_id, request_id)
+    ).fetchone()
+    if row is None or row[0] != "held":
         return False
-    if row[0] != agent_id:
-        raise RequestConflict(f"request_id {request_id} belongs to another agent")
-    _charge(conn, None, json.loads(row[3]), 0, -row[2], 0)
-    conn.execute("UPDATE calls SET state = 'released' WHERE request_id = ?", (request_id,))
+    _charge(conn, None, json.loads(row[2]), 0, -row[1], 0)
+    conn.execute("UPDATE calls SET state = 'released' WHERE agent_id = ? AND request_id = ?", (agent_id, request_id))
     return True
 
 
@@ -359,8 +372,8 @@ def _expire(conn: sqlite3.Connection, now_ms: int, charge: bool, plan_for: PlanF
         plan = plan_for(agent_id) if charge else None
         _charge(conn, plan, json.loads(counters_json), charged, -held, now_ms)
         conn.execute(
-            "UPDATE calls SET state = 'expired', charged_nanos = ?, ended_ms = ? WHERE request_id = ?",
-            (charged, now_ms, request_id),
+            "UPDATE calls SET state = 'expired', charged_nanos = ?, ended_ms = ? WHERE agent_id = ? AND request_id = ?",
+            (charged, now_ms, agent_id, request_id),
         )
         if charged:
             _ledger(conn, request_id, agent_id, "expiry", charged, tags_json, created_ms, now_ms)
