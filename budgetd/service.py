@@ -22,7 +22,7 @@ from . import wire
 from .config import Config, Resolver
 from .plan import Plan, make_plan
 from .pricing import PriceTable, UnknownModel
-from .store import HoldRequest, Pricing, RequestConflict, SettleRequest, Store, StoreError
+from .store import HoldRequest, Pricing, RequestConflict, SettleRequest, Store, StoreError, StoreRefused
 from .windows import current_periods
 
 log = logging.getLogger("budgetd.service")
@@ -62,7 +62,7 @@ def rpc(method):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
         except UnknownAgent as err:
             await context.abort(grpc.StatusCode.NOT_FOUND, str(err))
-        except (RequestConflict, UnknownModel) as err:
+        except (RequestConflict, UnknownModel, StoreRefused) as err:
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(err))
         except StoreError as err:
             log.error("store error in %s: %s", method.__name__, err)
@@ -185,7 +185,9 @@ class BudgetService(pb_grpc.BudgetServicer):
     async def Release(self, request: pb.ReleaseRequest, context) -> pb.ReleaseResponse:
         agent_id = limits.check_agent_id(request.agent_id)
         request_id = limits.check_request_id(request.request_id)
-        return pb.ReleaseResponse(released=await self.core.store.release(request_id, agent_id))
+        now = self.core.clock()
+        plan = self.core.plan(agent_id, now)
+        return pb.ReleaseResponse(released=await self.core.store.release(request_id, plan, to_ms(now)))
 
     @rpc
     async def GetStatus(self, request: pb.GetStatusRequest, context) -> pb.AgentStatus:
@@ -200,16 +202,15 @@ class AdminService(pb_grpc.AdminServicer):
     async def Pause(self, request: pb.PauseRequest, context) -> pb.AgentStatus:
         agent_id = limits.check_agent_id(request.agent_id)
         reason = limits.check_reason(request.reason) or "paused by an operator"
-        self.core.plan(agent_id, self.core.clock())  # refuse agents that have no budget
-        await self.core.store.pause(agent_id, reason, to_ms(self.core.clock()))
+        now = self.core.clock()
+        await self.core.store.pause(self.core.plan(agent_id, now), reason, to_ms(now))
         log.warning("paused by operator", extra={"agent": agent_id, "reason": reason})
         return await self.core.status(agent_id)
 
     @rpc
     async def Resume(self, request: pb.ResumeRequest, context) -> pb.AgentStatus:
         agent_id = limits.check_agent_id(request.agent_id)
-        self.core.plan(agent_id, self.core.clock())
-        if await self.core.store.resume(agent_id):
+        if await self.core.store.resume(self.core.plan(agent_id, self.core.clock())):
             log.warning("resumed by operator", extra={"agent": agent_id})
         return await self.core.status(agent_id)
 

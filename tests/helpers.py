@@ -28,6 +28,22 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def free_port_pair(offset: int = 10_000) -> int:
+    """A free port p with p + offset free too (a Redis Cluster node's bus port)."""
+    import random
+
+    for _ in range(200):
+        port = random.randint(20_000, 45_000)
+        try:
+            with socket.socket() as a, socket.socket() as b:
+                a.bind(("127.0.0.1", port))
+                b.bind(("127.0.0.1", port + offset))
+                return port
+        except OSError:
+            continue
+    raise RuntimeError("no free port pair")
+
+
 def health_status(address: str, timeout: float = 1.0) -> int | None:
     with grpc.insecure_channel(address) as channel:
         try:

@@ -4,6 +4,7 @@ each test runs against every store in STORES."""
 from __future__ import annotations
 
 import asyncio
+import uuid
 from datetime import datetime, timezone
 
 import pytest
@@ -12,7 +13,7 @@ from budgetd.config import Resolver, load_config_text
 from budgetd.plan import make_plan
 from budgetd.store import HoldRequest, RequestConflict, SettleRequest, open_store
 
-STORES = ["sqlite"]
+STORES = ["sqlite", "redis", "redis-cluster"]
 NOW = datetime(2026, 11, 22, 15, 0, tzinfo=timezone.utc)
 NOW_MS = int(NOW.timestamp() * 1000)
 NEXT_DAY = datetime(2026, 11, 23, 1, 0, tzinfo=timezone.utc)
@@ -44,8 +45,13 @@ def settle(agent: str, rid: str, actual: int | None, now: datetime = NOW):
 
 @pytest.fixture(params=STORES)
 async def store(request, tmp_path):
+    prefix = f"t{uuid.uuid4().hex[:12]}"  # each test its own keys on the shared servers
     if request.param == "sqlite":
         s = open_store(f"sqlite://{tmp_path}/store.db")
+    elif request.param == "redis":
+        s = open_store(f"{request.getfixturevalue('redis_server').url}?prefix={prefix}")
+    else:
+        s = open_store(f"{request.getfixturevalue('redis_cluster').url}&prefix={prefix}")
     await s.open()
     yield s
     await s.close()
@@ -147,28 +153,28 @@ async def test_actual_over_the_estimate_is_counted(store):
 
 
 async def test_manual_pause_refuses_until_resumed_and_resume_lifts_cap_pauses_too(store):
-    await store.pause("a2", "runaway loop", NOW_MS)
+    await store.pause(plan("a2"), "runaway loop", NOW_MS)
     refused = await store.hold(hold("a2", "r1", 1, NEXT_DAY))
     assert refused.denial.kind == "paused" and refused.denial.pause.kind == "manual"
     assert refused.denial.pause.reason == "runaway loop"
-    assert await store.resume("a2")
-    assert not await store.resume("a2")
+    assert await store.resume(plan("a2"))
+    assert not await store.resume(plan("a2"))
     assert (await store.hold(hold("a2", "r1", 1, NEXT_DAY))).allowed
 
     await store.hold(hold("a1", "c1", USD))
     await store.settle(settle("a1", "c1", USD))
-    assert await store.resume("a1")
+    assert await store.resume(plan("a1"))
     # Resumed, but the day's cap is spent: refused by the cap itself.
     assert (await store.hold(hold("a1", "c2", 1))).denial.kind == "cap"
 
 
 async def test_release_drops_only_live_holds(store):
     await store.hold(hold("a1", "r1", 500))
-    assert not await store.release("r1", "a2")  # not a2's hold
+    assert not await store.release("r1", plan("a2"), NOW_MS)  # not a2's hold
     assert (await balances(store, "a1"))[("agent:a1", "daily")] == (0, 500)
-    assert await store.release("r1", "a1")
-    assert not await store.release("r1", "a1")
-    assert not await store.release("unknown", "a1")
+    assert await store.release("r1", plan("a1"), NOW_MS)
+    assert not await store.release("r1", plan("a1"), NOW_MS)
+    assert not await store.release("unknown", plan("a1"), NOW_MS)
     assert (await balances(store, "a1"))[("agent:a1", "daily")] == (0, 0)
 
 
@@ -179,7 +185,7 @@ async def test_expiry_releases_or_charges_and_a_late_settle_counts_once(store, c
     assert await store.expire(NOW_MS + 999, charge, plan) == 0
     assert await store.expire(NOW_MS + 1000, charge, plan) == 1
     assert (await balances(store, "a1"))[("agent:a1", "daily")] == (400 if charge else 0, 7)
-    assert not await store.release("r1", "a1")
+    assert not await store.release("r1", plan("a1"), NOW_MS)
     late = await store.settle(settle("a1", "r1", 300))
     assert late.counted_nanos == 300
     assert (await balances(store, "a1"))[("agent:a1", "daily")] == (300, 7)
@@ -203,6 +209,6 @@ async def test_concurrent_holds_never_overshoot(store):
 
 async def test_active_agents_are_those_with_counters_in_the_periods_or_a_pause(store):
     await store.hold(hold("a1", "r1", 1))
-    await store.pause("team-x", "r", NOW_MS)
+    await store.pause(plan("team-x"), "r", NOW_MS)
     await store.hold(hold("a2", "old", 1, datetime(2026, 10, 2, tzinfo=timezone.utc)))
     assert await store.active_agents("2026-11-22", "2026-11") == ["a1", "team-x"]

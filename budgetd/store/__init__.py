@@ -15,6 +15,7 @@ from .base import (
     SettleResult,
     Store,
     StoreError,
+    StoreRefused,
 )
 
 __all__ = [
@@ -30,6 +31,7 @@ __all__ = [
     "SettleResult",
     "Store",
     "StoreError",
+    "StoreRefused",
     "open_store",
 ]
 
@@ -41,5 +43,7 @@ def open_store(url: str) -> Store:
 
         return SqliteStore(url)
     if url.startswith(("redis://", "rediss://")):
-        raise StoreError("the Redis store is not part of this build yet; use a sqlite:// URL")
+        from .redis import RedisStore
+
+        return RedisStore(url)
     raise StoreError(f"no store for URL {url!r}")

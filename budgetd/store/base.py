@@ -22,6 +22,11 @@ class StoreError(Exception):
     """The backend failed or is unreachable; callers answer UNAVAILABLE."""
 
 
+class StoreRefused(Exception):
+    """The store cannot do this for this plan (e.g. an agent in two groups on
+    Redis Cluster); callers answer FAILED_PRECONDITION."""
+
+
 class RequestConflict(Exception):
     """A request id is reused after its call ended (settled, released, expired).
 
@@ -144,8 +149,8 @@ class Store(abc.ABC):
         row, pause every window that reached its cap. Idempotent."""
 
     @abc.abstractmethod
-    async def release(self, request_id: str, agent_id: str) -> bool:
-        """Drop a live hold; False when there is none."""
+    async def release(self, request_id: str, plan: Plan, now_ms: int) -> bool:
+        """Drop a live hold of the plan's agent; False when there is none."""
 
     @abc.abstractmethod
     async def expire(self, now_ms: int, charge: bool, plan_for: PlanFor) -> int:
@@ -153,12 +158,12 @@ class Store(abc.ABC):
         amount as spent. Returns how many expired."""
 
     @abc.abstractmethod
-    async def pause(self, agent_id: str, reason: str, now_ms: int) -> None:
-        """A manual pause: it never lifts by itself."""
+    async def pause(self, plan: Plan, reason: str, now_ms: int) -> None:
+        """A manual pause of the plan's agent: it never lifts by itself."""
 
     @abc.abstractmethod
-    async def resume(self, agent_id: str) -> bool:
-        """Lift every pause of the agent (manual and cap). False if none."""
+    async def resume(self, plan: Plan) -> bool:
+        """Lift every pause of the plan's agent (manual and cap). False if none."""
 
     @abc.abstractmethod
     async def read(self, plan: Plan) -> Readout:

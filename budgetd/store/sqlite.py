@@ -185,23 +185,22 @@ class SqliteStore(Store):
     async def settle(self, req: SettleRequest) -> SettleResult:
         return await self._run(lambda conn: _settle(conn, req))
 
-    async def release(self, request_id: str, agent_id: str) -> bool:
-        return await self._run(lambda conn: _release(conn, request_id, agent_id))
+    async def release(self, request_id: str, plan: Plan, now_ms: int) -> bool:
+        return await self._run(lambda conn: _release(conn, request_id, plan.agent_id))
 
     async def expire(self, now_ms: int, charge: bool, plan_for: PlanFor) -> int:
         return await self._run(lambda conn: _expire(conn, now_ms, charge, plan_for))
 
-    async def pause(self, agent_id: str, reason: str, now_ms: int) -> None:
+    async def pause(self, plan: Plan, reason: str, now_ms: int) -> None:
+        scope = f"agent:{plan.agent_id}"
         await self._run(
-            lambda conn: conn.execute(
-                "INSERT OR REPLACE INTO pauses VALUES (?, 'manual', '', '', ?, ?)", (f"agent:{agent_id}", reason, now_ms)
-            )
+            lambda conn: conn.execute("INSERT OR REPLACE INTO pauses VALUES (?, 'manual', '', '', ?, ?)",
+                                      (scope, reason, now_ms))
         )
 
-    async def resume(self, agent_id: str) -> bool:
-        return await self._run(
-            lambda conn: conn.execute("DELETE FROM pauses WHERE scope = ?", (f"agent:{agent_id}",)).rowcount > 0
-        )
+    async def resume(self, plan: Plan) -> bool:
+        scope = f"agent:{plan.agent_id}"
+        return await self._run(lambda conn: conn.execute("DELETE FROM pauses WHERE scope = ?", (scope,)).rowcount > 0)
 
     async def read(self, plan: Plan) -> Readout:
         return await self._run(lambda conn: Readout(_balances(conn, [lm.counter for lm in plan.limits]), _pauses(conn, plan)))

@@ -1,0 +1,51 @@
+-- Settle a call: drop its hold, add the cost to every counter, write the
+-- ledger entry, start cap pauses. Idempotent. One atomic step.
+-- KEYS: call, holds (zset), ledger (stream), S pause hashes, L counters.
+-- ARGV: agent, request id, actual (-1: the amount held), now ms, tags json,
+--       counters json, estimate (no hold), call ttl ms, S, L, ledger maxlen,
+--       pricing json, then L x 6 limit args (common.lua).
+local S, L = tonumber(ARGV[9]), tonumber(ARGV[10])
+local FIRST = 12
+
+local state = redis.call('HGET', KEYS[1], 'state')
+if state == 'settled' then
+  return {'duplicate', redis.call('HGET', KEYS[1], 'charged')}
+end
+local held, charged, created, tags = 0, 0, '', ARGV[5]
+if state then
+  local counters = redis.call('HGET', KEYS[1], 'counters')
+  if counters ~= ARGV[6] then  -- held in other periods: the caller retries with these
+    return {'rekey', counters}
+  end
+  held = tonumber(redis.call('HGET', KEYS[1], 'held'))
+  charged = tonumber(redis.call('HGET', KEYS[1], 'charged'))
+  created = redis.call('HGET', KEYS[1], 'created')
+  local merged = cjson.decode(redis.call('HGET', KEYS[1], 'tags'))
+  for k, v in pairs(cjson.decode(ARGV[5])) do merged[k] = v end
+  tags = cjson.encode(merged)
+end
+
+local amount = tonumber(ARGV[3])
+if amount < 0 then
+  if state then amount = held else amount = tonumber(ARGV[7]) end
+end
+-- held: the hold goes, the cost comes. released: the cost only. expired:
+-- the cost less what the expiry charged (counted once).
+local reserved_delta = '0'
+if state == 'held' then reserved_delta = string.format('%d', -held) end
+local spent_delta = string.format('%d', amount - charged)
+local started = charge(3 + S, 3, FIRST, L, spent_delta, reserved_delta, ARGV[4])
+
+redis.call('HSET', KEYS[1], 'state', 'settled', 'charged', string.format('%d', amount), 'tags', tags,
+           'ended', ARGV[4])
+if not state then
+  redis.call('HSET', KEYS[1], 'held', '0', 'counters', ARGV[6], 'created', ARGV[4], 'deadline', ARGV[4])
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[8])
+redis.call('ZREM', KEYS[2], ARGV[1] .. ' ' .. ARGV[2])
+redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[11], '*', 'request_id', ARGV[2], 'agent_id', ARGV[1],
+           'kind', 'settle', 'cost_nanos', spent_delta, 'tags', tags, 'held_ms', created, 'settled_ms', ARGV[4],
+           'pricing', ARGV[12])
+local reply = {'settled', string.format('%d', amount)}
+for _, i in ipairs(started) do table.insert(reply, i) end
+return reply

@@ -1,0 +1,296 @@
+"""The shared store: many budgetd replicas on one Redis (or Redis Cluster).
+
+Each step is one Lua script run by EVALSHA (redis-py reloads it on
+NOSCRIPT), so a hold checks and updates every window of the agent and its
+groups atomically, whichever replica runs it. Amounts are integer
+nanodollars (HINCRBY; never INCRBYFLOAT). Counter keys carry their period,
+so rollover needs no job; they expire well after the period ends.
+
+Key layout (prefix ``budgetd`` unless ``?prefix=`` says otherwise), with
+``{T}`` the hash tag:
+    {p}:{T}:c:<scope>:<window>:<period>   hash spent, reserved
+    {p}:{T}:p:<scope>                     hash of pauses: manual | <window>:<period>
+    {p}:{T}:r:<agent>:<request id>        hash: one call (hold and how it ended)
+    {p}:{T}:holds                         zset "<agent> <request id>" by deadline
+    {p}:{T}:ledger                        stream, one entry per change to spent
+    {p}:tags, {p}:seen:<window>:<period>, {p}:paused   indexes (sweeping, listing)
+On a single Redis every key has the same tag. With ``?cluster=true`` the tag
+is the agent's group (or the agent's id if it has none), so that one script
+touches one slot: an agent may then belong to at most one group.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from importlib import resources
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import RedisError
+
+from ..plan import Plan
+from . import rules
+from .base import (
+    Balance,
+    Denial,
+    HoldRequest,
+    HoldResult,
+    PauseRecord,
+    PlanFor,
+    Readout,
+    RequestConflict,
+    SettleRequest,
+    SettleResult,
+    Store,
+    StoreError,
+    StoreRefused,
+)
+
+log = logging.getLogger("budgetd.store.redis")
+
+DAY_MS = 86_400_000
+CALL_RETENTION_MS = 7 * DAY_MS  # settles stay idempotent this long after the hold
+COUNTER_RETENTION_MS = {"daily": 35 * DAY_MS, "monthly": 400 * DAY_MS}
+LEDGER_MAXLEN = 1_000_000  # entries per tag, approximately (XADD MAXLEN ~)
+_SEEN_CACHE_LIMIT = 100_000
+
+
+def _script(name: str) -> str:
+    lua = resources.files(__package__).joinpath("lua")
+    return lua.joinpath("common.lua").read_text() + lua.joinpath(f"{name}.lua").read_text()
+
+
+def _ms(when) -> int:
+    return int(when.timestamp() * 1000)
+
+
+class RedisStore(Store):
+    def __init__(self, url: str) -> None:
+        parts = urlsplit(url)
+        query = dict(parse_qsl(parts.query))
+        self.cluster = query.pop("cluster", "false").lower() in ("1", "true", "yes")
+        self.prefix = query.pop("prefix", "budgetd")
+        self.timeout = float(query.pop("timeout", "2"))
+        self.max_connections = int(query.pop("max_connections", "64"))
+        self._url = urlunsplit(parts._replace(query=urlencode(query)))
+        self._client = None
+        # The cluster client's per-node pools raise instead of waiting when all
+        # connections are busy (and a burst of first connects trips it): keep
+        # calls in flight within the pool size for both kinds of client.
+        self._in_flight = asyncio.Semaphore(self.max_connections)
+        self._scripts: dict = {}
+        self._known: set[str] = set()  # index entries this process already wrote
+        self._indexing = asyncio.Lock()
+
+    # -- lifecycle ------------------------------------------------------------
+    async def open(self) -> None:
+        common = dict(decode_responses=True, socket_timeout=self.timeout, socket_connect_timeout=self.timeout)
+        if self.cluster:
+            self._client = RedisCluster.from_url(self._url, max_connections=self.max_connections, **common)
+        else:
+            pool = aioredis.BlockingConnectionPool.from_url(
+                self._url, max_connections=self.max_connections, timeout=self.timeout, **common
+            )
+            self._client = aioredis.Redis(connection_pool=pool)
+        self._scripts = {n: self._client.register_script(_script(n))
+                         for n in ("hold", "settle", "release", "expire")}
+        # An unreachable Redis does not stop the daemon: health says NOT_SERVING
+        # and calls answer UNAVAILABLE until it is back.
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    async def ping(self) -> None:
+        await self._call(self._client.ping())
+
+    async def _call(self, awaitable):
+        try:
+            async with self._in_flight:
+                return await asyncio.wait_for(awaitable, self.timeout * 2)
+        except (RedisError, OSError, asyncio.TimeoutError) as err:
+            raise StoreError(f"redis: {type(err).__name__}: {err}") from None
+
+    async def _run(self, name: str, keys: list[str], args: list) -> list:
+        return await self._call(self._scripts[name](keys=keys, args=[str(a) for a in args]))
+
+    # -- keys -----------------------------------------------------------------
+    def _tag(self, plan: Plan) -> str:
+        if not self.cluster:
+            return "all"
+        groups = [s.name for s in plan.scopes if s.kind == "group"]
+        if len(groups) > 1:
+            raise StoreRefused(f"agent {plan.agent_id!r} is in groups {groups}: on Redis Cluster an agent's keys "
+                               "share its group's hash slot, so it may belong to at most one group")
+        return f"g:{groups[0]}" if groups else f"a:{plan.agent_id}"
+
+    def _key(self, tag: str, *parts: str) -> str:
+        return f"{self.prefix}:{{{tag}}}:" + ":".join(parts)
+
+    def _counter_key(self, tag: str, counter) -> str:
+        return self._key(tag, "c", *counter)
+
+    def _pause_keys(self, tag: str, plan: Plan) -> list[str]:
+        return [self._key(tag, "p", s.key) for s in plan.scopes]
+
+    def _limit_args(self, plan: Plan, counters, now_ms: int, check_caps: bool = True) -> list:
+        """Six values per counter (see common.lua); caps only for counters in
+        a current period of the plan. Keys outlive their period by a retention."""
+        scope_index = {s.key: i for i, s in enumerate(plan.scopes, start=1)}
+        args: list = []
+        for scope, window, period in counters:
+            limit = plan.limit_for(scope, window)
+            current = limit is not None and limit.period.key == period
+            cap = limit.cap_nanos if check_caps and current and limit.cap_nanos is not None else -1
+            ends = _ms(limit.period.resets_at) if current else now_ms
+            expire_at = ends + COUNTER_RETENTION_MS[window]
+            reason = rules.cap_pause_reason(limit) if cap >= 0 else ""
+            args += [scope_index.get(scope, 1), window, period, cap, expire_at, reason]
+        return args
+
+    async def _index(self, *entries: tuple[str, str]) -> None:
+        """SADD to the listing/sweeping indexes, once per process per entry."""
+        if all(f"{k} {m}" in self._known for k, m in entries):
+            return
+        async with self._indexing:  # one writer: a burst of first holds writes each entry once
+            if len(self._known) > _SEEN_CACHE_LIMIT:
+                self._known.clear()
+            for key, member in entries:
+                if f"{key} {member}" not in self._known:
+                    await self._call(self._client.sadd(key, member))
+                    self._known.add(f"{key} {member}")
+
+    # -- the atomic steps -------------------------------------------------------
+    async def hold(self, req: HoldRequest) -> HoldResult:
+        plan = req.plan
+        tag = self._tag(plan)
+        daily, monthly = plan.limits[0].period, plan.limits[1].period
+        # Index before holding, so the sweeper can always find this tag's holds.
+        await self._index((f"{self.prefix}:tags", tag),
+                          (f"{self.prefix}:seen:daily:{daily.key}", plan.agent_id),
+                          (f"{self.prefix}:seen:monthly:{monthly.key}", plan.agent_id))
+        counters = [lm.counter for lm in plan.limits]
+        pauses = self._pause_keys(tag, plan)
+        keys = [self._key(tag, "r", req.agent_id, req.request_id), self._key(tag, "holds"), *pauses,
+                *(self._counter_key(tag, c) for c in counters)]
+        args = [req.agent_id, req.request_id, req.amount_nanos, req.now_ms, req.deadline_ms,
+                json.dumps(dict(req.tags)), json.dumps(counters), req.deadline_ms - req.now_ms + CALL_RETENTION_MS,
+                len(pauses), len(counters), *self._limit_args(plan, counters, req.now_ms)]
+        reply = await self._run("hold", keys, args)
+        if reply[0] == "allowed":
+            return HoldResult(True, int(reply[1]), int(reply[2]))
+        if reply[0] == "conflict":
+            raise RequestConflict(f"request_id {req.request_id} was already {reply[1]}")
+        if reply[0] == "cap":
+            limit = plan.limits[int(reply[1]) - 1]
+            return HoldResult(False, denial=Denial("cap", limit.scope, limit, int(reply[2])))
+        _, scope_index, limit_index, value, left = reply
+        scope = plan.scopes[int(scope_index) - 1]
+        limit = plan.limits[int(limit_index) - 1] if limit_index != "0" else None
+        since, _, reason = value.partition("|")
+        record = PauseRecord(scope.key, "cap" if limit else "manual", limit.window.value if limit else "",
+                             limit.period.key if limit else "", reason, int(since))
+        return HoldResult(False, denial=Denial("paused", scope, limit, int(left), record))
+
+    async def settle(self, req: SettleRequest) -> SettleResult:
+        plan = req.plan
+        tag = self._tag(plan)
+        counters = [lm.counter for lm in plan.limits]
+        for _ in range(2):  # a second pass when the hold was made in earlier periods
+            pauses = self._pause_keys(tag, plan)
+            keys = [self._key(tag, "r", req.agent_id, req.request_id), self._key(tag, "holds"),
+                    self._key(tag, "ledger"), *pauses, *(self._counter_key(tag, c) for c in counters)]
+            pricing = json.dumps(vars(req.pricing)) if req.pricing else ""
+            args = [req.agent_id, req.request_id, -1 if req.actual_nanos is None else req.actual_nanos, req.now_ms,
+                    json.dumps(dict(req.tags)), json.dumps(counters), plan.estimate_nanos, CALL_RETENTION_MS,
+                    len(pauses), len(counters), LEDGER_MAXLEN, pricing,
+                    *self._limit_args(plan, counters, req.now_ms)]
+            reply = await self._run("settle", keys, args)
+            if reply[0] != "rekey":
+                break
+            counters = [tuple(c) for c in json.loads(reply[1])]
+        if reply[0] == "duplicate":
+            return SettleResult(int(reply[1]), duplicate=True)
+        paused = []
+        for index in reply[2:]:
+            scope, window, period = counters[int(index) - 1]
+            limit = plan.limit_for(scope, window)
+            paused.append(PauseRecord(scope, "cap", window, period, rules.cap_pause_reason(limit), req.now_ms))
+        return SettleResult(int(reply[1]), paused=tuple(paused))
+
+    async def release(self, request_id: str, plan: Plan, now_ms: int) -> bool:
+        agent_id = plan.agent_id
+        tag = self._tag(plan)
+        counters = [lm.counter for lm in plan.limits]
+        for _ in range(2):
+            keys = [self._key(tag, "r", agent_id, request_id), self._key(tag, "holds"),
+                    *(self._counter_key(tag, c) for c in counters)]
+            reply = await self._run("release", keys, [agent_id, request_id, json.dumps(counters),
+                                                      now_ms, len(counters)])
+            if reply[0] != "rekey":
+                break
+            counters = [tuple(c) for c in json.loads(reply[1])]
+        return reply[0] == "released"
+
+    async def expire(self, now_ms: int, charge: bool, plan_for: PlanFor) -> int:
+        expired = 0
+        for tag in await self._call(self._client.smembers(f"{self.prefix}:tags")):
+            due = await self._call(self._client.zrangebyscore(self._key(tag, "holds"), "-inf", now_ms,
+                                                              start=0, num=1000))
+            for member in due:
+                agent_id, _, request_id = member.partition(" ")
+                expired += await self._expire_one(tag, agent_id, request_id, now_ms, charge, plan_for)
+        return expired
+
+    async def _expire_one(self, tag, agent_id, request_id, now_ms, charge, plan_for) -> int:
+        call_key = self._key(tag, "r", agent_id, request_id)
+        stored = await self._call(self._client.hget(call_key, "counters"))
+        plan = plan_for(agent_id)
+        if stored is None or plan is None:  # gone, or no longer budgeted: just drop the entry
+            await self._call(self._client.zrem(self._key(tag, "holds"), f"{agent_id} {request_id}"))
+            return 0
+        counters = [tuple(c) for c in json.loads(stored)]
+        pauses = self._pause_keys(tag, plan)
+        keys = [call_key, self._key(tag, "holds"), self._key(tag, "ledger"), *pauses,
+                *(self._counter_key(tag, c) for c in counters)]
+        args = [agent_id, request_id, now_ms, 1 if charge else 0, stored, len(pauses), len(counters), LEDGER_MAXLEN,
+                *self._limit_args(plan, counters, now_ms, check_caps=charge)]
+        return 1 if (await self._run("expire", keys, args))[0] == "expired" else 0
+
+    async def pause(self, plan: Plan, reason: str, now_ms: int) -> None:
+        key = self._key(self._tag(plan), "p", f"agent:{plan.agent_id}")
+        await self._call(self._client.hset(key, "manual", f"{now_ms}|{reason}"))
+        await self._call(self._client.sadd(f"{self.prefix}:paused", plan.agent_id))
+
+    async def resume(self, plan: Plan) -> bool:
+        removed = await self._call(self._client.delete(self._key(self._tag(plan), "p", f"agent:{plan.agent_id}")))
+        await self._call(self._client.srem(f"{self.prefix}:paused", plan.agent_id))
+        return removed > 0
+
+    async def read(self, plan: Plan) -> Readout:
+        tag = self._tag(plan)
+        balances = {}
+        for limit in plan.limits:
+            spent, reserved = await self._call(
+                self._client.hmget(self._counter_key(tag, limit.counter), "spent", "reserved"))
+            balances[limit.counter] = Balance(int(spent or 0), int(reserved or 0))
+        pauses = []
+        for scope, key in zip(plan.scopes, self._pause_keys(tag, plan)):
+            for field, value in (await self._call(self._client.hgetall(key))).items():
+                since, _, reason = value.partition("|")
+                window, _, period = field.partition(":") if field != "manual" else ("", "", "")
+                pauses.append(PauseRecord(scope.key, "manual" if field == "manual" else "cap",
+                                          window, period, reason, int(since)))
+        return Readout(balances, pauses)
+
+    async def active_agents(self, daily_period: str, monthly_period: str) -> list[str]:
+        names: set[str] = set()
+        for key in (f"{self.prefix}:seen:daily:{daily_period}", f"{self.prefix}:seen:monthly:{monthly_period}",
+                    f"{self.prefix}:paused"):
+            names |= set(await self._call(self._client.smembers(key)))
+        return sorted(names)
+
