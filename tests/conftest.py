@@ -26,10 +26,11 @@ def start_daemon(tmp_path):
     """start_daemon(config_yaml) -> a running DaemonProcess; stopped after the test."""
     started: list[DaemonProcess] = []
 
-    def start(config_body: str, env: dict[str, str] | None = None, name: str = "d") -> DaemonProcess:
+    def start(config_body: str, env: dict[str, str] | None = None, name: str = "d",
+              store_url: str | None = None) -> DaemonProcess:
         workdir = tmp_path / f"{name}{len(started)}"
         workdir.mkdir()
-        daemon = DaemonProcess(workdir, config_body, env)
+        daemon = DaemonProcess(workdir, config_body, env, store_url)
         started.append(daemon)
         return daemon.start()
 

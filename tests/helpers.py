@@ -55,12 +55,14 @@ def health_status(address: str, timeout: float = 1.0) -> int | None:
 class DaemonProcess:
     """``budgetd --config FILE`` in a temp dir, on a free port."""
 
-    def __init__(self, workdir: Path, config_body: str, env: dict[str, str] | None = None) -> None:
+    def __init__(self, workdir: Path, config_body: str, env: dict[str, str] | None = None,
+                 store_url: str | None = None) -> None:
         self.workdir = workdir
         self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
         self.config_path = workdir / "budgets.yaml"
         self.db_path = workdir / "budgetd.db"
+        self.store_url = store_url or f"sqlite://{self.db_path}"
         self.write_config(config_body)
         self.env = {**os.environ, **(env or {})}
         self.proc: subprocess.Popen | None = None
@@ -72,7 +74,7 @@ class DaemonProcess:
           listen: "{self.address}"
           shutdown_grace_seconds: 5
         store:
-          url: "sqlite://{self.db_path}"
+          url: "{self.store_url}"
         """
         self.config_path.write_text(textwrap.dedent(header) + textwrap.dedent(body))
 

@@ -14,13 +14,14 @@ from helpers import free_port, free_port_pair
 
 
 class RedisServer:
-    def __init__(self, workdir: Path, *extra: str, port: int | None = None) -> None:
+    def __init__(self, workdir: Path, *extra: str, port: int | None = None, client_kwargs: dict | None = None) -> None:
         if shutil.which("redis-server") is None:
             raise RuntimeError("redis-server is not installed (.ci/run installs it)")
         self.workdir = workdir
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port()
         self.extra = extra
+        self.client_kwargs = client_kwargs or {}  # how the readiness check connects (TLS, ACL)
         self.proc: subprocess.Popen | None = None
 
     @property
@@ -28,12 +29,15 @@ class RedisServer:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self, timeout: float = 10) -> RedisServer:
+        port_args = ["--port", str(self.port)]
+        if "--tls-cert-file" in self.extra:
+            port_args = ["--port", "0", "--tls-port", str(self.port)]
         self.proc = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.workdir),
+            ["redis-server", *port_args, "--bind", "127.0.0.1", "--dir", str(self.workdir),
              "--save", "", "--appendonly", "no", "--protected-mode", "no", "--logfile", "redis.log", *self.extra],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
-        client = redis.Redis(port=self.port, socket_timeout=1)
+        client = redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=1, **self.client_kwargs)
         deadline = time.monotonic() + timeout
         while True:
             try:
