@@ -13,7 +13,7 @@ from datetime import datetime
 from zoneinfo import ZoneInfo
 
 from .config.resolve import AgentBudget
-from .windows import Period, Window, current_periods
+from .windows import Period, Window, current_periods, period_of
 
 
 @dataclass(frozen=True)
@@ -51,7 +51,9 @@ class Limit:
 class Plan:
     agent_id: str
     estimate_nanos: int
-    limits: tuple[Limit, ...]  # the agent's windows first, then each group's
+    # The agent's daily and monthly windows first, then each group's, then the
+    # agent's (uncapped) hourly counter.
+    limits: tuple[Limit, ...]
 
     @property
     def scopes(self) -> tuple[Scope, ...]:
@@ -68,4 +70,5 @@ def make_plan(budget: AgentBudget, now: datetime, zone: ZoneInfo) -> Plan:
     for group in budget.groups:
         scope = Scope("group", group.name)
         limits += [Limit(scope, daily, group.daily_nanos), Limit(scope, monthly, group.monthly_nanos)]
+    limits.append(Limit(agent, period_of(Window.HOURLY, now, zone), None))
     return Plan(budget.agent_id, budget.estimate_nanos, tuple(limits))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from datetime import datetime, timezone
 
 import grpc
@@ -13,6 +14,10 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from .config import Config
+from .events import EventHub
+from .notices.checks import Checks
+from .notices.delivery import Deliverer
+from .notices.slack import SlackSender
 from .service import Active, AdminService, BudgetService, Clock, Core
 from .store import Store, StoreError, open_store
 
@@ -27,6 +32,16 @@ MAX_MESSAGE_BYTES = 64 * 1024
 HEALTH_CHECK_SECONDS = 2.0
 
 
+@dataclass(frozen=True)
+class Intervals:
+    """How often the periodic work runs, in seconds."""
+
+    deliver: float = 1.0  # notices to Slack
+    rollover: float = 5.0  # "resumed" notices for pauses whose period ended
+    digest: float = 30.0  # is the daily digest due?
+    anomaly: float = 60.0  # hourly spend spikes
+
+
 def add_service(server: grpc.aio.Server, name: str, servicer) -> None:
     """Register a servicer like the generated ``add_*_to_server``, except that
     requests arrive as bytes and are parsed here: a body that is not the
@@ -37,22 +52,36 @@ def add_service(server: grpc.aio.Server, name: str, servicer) -> None:
     for method in service.methods:
         request_type = getattr(pb, method.input_type.name)
         response_type = getattr(pb, method.output_type.name)
-        handlers[method.name] = grpc.unary_unary_rpc_method_handler(
-            _parsing(getattr(servicer, method.name), request_type),
-            response_serializer=response_type.SerializeToString,
-        )
+        implementation = getattr(servicer, method.name)
+        if method.server_streaming:
+            handlers[method.name] = grpc.unary_stream_rpc_method_handler(
+                _parsing_stream(implementation, request_type), response_serializer=response_type.SerializeToString)
+        else:
+            handlers[method.name] = grpc.unary_unary_rpc_method_handler(
+                _parsing(implementation, request_type), response_serializer=response_type.SerializeToString)
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service.full_name, handlers),))
+
+
+async def _parse(body: bytes, request_type, context: grpc.aio.ServicerContext):
+    try:
+        return request_type.FromString(body)
+    except DecodeError as err:
+        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"malformed {request_type.__name__}: {err}")
 
 
 def _parsing(handler, request_type):
     async def parse_then_handle(body: bytes, context: grpc.aio.ServicerContext):
-        try:
-            request = request_type.FromString(body)
-        except DecodeError as err:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"malformed {request_type.__name__}: {err}")
-        return await handler(request, context)
+        return await handler(await _parse(body, request_type, context), context)
 
     return parse_then_handle
+
+
+def _parsing_stream(handler, request_type):
+    async def parse_then_stream(body: bytes, context: grpc.aio.ServicerContext):
+        async for message in handler(await _parse(body, request_type, context), context):
+            yield message
+
+    return parse_then_stream
 
 
 def system_clock() -> datetime:
@@ -60,11 +89,16 @@ def system_clock() -> datetime:
 
 
 class Daemon:
-    def __init__(self, config: Config, *, clock: Clock = system_clock, store: Store | None = None) -> None:
+    def __init__(self, config: Config, *, clock: Clock = system_clock, store: Store | None = None,
+                 intervals: Intervals = Intervals()) -> None:
         self.config = config
         self.clock = clock
+        self.intervals = intervals
         self.store = store or open_store(config.store.url)
         self.core = Core(Active.of(config), self.store, clock)
+        self.events = EventHub(self.core)
+        self.deliverer = Deliverer(self.core, SlackSender(config.slack) if config.slack else None)
+        self.checks = Checks(self.core)
         self.health = health.aio.HealthServicer()
         self.scheduler = AsyncIOScheduler(
             timezone=timezone.utc,
@@ -86,7 +120,7 @@ class Daemon:
             # bind the same port silently. With SQLite there must be one.
             options.append(("grpc.so_reuseport", 0))
         self.server = grpc.aio.server(options=options)
-        add_service(self.server, "Budget", BudgetService(self.core))
+        add_service(self.server, "Budget", BudgetService(self.core, self.events))
         add_service(self.server, "Admin", AdminService(self.core))
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(
@@ -100,9 +134,20 @@ class Daemon:
             raise OSError(f"cannot listen on {self.config.server.listen}: {err}") from None
         await self.server.start()
         await self.check_health()
+        await self.events.start()
         ttl = self.config.reservation_ttl_seconds
-        self.scheduler.add_job(self.core.sweep, "interval", seconds=max(1, min(30, ttl // 10)), id="sweep")
-        self.scheduler.add_job(self.check_health, "interval", seconds=HEALTH_CHECK_SECONDS, id="health")
+        now = datetime.now(timezone.utc)
+        jobs = [
+            (self.core.sweep, max(1, min(30, ttl // 10))),
+            (self.check_health, HEALTH_CHECK_SECONDS),
+            (self.deliverer.deliver_due, self.intervals.deliver),
+            (self.checks.rollover, self.intervals.rollover),
+            (self.checks.digest, self.intervals.digest),
+            (self.checks.anomalies, self.intervals.anomaly),
+        ]
+        for job, seconds in jobs:
+            # First run now: a restart catches up on what it missed while down.
+            self.scheduler.add_job(_logged(job), "interval", seconds=seconds, next_run_time=now, id=job.__name__)
         self.scheduler.start()
         log.info("listening", extra={"listen": self.config.server.listen, "port": self.port,
                                      "store": self.config.store.url.split("?")[0]})
@@ -132,7 +177,24 @@ class Daemon:
         await self.health.enter_graceful_shutdown()
         if self.scheduler.running:
             self.scheduler.shutdown(wait=False)
+        await self.events.stop()
         if self.server is not None:
             await self.server.stop(self.config.server.shutdown_grace_seconds)
         await self.store.close()
         log.info("stopped")
+
+
+def _logged(job):
+    """A periodic job whose failure is logged (the store may be down) and
+    tried again at its next run."""
+
+    async def run():
+        try:
+            await job()
+        except StoreError as err:
+            log.warning("%s: store unavailable: %s", job.__name__, err)
+        except Exception:
+            log.exception("%s failed", job.__name__)
+
+    run.__name__ = job.__name__
+    return run

@@ -106,8 +106,9 @@ class Core:
 
 
 class BudgetService(pb_grpc.BudgetServicer):
-    def __init__(self, core: Core) -> None:
+    def __init__(self, core: Core, events=None) -> None:
         self.core = core
+        self.events = events  # an EventHub, for Watch
 
     @rpc
     async def Authorize(self, request: pb.AuthorizeRequest, context) -> pb.AuthorizeResponse:
@@ -173,7 +174,8 @@ class BudgetService(pb_grpc.BudgetServicer):
         now = self.core.clock()
         plan = self.core.plan(agent_id, now)
         result = await self.core.store.settle(
-            SettleRequest(request_id, agent_id, actual, plan, to_ms(now), tags, pricing)
+            SettleRequest(request_id, agent_id, actual, plan, to_ms(now), tags, pricing,
+                          tuple(self.core.active.config.warn_at))
         )
         for pause in result.paused:
             log.warning("paused at cap", extra={"agent": agent_id, "scope": pause.scope, "window": pause.window,
@@ -193,6 +195,21 @@ class BudgetService(pb_grpc.BudgetServicer):
     async def GetStatus(self, request: pb.GetStatusRequest, context) -> pb.AgentStatus:
         return await self.core.status(limits.check_agent_id(request.agent_id))
 
+    async def Watch(self, request: pb.WatchRequest, context):
+        try:
+            agent_id = limits.check_agent_id(request.agent_id)
+            self.core.plan(agent_id, self.core.clock())
+        except ValueError as err:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
+        except UnknownAgent as err:
+            await context.abort(grpc.StatusCode.NOT_FOUND, str(err))
+        queue = self.events.subscribe(agent_id)
+        try:
+            while True:
+                yield wire.event(await queue.get())
+        finally:
+            self.events.unsubscribe(agent_id, queue)
+
 
 class AdminService(pb_grpc.AdminServicer):
     def __init__(self, core: Core) -> None:
@@ -210,7 +227,8 @@ class AdminService(pb_grpc.AdminServicer):
     @rpc
     async def Resume(self, request: pb.ResumeRequest, context) -> pb.AgentStatus:
         agent_id = limits.check_agent_id(request.agent_id)
-        if await self.core.store.resume(self.core.plan(agent_id, self.core.clock())):
+        now = self.core.clock()
+        if await self.core.store.resume(self.core.plan(agent_id, now), to_ms(now)):
             log.warning("resumed by operator", extra={"agent": agent_id})
         return await self.core.status(agent_id)
 

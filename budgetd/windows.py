@@ -16,6 +16,8 @@ from zoneinfo import ZoneInfo
 class Window(str, Enum):
     DAILY = "daily"
     MONTHLY = "monthly"
+    # Uncapped; counted for the anomaly check. UTC clock hours ("2026-11-22T15").
+    HOURLY = "hourly"
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,9 @@ def local_midnight(day: date, zone: ZoneInfo) -> datetime:
 
 
 def period_of(window: Window, instant: datetime, zone: ZoneInfo) -> Period:
+    if window is Window.HOURLY:
+        start = instant.astimezone(timezone.utc).replace(minute=0, second=0, microsecond=0)
+        return Period(window, start.strftime("%Y-%m-%dT%H"), start, start + timedelta(hours=1))
     local_day = instant.astimezone(zone).date()
     if window is Window.DAILY:
         first, following = local_day, local_day + timedelta(days=1)

@@ -90,3 +90,9 @@ def agent_status(plan: Plan, readout: Readout) -> pb.AgentStatus:
         if limit is not None:
             msg.resumes_at.CopyFrom(timestamp(limit.period.resets_at))
     return msg
+
+
+def event(notice) -> pb.Event:
+    return pb.Event(kind=notice.kind, agent_id=notice.agent_id, scope=notice.scope, window=notice.window,
+                    period=notice.period, spent_nanos=notice.spent_nanos, cap_nanos=notice.cap_nanos,
+                    reason=notice.reason, at=timestamp(ms=notice.at_ms))

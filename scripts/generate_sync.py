@@ -29,6 +29,7 @@ SUBSTITUTIONS = [
     (r"\bAsyncGuard\b", "Guard"),
     (r"\basync def\b", "def"),
     (r"\basync with\b", "with"),
+    (r"\basync for\b", "for"),
     (r"\bawait ", ""),
     (r"\b__aenter__\b", "__enter__"),
     (r"\b__aexit__\b", "__exit__"),

@@ -8,6 +8,7 @@ from datetime import datetime, timezone
 from budgetd.config import Resolver, load_config_text
 from budgetd.plan import make_plan
 from budgetd.store import SettleRequest, open_store
+from budgetd.store.sqlite import SCHEMA_VERSION
 
 # The first schema (version 1): request ids were global, the ledger had no pricing.
 SCHEMA_V1 = """
@@ -47,5 +48,5 @@ async def test_a_version_1_file_migrates_and_its_live_hold_still_settles(tmp_pat
     assert (readout.balance(plan.limits[0]).spent_nanos, readout.balance(plan.limits[0]).reserved_nanos) == (130, 0)
     await store.close()
     with sqlite3.connect(path) as db:
-        assert db.execute("PRAGMA user_version").fetchone() == (3,)
+        assert db.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
         assert db.execute("SELECT count(*), sum(cost_nanos) FROM ledger").fetchone() == (2, 130)

@@ -67,11 +67,13 @@ async def balances(store, agent: str, now: datetime = NOW):
 async def test_hold_reserves_in_every_window_and_settle_moves_it_to_spent(store):
     assert (await store.hold(hold("a1", "r1", 300_000_000))).allowed
     assert await balances(store, "a1") == {("agent:a1", "daily"): (0, 300_000_000),
-                                           ("agent:a1", "monthly"): (0, 300_000_000)}
+                                           ("agent:a1", "monthly"): (0, 300_000_000),
+                                           ("agent:a1", "hourly"): (0, 300_000_000)}
     result = await store.settle(settle("a1", "r1", 250_000_000))
     assert (result.counted_nanos, result.duplicate, result.paused) == (250_000_000, False, ())
     assert await balances(store, "a1") == {("agent:a1", "daily"): (250_000_000, 0),
-                                           ("agent:a1", "monthly"): (250_000_000, 0)}
+                                           ("agent:a1", "monthly"): (250_000_000, 0),
+                                           ("agent:a1", "hourly"): (250_000_000, 0)}
 
 
 async def test_denial_names_the_first_window_that_would_go_over_and_holds_nothing(store):
@@ -157,13 +159,13 @@ async def test_manual_pause_refuses_until_resumed_and_resume_lifts_cap_pauses_to
     refused = await store.hold(hold("a2", "r1", 1, NEXT_DAY))
     assert refused.denial.kind == "paused" and refused.denial.pause.kind == "manual"
     assert refused.denial.pause.reason == "runaway loop"
-    assert await store.resume(plan("a2"))
-    assert not await store.resume(plan("a2"))
+    assert await store.resume(plan("a2"), NOW_MS)
+    assert not await store.resume(plan("a2"), NOW_MS)
     assert (await store.hold(hold("a2", "r1", 1, NEXT_DAY))).allowed
 
     await store.hold(hold("a1", "c1", USD))
     await store.settle(settle("a1", "c1", USD))
-    assert await store.resume(plan("a1"))
+    assert await store.resume(plan("a1"), NOW_MS)
     # Resumed, but the day's cap is spent: refused by the cap itself.
     assert (await store.hold(hold("a1", "c2", 1))).denial.kind == "cap"
 
@@ -212,3 +214,78 @@ async def test_active_agents_are_those_with_counters_in_the_periods_or_a_pause(s
     await store.pause(plan("team-x"), "r", NOW_MS)
     await store.hold(hold("a2", "old", 1, datetime(2026, 10, 2, tzinfo=timezone.utc)))
     assert await store.active_agents("2026-11-22", "2026-11") == ["a1", "team-x"]
+
+
+# -- the outbox ---------------------------------------------------------------------------
+
+from decimal import Decimal  # noqa: E402
+
+from budgetd.notices.model import Notice  # noqa: E402
+
+WARN_AT = (Decimal("0.5"), Decimal("0.8"))
+
+
+def settle_warning(agent: str, rid: str, actual: int, now: datetime = NOW):
+    return SettleRequest(rid, agent, actual, plan(agent, now), int(now.timestamp() * 1000), {}, None, WARN_AT)
+
+
+async def drain(store, owner: str = "me") -> list[Notice]:
+    claimed = await store.claim_notices(owner, NOW_MS, 60_000, 100)
+    for item in claimed:
+        await store.finish_notice(item, "sent", NOW_MS)
+    return [item.notice for item in claimed]
+
+
+async def test_thresholds_warn_once_and_the_cap_pauses_with_one_notice(store):
+    await store.settle(settle_warning("a1", "r1", 600_000_000))  # 60%: crosses 50%
+    await store.settle(settle_warning("a1", "r2", 100_000_000))  # 70%: nothing
+    await store.settle(settle_warning("a1", "r3", 150_000_000))  # 85%: crosses 80%
+    await store.settle(settle_warning("a1", "r4", 150_000_000))  # 100%: paused
+    await store.settle(settle_warning("a1", "r5", 1))
+    notices = await drain(store)
+    assert [(n.kind, n.window, n.extra.get("threshold")) for n in notices] == [
+        ("warning", "daily", "0.5"), ("warning", "daily", "0.8"), ("paused", "daily", None)]
+    assert notices[1].spent_nanos == 850_000_000 and notices[1].cap_nanos == 10**9
+    assert notices[2].spent_nanos == 10**9 and notices[2].agent_id == "a1" and "daily cap" in notices[2].reason
+    assert await drain(store) == []
+
+
+async def test_a_leased_notice_goes_to_one_owner_and_a_retry_comes_back(store):
+    assert await store.add_notice(Notice("k1", "digest", at_ms=NOW_MS), None)
+    assert not await store.add_notice(Notice("k1", "digest", at_ms=NOW_MS), None)  # written once
+    [first] = await store.claim_notices("replica-a", NOW_MS, 60_000, 10)
+    assert await store.claim_notices("replica-b", NOW_MS, 60_000, 10) == []  # leased to replica-a
+    await store.retry_notice(first, NOW_MS + 1000, NOW_MS, "503")
+    await asyncio.sleep(1.2)
+    [again] = await store.claim_notices("replica-b", NOW_MS + 1200, 60_000, 10)
+    assert again.notice.key == "k1" and again.attempts == 2
+    await store.finish_notice(again, "sent", NOW_MS)
+    assert await store.claim_notices("replica-a", NOW_MS + 10**8, 60_000, 10) == []
+    assert await store.outbox_depth() == 0
+
+
+async def test_operator_pause_and_resume_write_notices_and_events_follow_the_outbox(store):
+    _, cursor = await store.events_after(None)
+    await store.pause(plan("a2"), "loop", NOW_MS)
+    assert await store.resume(plan("a2"), NOW_MS + 1)
+    events, cursor = await store.events_after(cursor)
+    assert [(e.kind, e.extra["by"]) for e in events] == [("paused", "operator"), ("resumed", "operator")]
+    assert (await store.events_after(cursor))[0] == []
+
+
+async def test_a_lapsed_cap_pause_is_lifted_once_with_a_resumed_notice(store):
+    await store.settle(settle_warning("a1", "r1", 10**9))
+    await drain(store)
+    assert await store.lift_lapsed_pauses(plan("a1"), NOW_MS) == []  # still its period
+    written = await store.lift_lapsed_pauses(plan("a1", NEXT_DAY), NOW_MS)
+    assert [(n.kind, n.scope, n.window, n.period) for n in written] == [("resumed", "agent:a1", "daily", "2026-11-22")]
+    assert await store.lift_lapsed_pauses(plan("a1", NEXT_DAY), NOW_MS) == []
+    assert [n.kind for n in await drain(store)] == ["resumed"]
+
+
+async def test_hourly_spend_and_top_spenders_and_models_are_read_back(store):
+    await store.settle(settle("a1", "r1", 300))
+    await store.settle(settle("a2", "r2", 700))
+    hour = plan("a1").limits[-1].period.key
+    assert await store.spent_in(plan("a1"), "agent:a1", "hourly", [hour, "2000-01-01T00"]) == {hour: 300}
+    assert await store.top_spenders("daily", "2026-11-22", plan, 10) == [("a2", 700), ("a1", 300)]

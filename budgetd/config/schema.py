@@ -110,6 +110,11 @@ class SlackConfig(Strict):
     webhook_url: str | None = None
     bot_token: str | None = None
     channel: str | None = None
+    api_url: str = "https://slack.com/api/"  # for bot_token; a Slack-compatible endpoint
+    # Slack takes about one message per second per channel.
+    min_interval_seconds: Annotated[float, Field(ge=0, le=60)] = 1.0
+    # Backoff between delivery attempts doubles up to this.
+    retry_max_seconds: Annotated[float, Field(ge=1, le=3600)] = 300.0
 
     @model_validator(mode="after")
     def _one_way(self) -> SlackConfig:
@@ -118,6 +123,18 @@ class SlackConfig(Strict):
         if self.bot_token and not self.channel:
             raise ValueError("bot_token needs a channel")
         return self
+
+
+class DigestConfig(Strict):
+    at: Annotated[str, Field(pattern=r"^([01]\d|2[0-3]):[0-5]\d$")] = "09:00"  # local time, HH:MM
+    top: Annotated[int, Field(ge=1, le=100)] = 10
+
+
+class AnomalyConfig(Strict):
+    # Last hour's spend above factor x the trailing 7-day hourly average...
+    factor: Annotated[Decimal, Field(gt=1, le=1000)] = Decimal(3)
+    # ...and above this many dollars.
+    floor_usd: Usd = Decimal(5)
 
 
 class TokenConfig(Strict):
@@ -151,6 +168,8 @@ class Config(Strict):
     agents: dict[AgentKey, Budget] = {}
     groups: dict[GroupName, GroupConfig] = {}
     slack: SlackConfig | None = None
+    digest: DigestConfig | None = None  # omit for no daily digest
+    anomaly: AnomalyConfig = AnomalyConfig()
     auth: AuthConfig | None = None
     prices: dict[Annotated[str, Field(min_length=1, max_length=200)], PriceOverride] = {}
     unknown_model: Literal["deny", "fallback"] = "deny"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from .base import (
     Balance,
+    Claimed,
     Denial,
     HoldRequest,
     HoldResult,
@@ -20,6 +21,7 @@ from .base import (
 
 __all__ = [
     "Balance",
+    "Claimed",
     "Denial",
     "HoldRequest",
     "HoldResult",

@@ -12,6 +12,11 @@ from __future__ import annotations
 import abc
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ..notices.model import Notice
 
 from ..plan import Limit, Plan, Scope
 
@@ -100,6 +105,7 @@ class SettleRequest:
     now_ms: int
     tags: Mapping[str, str] = field(default_factory=dict)
     pricing: Pricing | None = None  # None: the cost came as an amount
+    warn_at: tuple[Decimal, ...] = ()  # fractions of each cap that raise a warning notice
 
 
 @dataclass(frozen=True)
@@ -116,6 +122,15 @@ class Readout:
 
     def balance(self, limit: Limit) -> Balance:
         return self.balances.get(limit.counter, Balance())
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """A notice leased to one deliverer."""
+
+    id: str
+    notice: Notice
+    attempts: int  # deliveries tried, this one included
 
 
 PlanFor = Callable[[str], Plan | None]
@@ -159,11 +174,58 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def pause(self, plan: Plan, reason: str, now_ms: int) -> None:
-        """A manual pause of the plan's agent: it never lifts by itself."""
+        """A manual pause of the plan's agent: it never lifts by itself. Writes
+        a "paused" notice in the same step."""
 
     @abc.abstractmethod
-    async def resume(self, plan: Plan) -> bool:
-        """Lift every pause of the plan's agent (manual and cap). False if none."""
+    async def resume(self, plan: Plan, now_ms: int) -> bool:
+        """Lift every pause of the plan's agent (manual and cap), with a
+        "resumed" notice. False if there was none."""
+
+    @abc.abstractmethod
+    async def lift_lapsed_pauses(self, plan: Plan, now_ms: int) -> list[Notice]:
+        """Drop cap pauses of the plan's scopes whose period has ended; a
+        "resumed" notice (once per pause) for each scope left with no pause in
+        force. Returns the notices written."""
+
+    # -- the outbox -------------------------------------------------------------
+    @abc.abstractmethod
+    async def add_notice(self, notice: Notice, plan: Plan | None) -> bool:
+        """Write a notice unless one with its key exists (then False). ``plan``
+        places it next to the agent's data; None for fleet-wide notices."""
+
+    @abc.abstractmethod
+    async def claim_notices(self, owner: str, now_ms: int, lease_ms: int, limit: int) -> list[Claimed]:
+        """Lease due notices to ``owner``; a lease that runs out frees them again."""
+
+    @abc.abstractmethod
+    async def finish_notice(self, claimed: Claimed, outcome: str, now_ms: int, error: str = "") -> None:
+        """``outcome``: "sent", "failed" (permanently) or "skipped" (nowhere to send)."""
+
+    @abc.abstractmethod
+    async def retry_notice(self, claimed: Claimed, next_ms: int, now_ms: int, error: str) -> None:
+        """Deliver again from ``next_ms``."""
+
+    @abc.abstractmethod
+    async def events_after(self, cursor: object | None) -> tuple[list[Notice], object]:
+        """Notices written after ``cursor`` (None: from now on), and the new cursor."""
+
+    @abc.abstractmethod
+    async def outbox_depth(self) -> int:
+        """Notices not yet delivered."""
+
+    # -- reads for reports and checks ------------------------------------------------
+    @abc.abstractmethod
+    async def spent_in(self, plan: Plan, scope: str, window: str, periods: list[str]) -> dict[str, int]:
+        """Spend of one scope's counters in the given periods (absent: none)."""
+
+    @abc.abstractmethod
+    async def top_models(self, plan: Plan, since_ms: int, limit: int) -> list[tuple[str, int]]:
+        """The models behind the agent's settled spend since ``since_ms``, biggest first."""
+
+    @abc.abstractmethod
+    async def top_spenders(self, window: str, period: str, plan_for: PlanFor, limit: int) -> list[tuple[str, int]]:
+        """The agents that spent most in the period, biggest first."""
 
     @abc.abstractmethod
     async def read(self, plan: Plan) -> Readout:

@@ -31,10 +31,13 @@ import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError
 
+from ..notices import model as notices
+from ..notices.model import Notice
 from ..plan import Plan
 from . import rules
 from .base import (
     Balance,
+    Claimed,
     Denial,
     HoldRequest,
     HoldResult,
@@ -53,7 +56,9 @@ log = logging.getLogger("budgetd.store.redis")
 
 DAY_MS = 86_400_000
 CALL_RETENTION_MS = 7 * DAY_MS  # settles stay idempotent this long after the hold
-COUNTER_RETENTION_MS = {"daily": 35 * DAY_MS, "monthly": 400 * DAY_MS}
+COUNTER_RETENTION_MS = {"daily": 35 * DAY_MS, "monthly": 400 * DAY_MS, "hourly": 8 * DAY_MS}
+NOTICE_MARKER_MS = 40 * DAY_MS  # job notices (resumed, digest, anomaly) are written once within this
+GROUP = "delivery"  # the consumer group that leases notices to one replica each
 LEDGER_MAXLEN = 1_000_000  # entries per tag, approximately (XADD MAXLEN ~)
 _SEEN_CACHE_LIMIT = 100_000
 
@@ -84,6 +89,7 @@ class RedisStore(Store):
         self._scripts: dict = {}
         self._known: set[str] = set()  # index entries this process already wrote
         self._indexing = asyncio.Lock()
+        self._lease_ms = 60_000
 
     # -- lifecycle ------------------------------------------------------------
     async def open(self) -> None:
@@ -96,7 +102,7 @@ class RedisStore(Store):
             )
             self._client = aioredis.Redis(connection_pool=pool)
         self._scripts = {n: self._client.register_script(_script(n))
-                         for n in ("hold", "settle", "release", "expire")}
+                         for n in ("hold", "settle", "release", "expire", "notify", "pause", "lift")}
         # An unreachable Redis does not stop the daemon: health says NOT_SERVING
         # and calls answer UNAVAILABLE until it is back.
 
@@ -137,9 +143,12 @@ class RedisStore(Store):
     def _pause_keys(self, tag: str, plan: Plan) -> list[str]:
         return [self._key(tag, "p", s.key) for s in plan.scopes]
 
-    def _limit_args(self, plan: Plan, counters, now_ms: int, check_caps: bool = True) -> list:
-        """Six values per counter (see common.lua); caps only for counters in
-        a current period of the plan. Keys outlive their period by a retention."""
+    def _limit_args(self, plan: Plan, counters, now_ms: int, check_caps: bool = True,
+                    notify_as: str | None = None, warn_at=()) -> list:
+        """Eight values per counter (see common.lua); caps only for counters in
+        a current period of the plan. Keys outlive their period by a retention.
+        ``notify_as``: the agent whose change may warn or pause (None: a hold,
+        which never does)."""
         scope_index = {s.key: i for i, s in enumerate(plan.scopes, start=1)}
         args: list = []
         for scope, window, period in counters:
@@ -149,7 +158,13 @@ class RedisStore(Store):
             ends = _ms(limit.period.resets_at) if current else now_ms
             expire_at = ends + COUNTER_RETENTION_MS[window]
             reason = rules.cap_pause_reason(limit) if cap >= 0 else ""
-            args += [scope_index.get(scope, 1), window, period, cap, expire_at, reason]
+            pause_notice, warnings = "", "[]"
+            if notify_as is not None and cap >= 0:
+                record = PauseRecord(scope, "cap", window, period, reason, now_ms)
+                pause_notice = notices.paused_at_cap(notify_as, record, 0, cap).to_json()
+                warnings = json.dumps([[rules.threshold_nanos(cap, f), str(f),
+                                        notices.warning(notify_as, limit, f, 0, now_ms).to_json()] for f in warn_at])
+            args += [scope_index.get(scope, 1), window, period, cap, expire_at, reason, pause_notice, warnings]
         return args
 
     async def _index(self, *entries: tuple[str, str]) -> None:
@@ -165,14 +180,19 @@ class RedisStore(Store):
                     self._known.add(f"{key} {member}")
 
     # -- the atomic steps -------------------------------------------------------
-    async def hold(self, req: HoldRequest) -> HoldResult:
-        plan = req.plan
-        tag = self._tag(plan)
+    async def _index_plan(self, plan: Plan, tag: str) -> None:
+        """Before a hold or settle writes: the tag (so the sweeper and the
+        deliverer find its holds and notices) and the agent's current periods
+        (so listings and the digest find its spend)."""
         daily, monthly = plan.limits[0].period, plan.limits[1].period
-        # Index before holding, so the sweeper can always find this tag's holds.
         await self._index((f"{self.prefix}:tags", tag),
                           (f"{self.prefix}:seen:daily:{daily.key}", plan.agent_id),
                           (f"{self.prefix}:seen:monthly:{monthly.key}", plan.agent_id))
+
+    async def hold(self, req: HoldRequest) -> HoldResult:
+        plan = req.plan
+        tag = self._tag(plan)
+        await self._index_plan(plan, tag)
         counters = [lm.counter for lm in plan.limits]
         pauses = self._pause_keys(tag, plan)
         keys = [self._key(tag, "r", req.agent_id, req.request_id), self._key(tag, "holds"), *pauses,
@@ -199,16 +219,18 @@ class RedisStore(Store):
     async def settle(self, req: SettleRequest) -> SettleResult:
         plan = req.plan
         tag = self._tag(plan)
+        await self._index_plan(plan, tag)
         counters = [lm.counter for lm in plan.limits]
         for _ in range(2):  # a second pass when the hold was made in earlier periods
             pauses = self._pause_keys(tag, plan)
             keys = [self._key(tag, "r", req.agent_id, req.request_id), self._key(tag, "holds"),
-                    self._key(tag, "ledger"), *pauses, *(self._counter_key(tag, c) for c in counters)]
+                    self._key(tag, "ledger"), self._key(tag, "outbox"), *pauses,
+                    *(self._counter_key(tag, c) for c in counters)]
             pricing = json.dumps(vars(req.pricing)) if req.pricing else ""
             args = [req.agent_id, req.request_id, -1 if req.actual_nanos is None else req.actual_nanos, req.now_ms,
                     json.dumps(dict(req.tags)), json.dumps(counters), plan.estimate_nanos, CALL_RETENTION_MS,
                     len(pauses), len(counters), LEDGER_MAXLEN, pricing,
-                    *self._limit_args(plan, counters, req.now_ms)]
+                    *self._limit_args(plan, counters, req.now_ms, notify_as=req.agent_id, warn_at=req.warn_at)]
             reply = await self._run("settle", keys, args)
             if reply[0] != "rekey":
                 break
@@ -255,21 +277,160 @@ class RedisStore(Store):
             return 0
         counters = [tuple(c) for c in json.loads(stored)]
         pauses = self._pause_keys(tag, plan)
-        keys = [call_key, self._key(tag, "holds"), self._key(tag, "ledger"), *pauses,
+        keys = [call_key, self._key(tag, "holds"), self._key(tag, "ledger"), self._key(tag, "outbox"), *pauses,
                 *(self._counter_key(tag, c) for c in counters)]
         args = [agent_id, request_id, now_ms, 1 if charge else 0, stored, len(pauses), len(counters), LEDGER_MAXLEN,
-                *self._limit_args(plan, counters, now_ms, check_caps=charge)]
+                *self._limit_args(plan, counters, now_ms, check_caps=charge, notify_as=agent_id)]
         return 1 if (await self._run("expire", keys, args))[0] == "expired" else 0
 
     async def pause(self, plan: Plan, reason: str, now_ms: int) -> None:
-        key = self._key(self._tag(plan), "p", f"agent:{plan.agent_id}")
-        await self._call(self._client.hset(key, "manual", f"{now_ms}|{reason}"))
-        await self._call(self._client.sadd(f"{self.prefix}:paused", plan.agent_id))
+        tag = self._tag(plan)
+        await self._index((f"{self.prefix}:tags", tag), (f"{self.prefix}:paused", plan.agent_id))
+        notice = notices.paused_by_operator(plan.agent_id, reason, now_ms)
+        await self._run("pause", [self._key(tag, "p", f"agent:{plan.agent_id}"), self._key(tag, "outbox")],
+                        ["pause", f"{now_ms}|{reason}", notice.to_json(), notice.key])
 
-    async def resume(self, plan: Plan) -> bool:
-        removed = await self._call(self._client.delete(self._key(self._tag(plan), "p", f"agent:{plan.agent_id}")))
+    async def resume(self, plan: Plan, now_ms: int) -> bool:
+        tag = self._tag(plan)
+        notice = notices.resumed(plan.agent_id, f"agent:{plan.agent_id}", "operator", now_ms)
+        lifted = await self._run("pause", [self._key(tag, "p", f"agent:{plan.agent_id}"), self._key(tag, "outbox")],
+                                 ["resume", "", notice.to_json(), notice.key])
         await self._call(self._client.srem(f"{self.prefix}:paused", plan.agent_id))
-        return removed > 0
+        self._known.discard(f"{self.prefix}:paused {plan.agent_id}")
+        return lifted == 1
+
+    async def lift_lapsed_pauses(self, plan: Plan, now_ms: int) -> list[Notice]:
+        tag = self._tag(plan)
+        written = []
+        for scope, key in zip(plan.scopes, self._pause_keys(tag, plan)):
+            fields = await self._call(self._client.hkeys(key))
+            lapsed = []
+            for f in fields:
+                window, _, period = f.partition(":")
+                limit = plan.limit_for(scope.key, window)
+                if f != "manual" and (limit is None or limit.period.key != period):
+                    lapsed.append((window, period))
+            if not lapsed:
+                continue
+            window, period = lapsed[-1]
+            notice = notices.resumed(plan.agent_id, scope.key, "rollover", now_ms, window, period)
+            done = await self._run("lift", [key, self._key(tag, "n", notice.key), self._key(tag, "outbox")],
+                                   [notice.to_json(), notice.key, NOTICE_MARKER_MS, *(f"{w}:{p}" for w, p in lapsed)])
+            if done == 1:
+                written.append(notice)
+        return written
+
+    # -- the outbox -------------------------------------------------------------
+    def _notice_tag(self, plan: Plan | None) -> str:
+        return self._tag(plan) if plan is not None else ("all" if not self.cluster else "fleet")
+
+    async def add_notice(self, notice: Notice, plan: Plan | None) -> bool:
+        tag = self._notice_tag(plan)
+        await self._index((f"{self.prefix}:tags", tag))
+        done = await self._run("notify", [self._key(tag, "n", notice.key), self._key(tag, "outbox")],
+                               [notice.to_json(), notice.key, NOTICE_MARKER_MS])
+        return done == 1
+
+    async def _outboxes(self) -> list[tuple[str, str]]:
+        tags = await self._call(self._client.smembers(f"{self.prefix}:tags"))
+        return [(tag, self._key(tag, "outbox")) for tag in sorted(tags)]
+
+    async def _ensure_group(self, key: str) -> None:
+        if f"group {key}" in self._known:
+            return
+        try:
+            await self._call(self._client.xgroup_create(key, GROUP, id="0", mkstream=True))
+        except StoreError as err:
+            if "BUSYGROUP" not in str(err):
+                raise
+        self._known.add(f"group {key}")
+
+    async def claim_notices(self, owner: str, now_ms: int, lease_ms: int, limit: int) -> list[Claimed]:
+        claimed: list[Claimed] = []
+        self._lease_ms = lease_ms
+        for _, key in await self._outboxes():
+            await self._ensure_group(key)
+            # Leases that ran out (a replica died, or a retry is due), then new notices.
+            _, stale, *_ = await self._call(self._client.xautoclaim(key, GROUP, owner, lease_ms, "0-0", count=limit))
+            fresh = await self._call(self._client.xreadgroup(GROUP, owner, {key: ">"}, count=limit))
+            entries = list(stale) + [e for _, batch in (fresh or []) for e in batch]
+            for entry_id, fields in entries:
+                if not fields:  # trimmed away meanwhile
+                    await self._call(self._client.xack(key, GROUP, entry_id))
+                    continue
+                info = await self._call(self._client.xpending_range(key, GROUP, entry_id, entry_id, 1))
+                attempts = info[0]["times_delivered"] if info else 1
+                claimed.append(Claimed(f"{key} {entry_id}", Notice.from_json(fields["payload"]), attempts))
+        return claimed
+
+    async def finish_notice(self, claimed: Claimed, outcome: str, now_ms: int, error: str = "") -> None:
+        key, entry_id = claimed.id.split(" ")
+        await self._call(self._client.xack(key, GROUP, entry_id))
+
+    async def retry_notice(self, claimed: Claimed, next_ms: int, now_ms: int, error: str) -> None:
+        # Leave it pending: it is reclaimed once idle for a lease. Setting its
+        # idle time makes that happen at about next_ms.
+        key, entry_id = claimed.id.split(" ")
+        idle = max(0, self._lease_ms - (next_ms - now_ms))
+        await self._call(self._client.xclaim(key, GROUP, "retry", 0, [entry_id], idle=idle, justid=True))
+
+    async def events_after(self, cursor: object | None) -> tuple[list[Notice], object]:
+        positions = dict(cursor or {})
+        events: list[Notice] = []
+        for _, key in await self._outboxes():
+            if cursor is None:
+                last = await self._call(self._client.xrevrange(key, count=1))
+                positions[key] = last[0][0] if last else "0-0"
+                continue
+            start = positions.get(key, "0-0")
+            entries = await self._call(self._client.xrange(key, min=f"({start}", count=1000))
+            if entries:
+                positions[key] = entries[-1][0]
+                events += [Notice.from_json(fields["payload"]) for _, fields in entries]
+        return events, positions
+
+    async def outbox_depth(self) -> int:
+        depth = 0
+        for _, key in await self._outboxes():
+            await self._ensure_group(key)
+            for group in await self._call(self._client.xinfo_groups(key)):
+                if group["name"] == GROUP:
+                    depth += int(group.get("pending") or 0) + int(group.get("lag") or 0)
+        return depth
+
+    # -- reads for reports and checks ------------------------------------------------
+    async def spent_in(self, plan: Plan, scope: str, window: str, periods: list[str]) -> dict[str, int]:
+        tag = self._tag(plan)
+        spent = {}
+        for period in periods:
+            value = await self._call(self._client.hget(self._counter_key(tag, (scope, window, period)), "spent"))
+            if value is not None:
+                spent[period] = int(value)
+        return spent
+
+    async def top_models(self, plan: Plan, since_ms: int, limit: int) -> list[tuple[str, int]]:
+        """From the newest ledger entries of the agent's tag (a bounded scan)."""
+        totals: dict[str, int] = {}
+        entries = await self._call(self._client.xrevrange(self._key(self._tag(plan), "ledger"), count=5000))
+        for _, fields in entries:
+            if int(fields.get("settled_ms") or 0) < since_ms:
+                break
+            if fields.get("agent_id") == plan.agent_id and fields.get("pricing"):
+                model = json.loads(fields["pricing"])["model"]
+                totals[model] = totals.get(model, 0) + int(fields["cost_nanos"])
+        return sorted(totals.items(), key=lambda item: (-item[1], item[0]))[:limit]
+
+    async def top_spenders(self, window: str, period: str, plan_for: PlanFor, limit: int) -> list[tuple[str, int]]:
+        found = []
+        for agent_id in await self._call(self._client.smembers(f"{self.prefix}:seen:{window}:{period}")):
+            plan = plan_for(agent_id)
+            if plan is None:
+                continue
+            spent = int(await self._call(self._client.hget(
+                self._counter_key(self._tag(plan), (f"agent:{agent_id}", window, period)), "spent")) or 0)
+            if spent > 0:
+                found.append((agent_id, spent))
+        return sorted(found, key=lambda item: (-item[1], item[0]))[:limit]
 
     async def read(self, plan: Plan) -> Readout:
         tag = self._tag(plan)

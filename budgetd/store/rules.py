@@ -6,6 +6,7 @@ them."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from decimal import ROUND_CEILING, Decimal
 
 from budgetd_client.money import nanos_to_usd
 
@@ -60,6 +61,23 @@ def cap_reached(plan: Plan, counter: Counter, spent_nanos: int) -> Limit | None:
     if limit is None or limit.cap_nanos is None or limit.period.key != period:
         return None
     return limit if spent_nanos >= limit.cap_nanos else None
+
+
+def threshold_nanos(cap_nanos: int, fraction: Decimal) -> int:
+    """The spend at which a warning fires: ``fraction`` of the cap, rounded up."""
+    return int((cap_nanos * fraction).to_integral_value(rounding=ROUND_CEILING))
+
+
+def warnings_crossed(plan: Plan, counter: Counter, spent_before: int, spent_after: int,
+                     warn_at: Iterable[Decimal]) -> list[Decimal]:
+    """The warn_at fractions this change of spend crossed, for a capped counter
+    in a current period. None when the cap itself was reached: the pause
+    notice says more than the warnings would."""
+    scope, window, period = counter
+    limit = plan.limit_for(scope, window)
+    if limit is None or limit.cap_nanos is None or limit.period.key != period or spent_after >= limit.cap_nanos:
+        return []
+    return [f for f in warn_at if spent_before < threshold_nanos(limit.cap_nanos, f) <= spent_after]
 
 
 def cap_pause_reason(limit: Limit) -> str:

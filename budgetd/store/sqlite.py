@@ -26,6 +26,7 @@ from .base import (
     HoldRequest,
     HoldResult,
     PauseRecord,
+    Claimed,
     PlanFor,
     Pricing,
     Readout,
@@ -35,9 +36,11 @@ from .base import (
     Store,
     StoreError,
 )
+from ..notices import model as notices
+from ..notices.model import Notice
 from .batching import GroupCommitter
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS counters (
     scope TEXT NOT NULL,               -- 'agent:NAME' or 'group:NAME'
@@ -90,6 +93,24 @@ CREATE TABLE IF NOT EXISTS ledger (
     input_tokens INTEGER, cached_input_tokens INTEGER, output_tokens INTEGER, reasoning_tokens INTEGER,
     price_version TEXT
 );
+
+-- Notices, written in the same transaction as the change that caused them;
+-- a worker leases, delivers and marks them. The key makes each notice unique.
+CREATE TABLE IF NOT EXISTS outbox (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    key TEXT NOT NULL UNIQUE,
+    payload TEXT NOT NULL,
+    created_ms INTEGER NOT NULL,
+    state TEXT NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'sent', 'failed', 'skipped')),
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_ms INTEGER NOT NULL,
+    lease_owner TEXT,
+    lease_until_ms INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT,
+    done_ms INTEGER
+);
+CREATE INDEX IF NOT EXISTS outbox_due ON outbox (next_ms) WHERE state = 'pending';
+CREATE INDEX IF NOT EXISTS ledger_by_agent ON ledger (agent_id, settled_ms);
 """
 
 # Schema changes after version 1, applied in order to older files.
@@ -100,6 +121,7 @@ MIGRATIONS = {
     # Request ids became scoped to their agent: rebuild calls with the new key
     # (SCHEMA then creates the table and index afresh; the rows are copied back).
     3: ["ALTER TABLE calls RENAME TO calls_v2", "DROP INDEX IF EXISTS calls_live_by_deadline"],
+    4: [],  # the outbox table: created by SCHEMA
 }
 _AFTER_MIGRATION = {
     3: ["INSERT INTO calls (agent_id, request_id, state, held_nanos, charged_nanos, counters, tags, created_ms, "
@@ -192,15 +214,102 @@ class SqliteStore(Store):
         return await self._run(lambda conn: _expire(conn, now_ms, charge, plan_for))
 
     async def pause(self, plan: Plan, reason: str, now_ms: int) -> None:
-        scope = f"agent:{plan.agent_id}"
-        await self._run(
-            lambda conn: conn.execute("INSERT OR REPLACE INTO pauses VALUES (?, 'manual', '', '', ?, ?)",
-                                      (scope, reason, now_ms))
-        )
+        def op(conn):
+            conn.execute("INSERT OR REPLACE INTO pauses VALUES (?, 'manual', '', '', ?, ?)",
+                         (f"agent:{plan.agent_id}", reason, now_ms))
+            _notify(conn, notices.paused_by_operator(plan.agent_id, reason, now_ms))
 
-    async def resume(self, plan: Plan) -> bool:
-        scope = f"agent:{plan.agent_id}"
-        return await self._run(lambda conn: conn.execute("DELETE FROM pauses WHERE scope = ?", (scope,)).rowcount > 0)
+        await self._run(op)
+
+    async def resume(self, plan: Plan, now_ms: int) -> bool:
+        def op(conn):
+            scope = f"agent:{plan.agent_id}"
+            lifted = conn.execute("DELETE FROM pauses WHERE scope = ?", (scope,)).rowcount > 0
+            if lifted:
+                _notify(conn, notices.resumed(plan.agent_id, scope, "operator", now_ms))
+            return lifted
+
+        return await self._run(op)
+
+    async def lift_lapsed_pauses(self, plan: Plan, now_ms: int) -> list[Notice]:
+        def op(conn):
+            written = []
+            for scope in plan.scopes:
+                lapsed = [
+                    (window, period)
+                    for window, period in conn.execute(
+                        "SELECT win, period FROM pauses WHERE scope = ? AND kind = 'cap'", (scope.key,)).fetchall()
+                    if (limit := plan.limit_for(scope.key, window)) is None or limit.period.key != period
+                ]
+                for window, period in lapsed:
+                    conn.execute("DELETE FROM pauses WHERE scope = ? AND win = ? AND period = ?",
+                                 (scope.key, window, period))
+                left = _pauses(conn, plan)
+                if lapsed and not any(p.scope == scope.key for p in left):
+                    window, period = lapsed[-1]
+                    notice = notices.resumed(plan.agent_id, scope.key, "rollover", now_ms, window, period)
+                    if _notify(conn, notice):
+                        written.append(notice)
+            return written
+
+        return await self._run(op)
+
+    # -- the outbox -------------------------------------------------------------
+    async def add_notice(self, notice: Notice, plan: Plan | None) -> bool:
+        return await self._run(lambda conn: _notify(conn, notice))
+
+    async def claim_notices(self, owner: str, now_ms: int, lease_ms: int, limit: int) -> list[Claimed]:
+        def op(conn):
+            rows = conn.execute(
+                "UPDATE outbox SET lease_owner = ?, lease_until_ms = ?, attempts = attempts + 1 WHERE id IN ("
+                "SELECT id FROM outbox WHERE state = 'pending' AND next_ms <= ? AND lease_until_ms <= ? "
+                "ORDER BY id LIMIT ?) RETURNING id, payload, attempts",
+                (owner, now_ms + lease_ms, now_ms, now_ms, limit),
+            ).fetchall()
+            return [Claimed(str(i), Notice.from_json(p), a) for i, p, a in sorted(rows)]
+
+        return await self._run(op)
+
+    async def finish_notice(self, claimed: Claimed, outcome: str, now_ms: int, error: str = "") -> None:
+        await self._run(lambda conn: conn.execute(
+            "UPDATE outbox SET state = ?, done_ms = ?, last_error = ?, lease_until_ms = 0 WHERE id = ?",
+            (outcome, now_ms, error or None, int(claimed.id))))
+
+    async def retry_notice(self, claimed: Claimed, next_ms: int, now_ms: int, error: str) -> None:
+        await self._run(lambda conn: conn.execute(
+            "UPDATE outbox SET next_ms = ?, last_error = ?, lease_until_ms = 0 WHERE id = ?",
+            (next_ms, error, int(claimed.id))))
+
+    async def events_after(self, cursor: object | None) -> tuple[list[Notice], object]:
+        def op(conn):
+            if cursor is None:
+                return [], conn.execute("SELECT coalesce(max(id), 0) FROM outbox").fetchone()[0]
+            rows = conn.execute("SELECT id, payload FROM outbox WHERE id > ? ORDER BY id LIMIT 1000",
+                                (cursor,)).fetchall()
+            return [Notice.from_json(p) for _, p in rows], (rows[-1][0] if rows else cursor)
+
+        return await self._run(op)
+
+    async def outbox_depth(self) -> int:
+        return await self._run(lambda conn: conn.execute(
+            "SELECT count(*) FROM outbox WHERE state = 'pending'").fetchone()[0])
+
+    # -- reads for reports and checks ------------------------------------------------
+    async def spent_in(self, plan: Plan, scope: str, window: str, periods: list[str]) -> dict[str, int]:
+        return await self._run(lambda conn: {period: spent for period, spent in conn.execute(
+            f"SELECT period, spent_nanos FROM counters WHERE scope = ? AND win = ? AND period IN "
+            f"({', '.join('?' * len(periods))})", (scope, window, *periods)).fetchall()})
+
+    async def top_models(self, plan: Plan, since_ms: int, limit: int) -> list[tuple[str, int]]:
+        return await self._run(lambda conn: conn.execute(
+            "SELECT model, sum(cost_nanos) AS spent FROM ledger WHERE agent_id = ? AND settled_ms >= ? "
+            "AND model IS NOT NULL GROUP BY model ORDER BY spent DESC, model LIMIT ?",
+            (plan.agent_id, since_ms, limit)).fetchall())
+
+    async def top_spenders(self, window: str, period: str, plan_for: PlanFor, limit: int) -> list[tuple[str, int]]:
+        return await self._run(lambda conn: [(scope.split(":", 1)[1], spent) for scope, spent in conn.execute(
+            "SELECT scope, spent_nanos FROM counters WHERE win = ? AND period = ? AND scope LIKE 'agent:%' "
+            "AND spent_nanos > 0 ORDER BY spent_nanos DESC, scope LIMIT ?", (window, period, limit)).fetchall()])
 
     async def read(self, plan: Plan) -> Readout:
         return await self._run(lambda conn: Readout(_balances(conn, [lm.counter for lm in plan.limits]), _pauses(conn, plan)))
@@ -279,12 +388,27 @@ def _hold(conn: sqlite3.Connection, req: HoldRequest) -> HoldResult:
     return HoldResult(True, req.amount_nanos, req.deadline_ms)
 
 
-def _charge(conn, plan: Plan | None, counters, spent_delta: int, reserved_delta: int, now_ms: int) -> tuple[PauseRecord, ...]:
-    """Apply the deltas to every counter; pause each window it brings to its cap."""
+def _notify(conn: sqlite3.Connection, notice: Notice) -> bool:
+    """Write a notice unless its key was written before."""
+    return conn.execute(
+        "INSERT OR IGNORE INTO outbox (key, payload, created_ms, next_ms) VALUES (?, ?, ?, ?)",
+        (notice.key, notice.to_json(), notice.at_ms, notice.at_ms),
+    ).rowcount > 0
+
+
+def _charge(conn, plan: Plan | None, counters, spent_delta: int, reserved_delta: int, now_ms: int,
+            agent_id: str = "", warn_at=()) -> tuple[PauseRecord, ...]:
+    """Apply the deltas to every counter; warn at each threshold crossed and
+    pause each window brought to its cap, with their notices, in this step."""
     started = []
     for counter in counters:
+        counter = tuple(counter)
         (spent,) = conn.execute(_ADD_SPENT, (*counter, spent_delta, reserved_delta)).fetchone()
-        limit = rules.cap_reached(plan, tuple(counter), spent) if plan is not None else None
+        if plan is None:
+            continue
+        for fraction in rules.warnings_crossed(plan, counter, spent - spent_delta, spent, warn_at):
+            _notify(conn, notices.warning(agent_id, plan.limit_for(*counter[:2]), fraction, spent, now_ms))
+        limit = rules.cap_reached(plan, counter, spent)
         if limit is None:
             continue
         scope, window, period = limit.counter
@@ -295,6 +419,7 @@ def _charge(conn, plan: Plan | None, counters, spent_delta: int, reserved_delta:
         ).rowcount
         if inserted:
             started.append(record)
+            _notify(conn, notices.paused_at_cap(agent_id, record, spent, limit.cap_nanos))
     return tuple(started)
 
 
@@ -327,7 +452,7 @@ def _settle(conn: sqlite3.Connection, req: SettleRequest) -> SettleResult:
             "deadline_ms, ended_ms) VALUES (?, ?, 'settled', 0, ?, ?, ?, ?, ?, ?)",
             (req.request_id, req.agent_id, amount, json.dumps(counters), tags, req.now_ms, req.now_ms, req.now_ms),
         )
-        paused = _charge(conn, req.plan, counters, amount, 0, req.now_ms)
+        paused = _charge(conn, req.plan, counters, amount, 0, req.now_ms, req.agent_id, req.warn_at)
         _ledger(conn, req.request_id, req.agent_id, "settle", amount, tags, None, req.now_ms, req.pricing)
         return SettleResult(amount, paused=paused)
     state, held, charged, counters_json, tags_json, created_ms = row
@@ -339,7 +464,8 @@ def _settle(conn: sqlite3.Connection, req: SettleRequest) -> SettleResult:
     # expired: the cost minus what the expiry already charged (counted once).
     reserved_delta = -held if state == "held" else 0
     spent_delta = amount - charged
-    paused = _charge(conn, req.plan, json.loads(counters_json), spent_delta, reserved_delta, req.now_ms)
+    paused = _charge(conn, req.plan, json.loads(counters_json), spent_delta, reserved_delta, req.now_ms,
+                     req.agent_id, req.warn_at)
     conn.execute(
         "UPDATE calls SET state = 'settled', charged_nanos = ?, tags = ?, ended_ms = ? "
         "WHERE agent_id = ? AND request_id = ?",
@@ -369,7 +495,7 @@ def _expire(conn: sqlite3.Connection, now_ms: int, charge: bool, plan_for: PlanF
     for request_id, agent_id, held, counters_json, tags_json, created_ms in rows:
         charged = held if charge else 0
         plan = plan_for(agent_id) if charge else None
-        _charge(conn, plan, json.loads(counters_json), charged, -held, now_ms)
+        _charge(conn, plan, json.loads(counters_json), charged, -held, now_ms, agent_id)
         conn.execute(
             "UPDATE calls SET state = 'expired', charged_nanos = ?, ended_ms = ? WHERE agent_id = ? AND request_id = ?",
             (charged, now_ms, agent_id, request_id),

@@ -11,7 +11,7 @@ from ._async import AsyncBudget, AsyncGuard
 from ._core import Call
 from ._sync import Budget, Guard
 from .errors import AgentPaused, BudgetError, BudgetExceeded, BudgetUnavailable
-from .status import AgentStatus, GroupStatus, WindowStatus
+from .status import AgentStatus, Event, GroupStatus, WindowStatus
 
 __all__ = [
     "AgentPaused",
@@ -23,6 +23,7 @@ __all__ = [
     "BudgetExceeded",
     "BudgetUnavailable",
     "Call",
+    "Event",
     "GroupStatus",
     "Guard",
     "WindowStatus",

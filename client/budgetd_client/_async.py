@@ -90,6 +90,20 @@ class AsyncBudget:
         budget, _ = self._stubs()
         return _core.agent_status(await self._rpc(budget.GetStatus, _core.status_request(agent_id)))
 
+    async def watch(self, agent_id: str):
+        """Events about the agent as they happen: paused, resumed, warning,
+        anomaly (also for a group it belongs to). Iterate over it; stop
+        iterating (or close it) to unsubscribe. No timeout: it runs until then."""
+        budget, _ = self._stubs()
+        call = budget.Watch(_core.watch_request(agent_id), metadata=self.settings.metadata)
+        try:
+            async for message in call:
+                yield _core.event(message)
+        except grpc.RpcError as err:
+            raise _core.translate_rpc_error(err) from None
+        finally:
+            call.cancel()
+
     async def list_status(self) -> list[AgentStatus]:
         _, admin = self._stubs()
         resp = await self._rpc(admin.ListStatus, pb.ListStatusRequest())

@@ -19,7 +19,7 @@ import grpc
 from . import limits
 from .errors import AgentPaused, BudgetError, BudgetExceeded, BudgetUnavailable
 from .money import UsdLike, nanos_to_usd, usd_to_nanos
-from .status import AgentStatus, GroupStatus, WindowStatus
+from .status import AgentStatus, Event, GroupStatus, WindowStatus
 from .usage import Usage, UsageEstimate, usage_from_response
 from .v1 import budget_pb2 as pb
 
@@ -257,3 +257,13 @@ def resume_request(agent_id: str) -> pb.ResumeRequest:
 
 def status_request(agent_id: str) -> pb.GetStatusRequest:
     return pb.GetStatusRequest(agent_id=limits.check_agent_id(agent_id))
+
+
+def watch_request(agent_id: str) -> pb.WatchRequest:
+    return pb.WatchRequest(agent_id=limits.check_agent_id(agent_id))
+
+
+def event(msg: pb.Event) -> Event:
+    return Event(kind=msg.kind, agent_id=msg.agent_id, scope=msg.scope, window=msg.window, period=msg.period,
+                 spent_usd=nanos_to_usd(msg.spent_nanos), cap_usd=nanos_to_usd(msg.cap_nanos) if msg.cap_nanos else None,
+                 reason=msg.reason, at=_time(msg.at))

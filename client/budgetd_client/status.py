@@ -37,3 +37,18 @@ class AgentStatus:
     daily: WindowStatus
     monthly: WindowStatus
     groups: tuple[GroupStatus, ...] = ()
+
+
+@dataclass(frozen=True)
+class Event:
+    """Something that happened to an agent, from ``budget.watch(agent_id)``."""
+
+    kind: str  # "paused", "resumed", "warning", "anomaly"
+    agent_id: str
+    scope: str  # "agent:NAME" or "group:NAME"
+    window: str  # "daily", "monthly", or "" (manual pause or resume)
+    period: str
+    spent_usd: Decimal
+    cap_usd: Decimal | None
+    reason: str
+    at: datetime | None

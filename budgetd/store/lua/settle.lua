@@ -1,9 +1,9 @@
 -- Settle a call: drop its hold, add the cost to every counter, write the
 -- ledger entry, start cap pauses. Idempotent. One atomic step.
--- KEYS: call, holds (zset), ledger (stream), S pause hashes, L counters.
+-- KEYS: call, holds (zset), ledger (stream), outbox (stream), S pause hashes, L counters.
 -- ARGV: agent, request id, actual (-1: the amount held), now ms, tags json,
 --       counters json, estimate (no hold), call ttl ms, S, L, ledger maxlen,
---       pricing json, then L x 6 limit args (common.lua).
+--       pricing json, then L x 8 limit args (common.lua).
 local S, L = tonumber(ARGV[9]), tonumber(ARGV[10])
 local FIRST = 12
 
@@ -34,7 +34,7 @@ end
 local reserved_delta = '0'
 if state == 'held' then reserved_delta = string.format('%d', -held) end
 local spent_delta = string.format('%d', amount - charged)
-local started = charge(3 + S, 3, FIRST, L, spent_delta, reserved_delta, ARGV[4])
+local started = charge(4 + S, 4, KEYS[4], FIRST, L, spent_delta, reserved_delta, ARGV[4])
 
 redis.call('HSET', KEYS[1], 'state', 'settled', 'charged', string.format('%d', amount), 'tags', tags,
            'ended', ARGV[4])

@@ -258,6 +258,34 @@ class AgentStatus(_message.Message):
     groups: _containers.RepeatedCompositeFieldContainer[ScopeStatus]
     def __init__(self, agent_id: _Optional[str] = ..., paused: _Optional[bool] = ..., pause_kind: _Optional[_Union[PauseKind, str]] = ..., pause_reason: _Optional[str] = ..., paused_scope: _Optional[_Union[Scope, _Mapping]] = ..., resumes_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., daily: _Optional[_Union[WindowStatus, _Mapping]] = ..., monthly: _Optional[_Union[WindowStatus, _Mapping]] = ..., groups: _Optional[_Iterable[_Union[ScopeStatus, _Mapping]]] = ...) -> None: ...
 
+class WatchRequest(_message.Message):
+    __slots__ = ("agent_id",)
+    AGENT_ID_FIELD_NUMBER: _ClassVar[int]
+    agent_id: str
+    def __init__(self, agent_id: _Optional[str] = ...) -> None: ...
+
+class Event(_message.Message):
+    __slots__ = ("kind", "agent_id", "scope", "window", "period", "spent_nanos", "cap_nanos", "reason", "at")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    AGENT_ID_FIELD_NUMBER: _ClassVar[int]
+    SCOPE_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_FIELD_NUMBER: _ClassVar[int]
+    PERIOD_FIELD_NUMBER: _ClassVar[int]
+    SPENT_NANOS_FIELD_NUMBER: _ClassVar[int]
+    CAP_NANOS_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    AT_FIELD_NUMBER: _ClassVar[int]
+    kind: str
+    agent_id: str
+    scope: str
+    window: str
+    period: str
+    spent_nanos: int
+    cap_nanos: int
+    reason: str
+    at: _timestamp_pb2.Timestamp
+    def __init__(self, kind: _Optional[str] = ..., agent_id: _Optional[str] = ..., scope: _Optional[str] = ..., window: _Optional[str] = ..., period: _Optional[str] = ..., spent_nanos: _Optional[int] = ..., cap_nanos: _Optional[int] = ..., reason: _Optional[str] = ..., at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
 class PauseRequest(_message.Message):
     __slots__ = ("agent_id", "reason")
     AGENT_ID_FIELD_NUMBER: _ClassVar[int]

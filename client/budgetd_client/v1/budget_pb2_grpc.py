@@ -55,6 +55,11 @@ class BudgetStub:
                 request_serializer=budgetd__client_dot_v1_dot_budget__pb2.GetStatusRequest.SerializeToString,
                 response_deserializer=budgetd__client_dot_v1_dot_budget__pb2.AgentStatus.FromString,
                 _registered_method=True)
+        self.Watch = channel.unary_stream(
+                '/budgetd.v1.Budget/Watch',
+                request_serializer=budgetd__client_dot_v1_dot_budget__pb2.WatchRequest.SerializeToString,
+                response_deserializer=budgetd__client_dot_v1_dot_budget__pb2.Event.FromString,
+                _registered_method=True)
 
 
 class BudgetServicer:
@@ -90,6 +95,15 @@ class BudgetServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Watch(self, request, context):
+        """Events about one agent (or a group it belongs to) as they happen:
+        paused, resumed, warning, anomaly. A running agent can stop the moment
+        it is paused instead of at its next Authorize.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_BudgetServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -112,6 +126,11 @@ def add_BudgetServicer_to_server(servicer, server):
                     servicer.GetStatus,
                     request_deserializer=budgetd__client_dot_v1_dot_budget__pb2.GetStatusRequest.FromString,
                     response_serializer=budgetd__client_dot_v1_dot_budget__pb2.AgentStatus.SerializeToString,
+            ),
+            'Watch': grpc.unary_stream_rpc_method_handler(
+                    servicer.Watch,
+                    request_deserializer=budgetd__client_dot_v1_dot_budget__pb2.WatchRequest.FromString,
+                    response_serializer=budgetd__client_dot_v1_dot_budget__pb2.Event.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -223,6 +242,33 @@ class Budget:
             '/budgetd.v1.Budget/GetStatus',
             budgetd__client_dot_v1_dot_budget__pb2.GetStatusRequest.SerializeToString,
             budgetd__client_dot_v1_dot_budget__pb2.AgentStatus.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Watch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/budgetd.v1.Budget/Watch',
+            budgetd__client_dot_v1_dot_budget__pb2.WatchRequest.SerializeToString,
+            budgetd__client_dot_v1_dot_budget__pb2.Event.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,96 @@
+"""Delivering the outbox: lease due notices, post each to Slack, mark it
+sent (once). A Slack outage delays notices; it never loses or repeats them:
+a notice is marked only after Slack accepted it, and a lease that runs out
+(a replica died mid-send) frees it for another replica."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+from datetime import timedelta
+
+from ..service import Core, to_ms
+from ..store import Claimed
+from ..windows import Window, period_of
+from .messages import Context, render
+from .slack import DeliveryError, SlackSender
+
+log = logging.getLogger("budgetd.notices")
+
+LEASE_MS = 60_000
+BATCH = 20
+FIRST_RETRY_SECONDS = 2.0
+
+
+class Deliverer:
+    def __init__(self, core: Core, sender: SlackSender | None, metrics=None) -> None:
+        self.core = core
+        self.sender = sender
+        self.owner = f"{socket.gethostname()}-{os.getpid()}"
+        self.metrics = metrics
+
+    def _slack(self):
+        return self.core.active.config.slack
+
+    async def deliver_due(self) -> int:
+        """One pass; the scheduler runs it every second."""
+        now = self.core.clock()
+        claimed = await self.core.store.claim_notices(self.owner, to_ms(now), LEASE_MS, BATCH)
+        sent = 0
+        for i, item in enumerate(claimed):
+            if self.sender is None:  # nowhere to send: events only
+                await self.core.store.finish_notice(item, "skipped", to_ms(self.core.clock()))
+                continue
+            if i and self._slack().min_interval_seconds:
+                await asyncio.sleep(self._slack().min_interval_seconds)
+            sent += await self._deliver(item)
+        return sent
+
+    async def _deliver(self, item: Claimed) -> int:
+        text, blocks = render(item.notice, await self._context(item))
+        now_ms = to_ms(self.core.clock())
+        try:
+            await self.sender.send(text, blocks)
+        except DeliveryError as err:
+            if err.permanent:
+                log.error("notice dropped: %s", err, extra={"notice": item.notice.key})
+                await self.core.store.finish_notice(item, "failed", now_ms, str(err))
+                self._count("failed")
+            else:
+                backoff = min(self._slack().retry_max_seconds, FIRST_RETRY_SECONDS * 2 ** (item.attempts - 1))
+                log.warning("notice delayed %.0fs: %s", backoff, err, extra={"notice": item.notice.key})
+                await self.core.store.retry_notice(item, now_ms + int(backoff * 1000), now_ms, str(err))
+                self._count("retried")
+            return 0
+        await self.core.store.finish_notice(item, "sent", now_ms)
+        self._count("sent")
+        return 1
+
+    def _count(self, outcome: str) -> None:
+        if self.metrics is not None:
+            self.metrics.notices.labels(outcome).inc()
+
+    async def _context(self, item: Claimed) -> Context:
+        n = item.notice
+        config = self.core.active.config
+        ctx = Context(timezone=config.timezone)
+        plan = self.core.plan_or_none(n.agent_id) if n.agent_id else None
+        if plan is None or n.kind not in ("paused", "warning", "anomaly"):
+            return ctx
+        resumes_at = None
+        if n.window in ("daily", "monthly") and n.period:
+            limit = plan.limit_for(n.scope, n.window)
+            if limit is not None and limit.period.key == n.period:
+                resumes_at = limit.period.resets_at
+        since = period_of(Window.DAILY, self.core.clock(), config.zone).starts_at
+        if n.window == "monthly":
+            since = period_of(Window.MONTHLY, self.core.clock(), config.zone).starts_at
+        elif n.kind == "anomaly":
+            since = self.core.clock() - timedelta(hours=1)
+        try:
+            top = await self.core.store.top_models(plan, to_ms(since), 3)
+        except Exception:  # the message goes out without them
+            top = []
+        return Context(timezone=config.timezone, resumes_at=resumes_at, top_models=top)

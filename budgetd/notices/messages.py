@@ -1,0 +1,80 @@
+"""What a notice says in Slack: a plain text (what notifications show) and
+Block Kit blocks. Every message names the agent, the window, spent / cap
+and, for pauses, when it resumes by itself and how to resume it now."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+from budgetd_client.money import nanos_to_usd
+
+from .model import Notice
+
+
+@dataclass(frozen=True)
+class Context:
+    """What the message adds to the notice, looked up at delivery."""
+
+    timezone: str = "UTC"
+    resumes_at: datetime | None = None
+    top_models: list[tuple[str, int]] = field(default_factory=list)
+
+
+def usd(nanos: int) -> str:
+    """Cents when the amount has none smaller; otherwise every digit."""
+    return f"${nanos_to_usd(nanos):,.2f}" if nanos % 10_000_000 == 0 else f"${nanos_to_usd(nanos):,}"
+
+
+def _who(n: Notice) -> str:
+    kind, _, name = n.scope.partition(":")
+    return f"*{n.agent_id}*" if kind != "group" else f"group *{name}* (via *{n.agent_id}*)"
+
+
+def _spend(n: Notice) -> str:
+    left = max(0, n.cap_nanos - n.spent_nanos)
+    return f"{n.window} {n.period}: spent {usd(n.spent_nanos)} of {usd(n.cap_nanos)}, {usd(left)} remaining"
+
+
+def _when(ctx: Context) -> str:
+    if ctx.resumes_at is None:
+        return ""
+    return f"{ctx.resumes_at.astimezone(ZoneInfo(ctx.timezone)):%Y-%m-%d %H:%M} {ctx.timezone}"
+
+
+def render(n: Notice, ctx: Context) -> tuple[str, list[dict]]:
+    lines: list[str] = []
+    if n.kind == "paused" and n.extra.get("by") == "cap":
+        text = f":octagonal_sign: {_who(n)} is paused: {n.reason}."
+        lines = [_spend(n), f"Resumes by itself at {_when(ctx)}." if ctx.resumes_at else "",
+                 f"To resume now: `budgetctl resume {n.agent_id}`"]
+    elif n.kind == "paused":
+        text = f":octagonal_sign: *{n.agent_id}* was paused by an operator: {n.reason}."
+        lines = ["It stays paused until resumed.", f"To resume: `budgetctl resume {n.agent_id}`"]
+    elif n.kind == "warning":
+        text = f":warning: {_who(n)} has spent {n.reason}."
+        lines = [_spend(n), f"The window resets at {_when(ctx)}." if ctx.resumes_at else ""]
+    elif n.kind == "resumed":
+        why = "its " + n.window + " window rolled over" if n.extra.get("by") == "rollover" else "an operator resumed it"
+        text = f":white_check_mark: {_who(n) if n.scope.startswith('group') else '*' + n.agent_id + '*'} is running again: {why}."
+    elif n.kind == "anomaly":
+        text = (f":rotating_light: *{n.agent_id}* spent {usd(n.spent_nanos)} in the last hour, "
+                f"{n.extra.get('ratio', '?')}x its 7-day hourly average of {usd(int(n.extra.get('average_nanos', 0)))}.")
+        lines = [f"If this is a runaway loop: `budgetctl pause {n.agent_id} --reason \"runaway\"`"]
+    elif n.kind == "digest":
+        text = f":bar_chart: Spend digest for {n.period}: {usd(n.spent_nanos)} in total{n.extra.get('change', '')}."
+        lines = [f"{i}. *{agent}* {usd(int(spent))}" for i, (agent, spent) in enumerate(n.extra.get("top", []), 1)]
+        paused = n.extra.get("paused", [])
+        lines.append(f"Paused now: {', '.join(paused)}" if paused else "No agent is paused.")
+    elif n.kind == "config_rejected":
+        text = f":x: A budgets.yaml edit was rejected; the running config stays in force. {n.reason}"
+    else:
+        text = f"{n.kind}: {n.agent_id} {n.reason}"
+    if ctx.top_models:
+        lines.append("Top models: " + ", ".join(f"{model} {usd(spent)}" for model, spent in ctx.top_models))
+    lines = [line for line in lines if line]
+    blocks: list[dict] = [{"type": "section", "text": {"type": "mrkdwn", "text": text}}]
+    if lines:
+        blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": "\n".join(lines)}]})
+    return "\n".join([text, *lines]), blocks
