@@ -79,6 +79,19 @@ def test_a_slack_outage_delays_the_pause_notice_and_it_arrives_once(start_daemon
     assert len(slack.texts("is paused")) == 1
 
 
+def test_a_permanent_refusal_is_logged_and_not_retried(start_daemon, slack):
+    daemon = start_daemon("agents:\n  capped: {daily_usd: 0.10}\n" + slack_config(slack, retry_max_seconds=1))
+    slack.fail_with = 404  # a revoked webhook
+    spend(Budget(daemon.address), "capped", "0.10")
+    deadline = time.monotonic() + 10
+    while slack.refused < 1:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    time.sleep(3)  # retries would have come by now (backoff is at most 1 s here)
+    assert slack.refused == 1 and slack.posts == []
+    assert "notice dropped" in daemon.log() and "slack answered 404" in daemon.log()
+
+
 def test_a_notice_waiting_through_a_restart_arrives_once(start_daemon, slack):
     daemon = start_daemon("agents:\n  capped: {daily_usd: 0.10}\n" + slack_config(slack, retry_max_seconds=1))
     slack.fail_with = 503
