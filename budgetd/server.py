@@ -15,10 +15,12 @@ from grpc_reflection.v1alpha import reflection
 
 from .config import Config
 from .events import EventHub
+from .metrics import MAX_AGENT_SERIES, Metrics
 from .notices.checks import Checks
 from .notices.delivery import Deliverer
-from .notices.slack import SlackSender
+from .reload import Reloader
 from .service import Active, AdminService, BudgetService, Clock, Core
+from .windows import current_periods
 from .store import Store, StoreError, open_store
 
 log = logging.getLogger("budgetd")
@@ -40,6 +42,8 @@ class Intervals:
     rollover: float = 5.0  # "resumed" notices for pauses whose period ended
     digest: float = 30.0  # is the daily digest due?
     anomaly: float = 60.0  # hourly spend spikes
+    config: float = 1.0  # has budgets.yaml changed?
+    gauges: float = 10.0  # per-agent metrics
 
 
 def add_service(server: grpc.aio.Server, name: str, servicer) -> None:
@@ -90,15 +94,18 @@ def system_clock() -> datetime:
 
 class Daemon:
     def __init__(self, config: Config, *, clock: Clock = system_clock, store: Store | None = None,
-                 intervals: Intervals = Intervals()) -> None:
-        self.config = config
+                 intervals: Intervals = Intervals(), config_path: str | None = None) -> None:
+        self.config = config  # as started: listen addresses and the store do not reload
         self.clock = clock
         self.intervals = intervals
+        self.metrics = Metrics()
         self.store = store or open_store(config.store.url)
-        self.core = Core(Active.of(config), self.store, clock)
+        self.core = Core(Active.of(config), self.store, clock, self.metrics)
         self.events = EventHub(self.core)
-        self.deliverer = Deliverer(self.core, SlackSender(config.slack) if config.slack else None)
+        self.deliverer = Deliverer(self.core)
         self.checks = Checks(self.core)
+        self.reloader = Reloader(self, config_path) if config_path else None
+        self.metrics_port: int | None = None
         self.health = health.aio.HealthServicer()
         self.scheduler = AsyncIOScheduler(
             timezone=timezone.utc,
@@ -121,7 +128,7 @@ class Daemon:
             options.append(("grpc.so_reuseport", 0))
         self.server = grpc.aio.server(options=options)
         add_service(self.server, "Budget", BudgetService(self.core, self.events))
-        add_service(self.server, "Admin", AdminService(self.core))
+        add_service(self.server, "Admin", AdminService(self.core, self.reloader))
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(
             (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
@@ -135,6 +142,9 @@ class Daemon:
         await self.server.start()
         await self.check_health()
         await self.events.start()
+        if self.config.server.metrics_listen:
+            self.metrics_port = self.metrics.serve(self.config.server.metrics_listen)
+        self.metrics.generation.set(1)
         ttl = self.config.reservation_ttl_seconds
         now = datetime.now(timezone.utc)
         jobs = [
@@ -144,7 +154,10 @@ class Daemon:
             (self.checks.rollover, self.intervals.rollover),
             (self.checks.digest, self.intervals.digest),
             (self.checks.anomalies, self.intervals.anomaly),
+            (self.refresh_gauges, self.intervals.gauges),
         ]
+        if self.reloader is not None:
+            jobs.append((self.reloader.poll, self.intervals.config))
         for job, seconds in jobs:
             # First run now: a restart catches up on what it missed while down.
             self.scheduler.add_job(_logged(job), "interval", seconds=seconds, next_run_time=now, id=job.__name__)
@@ -167,6 +180,27 @@ class Daemon:
             await self.health.set(name, status)
         return ok
 
+    async def refresh_gauges(self) -> None:
+        core = self.core
+        daily, monthly = current_periods(core.clock(), core.active.config.zone)
+        agents = sorted(set(await core.store.active_agents(daily.key, monthly.key))
+                        | set(core.active.resolver.exact_agent_ids))[:MAX_AGENT_SERIES]
+        paused = 0
+        self.metrics.spent.clear()
+        self.metrics.cap.clear()
+        for agent_id in agents:
+            if core.plan_or_none(agent_id) is None:
+                continue
+            status = await core.status(agent_id)
+            paused += status.paused
+            for window in (status.daily, status.monthly):
+                name = "daily" if window is status.daily else "monthly"
+                self.metrics.spent.labels(agent_id, name).set(window.spent_nanos / 1e9)
+                if window.HasField("cap_nanos"):
+                    self.metrics.cap.labels(agent_id, name).set(window.cap_nanos / 1e9)
+        self.metrics.paused.set(paused)
+        self.metrics.outbox_depth.set(await core.store.outbox_depth())
+
     async def stop(self) -> None:
         """Health goes NOT_SERVING, new calls are refused, in-flight calls get
         the grace period, then the store is closed."""
@@ -178,6 +212,7 @@ class Daemon:
         if self.scheduler.running:
             self.scheduler.shutdown(wait=False)
         await self.events.stop()
+        self.metrics.stop()
         if self.server is not None:
             await self.server.stop(self.config.server.shutdown_grace_seconds)
         await self.store.close()

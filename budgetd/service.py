@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import functools
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 
 import grpc
 from budgetd_client import limits
@@ -51,25 +52,38 @@ def to_ms(when: datetime) -> int:
     return int(when.timestamp() * 1000)
 
 
+_ERRORS = (
+    (ValueError, grpc.StatusCode.INVALID_ARGUMENT),
+    (UnknownAgent, grpc.StatusCode.NOT_FOUND),
+    ((RequestConflict, UnknownModel, StoreRefused), grpc.StatusCode.FAILED_PRECONDITION),
+    (StoreError, grpc.StatusCode.UNAVAILABLE),
+)
+
+
 def rpc(method):
-    """Turn our exceptions into gRPC status codes, with messages that say what."""
+    """Time the call; turn our exceptions into gRPC status codes, with
+    messages that say what."""
+    name = method.__name__
 
     @functools.wraps(method)
     async def wrapper(self, request, context: grpc.aio.ServicerContext):
+        metrics = self.core.metrics
+        started = time.perf_counter()
         try:
             return await method(self, request, context)
-        except ValueError as err:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
-        except UnknownAgent as err:
-            await context.abort(grpc.StatusCode.NOT_FOUND, str(err))
-        except (RequestConflict, UnknownModel, StoreRefused) as err:
-            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(err))
-        except StoreError as err:
-            log.error("store error in %s: %s", method.__name__, err)
-            await context.abort(grpc.StatusCode.UNAVAILABLE, f"store unavailable: {err}")
-        except Exception:
-            log.exception("internal error in %s", method.__name__)
-            await context.abort(grpc.StatusCode.INTERNAL, f"internal error in {method.__name__}; see the daemon's log")
+        except Exception as err:
+            code = next((code for kind, code in _ERRORS if isinstance(err, kind)), grpc.StatusCode.INTERNAL)
+            metrics.rpc_errors.labels(name, code.name).inc()
+            if code is grpc.StatusCode.INTERNAL:
+                log.exception("internal error in %s", name)
+                await context.abort(code, f"internal error in {name}; see the daemon's log")
+            if code is grpc.StatusCode.UNAVAILABLE:
+                metrics.store_errors.inc()
+                log.error("store error in %s: %s", name, err)
+                await context.abort(code, f"store unavailable: {err}")
+            await context.abort(code, str(err))
+        finally:
+            metrics.rpc_latency.labels(name).observe(time.perf_counter() - started)
 
     return wrapper
 
@@ -77,10 +91,11 @@ def rpc(method):
 class Core:
     """What both services share: the config in force, the store, the clock."""
 
-    def __init__(self, active: Active, store: Store, clock: Clock) -> None:
+    def __init__(self, active: Active, store: Store, clock: Clock, metrics) -> None:
         self.active = active
         self.store = store
         self.clock = clock
+        self.metrics = metrics
 
     def plan(self, agent_id: str, now: datetime) -> Plan:
         budget = self.active.resolver.budget(agent_id)
@@ -123,12 +138,14 @@ class BudgetService(pb_grpc.BudgetServicer):
             HoldRequest(request_id, agent_id, amount, plan, to_ms(now), to_ms(now + ttl), tags)
         )
         if result.allowed:
+            self.core.metrics.holds.labels("allowed", "").inc()
             return pb.AuthorizeResponse(
                 decision=pb.DECISION_ALLOWED,
                 held_nanos=result.held_nanos,
                 hold_expires_at=wire.timestamp(ms=result.deadline_ms),
             )
         d = result.denial
+        self.core.metrics.holds.labels("denied", d.kind).inc()
         log.debug("denied", extra={"agent": agent_id, "kind": d.kind, "scope": d.scope.key})
         decision = pb.DECISION_DENIED_PAUSED if d.kind == "paused" else pb.DECISION_DENIED_CAP
         return pb.AuthorizeResponse(decision=decision, denial=wire.denial(d))
@@ -212,8 +229,9 @@ class BudgetService(pb_grpc.BudgetServicer):
 
 
 class AdminService(pb_grpc.AdminServicer):
-    def __init__(self, core: Core) -> None:
+    def __init__(self, core: Core, reloader=None) -> None:
         self.core = core
+        self.reloader = reloader  # None: the config came from no file
 
     @rpc
     async def Pause(self, request: pb.PauseRequest, context) -> pb.AgentStatus:
@@ -244,3 +262,34 @@ class AdminService(pb_grpc.AdminServicer):
             except UnknownAgent:  # seen earlier, no longer in the config
                 continue
         return pb.ListStatusResponse(agents=statuses)
+
+    @rpc
+    async def GetConfig(self, request: pb.GetConfigRequest, context) -> pb.ConfigInfo:
+        r = self.reloader
+        if r is None:
+            return pb.ConfigInfo(generation=1)
+        info = pb.ConfigInfo(generation=r.generation, loaded_at=wire.timestamp(r.loaded_at), source=str(r.path),
+                             last_error=r.last_error)
+        if r.last_error_at is not None:
+            info.last_error_at.CopyFrom(wire.timestamp(r.last_error_at))
+        return info
+
+    @rpc
+    async def Report(self, request: pb.ReportRequest, context) -> pb.ReportResponse:
+        by = request.by or "agent"
+        if by not in ("agent", "model", "day", "group"):
+            limits.check_tags({by: ""}, field="by")  # a tag key: the same rule as tags
+        today = current_periods(self.core.clock(), self.core.active.config.zone)[0].key
+        since, until = (_day(request.since, "since") or today), (_day(request.until, "until") or today)
+        rows = await self.core.store.report(by, since, until)
+        return pb.ReportResponse(rows=[pb.ReportRow(key=k or "", cost_nanos=c, calls=n) for k, c, n in rows],
+                                 total_nanos=sum(c for _, c, _ in rows), since=since, until=until)
+
+
+def _day(text: str, field: str) -> str:
+    if not text:
+        return ""
+    try:
+        return date.fromisoformat(text).isoformat()
+    except ValueError:
+        raise ValueError(f"{field}: {text!r} is not a date (YYYY-MM-DD)") from None

@@ -6,6 +6,8 @@ Address and token default from BUDGETD_ADDRESS and BUDGETD_TOKEN.
 from __future__ import annotations
 
 import argparse
+import csv
+import io
 import json
 import sys
 from decimal import Decimal
@@ -54,6 +56,36 @@ def _jsonable(st: AgentStatus) -> dict:
     }
 
 
+def _config_line(info) -> str:
+    line = f"config generation {info.generation}"
+    if info.loaded_at:
+        line += f", loaded {info.loaded_at:%Y-%m-%d %H:%M:%S}Z from {info.source}"
+    if info.last_error:
+        line += f"\nlast rejected edit ({info.last_error_at:%Y-%m-%d %H:%M:%S}Z): {info.last_error}"
+    return line
+
+
+def render_report(report, fmt: str) -> str:
+    """CSV rows sum to the total (no total row); JSON carries the total; the
+    table ends with it."""
+    if fmt == "json":
+        return json.dumps({"by": report.by, "since": report.since, "until": report.until,
+                           "total_usd": str(report.total_usd),
+                           "rows": [{report.by: r.key, "cost_usd": str(r.cost_usd), "calls": r.calls}
+                                    for r in report.rows]}, indent=2)
+    if fmt == "csv":
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow([report.by, "cost_usd", "calls"])
+        writer.writerows([r.key, str(r.cost_usd), r.calls] for r in report.rows)
+        return out.getvalue().rstrip("\n")
+    rows = [(report.by.upper(), "COST", "CALLS")] + [(r.key, _usd(r.cost_usd), str(r.calls)) for r in report.rows]
+    rows.append(("TOTAL", _usd(report.total_usd), str(sum(r.calls for r in report.rows))))
+    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows]
+    return f"{report.since} .. {report.until}\n" + "\n".join(lines)
+
+
 def _health(budget: Budget) -> int:
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -88,6 +120,12 @@ def main(argv: list[str] | None = None) -> int:
     check = commands.add_parser("check-config", help="validate a budgets.yaml offline")
     check.add_argument("file")
     commands.add_parser("health", help="exit 0 when budgetd reports SERVING (for probes)")
+    report = commands.add_parser("report", help="spend from the ledger, grouped")
+    report.add_argument("--by", default="agent",
+                        help="agent, model, feature, route, customer, environment, day, group or any tag key")
+    report.add_argument("--since", default="", help="first local day, YYYY-MM-DD (default: today)")
+    report.add_argument("--until", default="", help="last local day, YYYY-MM-DD (default: today)")
+    report.add_argument("--format", choices=["table", "csv", "json"], default="table")
     args = parser.parse_args(argv)
 
     if args.command == "check-config":
@@ -108,7 +146,10 @@ def main(argv: list[str] | None = None) -> int:
             if args.format == "json":
                 print(json.dumps([_jsonable(st) for st in statuses], indent=2))
             else:
+                print(_config_line(budget.config()))
                 print(status_table(statuses) if statuses else "no agents")
+        elif args.command == "report":
+            print(render_report(budget.report(args.by, args.since, args.until), args.format))
         elif args.command == "pause":
             print(status_table([budget.pause(args.agent, reason=args.reason)]))
         elif args.command == "resume":

@@ -29,19 +29,21 @@ def main(argv: list[str] | None = None) -> int:
         print(f"budgetd: invalid config\n{err}", file=sys.stderr)
         return 1
     try:
-        return asyncio.run(_serve(config))
+        return asyncio.run(_serve(config, args.config))
     except (StoreError, OSError) as err:
         print(f"budgetd: {err}", file=sys.stderr)
         return 1
 
 
-async def _serve(config) -> int:
-    daemon = Daemon(config)
+async def _serve(config, path: str) -> int:
+    daemon = Daemon(config, config_path=path)
     await daemon.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    # SIGHUP: reload budgets.yaml now (it is also noticed within a second).
+    loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(daemon.reloader.reload("SIGHUP")))
     await stop.wait()
     await daemon.stop()
     return 0

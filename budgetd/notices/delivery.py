@@ -25,34 +25,43 @@ FIRST_RETRY_SECONDS = 2.0
 
 
 class Deliverer:
-    def __init__(self, core: Core, sender: SlackSender | None, metrics=None) -> None:
+    def __init__(self, core: Core) -> None:
         self.core = core
-        self.sender = sender
         self.owner = f"{socket.gethostname()}-{os.getpid()}"
-        self.metrics = metrics
+        self._sender: tuple[object, SlackSender | None] = (None, None)
 
     def _slack(self):
         return self.core.active.config.slack
+
+    @property
+    def sender(self) -> SlackSender | None:
+        """A sender for the slack settings in force (rebuilt when a reload changes them)."""
+        settings, sender = self._sender
+        if settings != self._slack():
+            sender = SlackSender(self._slack()) if self._slack() else None
+            self._sender = (self._slack(), sender)
+        return sender
 
     async def deliver_due(self) -> int:
         """One pass; the scheduler runs it every second."""
         now = self.core.clock()
         claimed = await self.core.store.claim_notices(self.owner, to_ms(now), LEASE_MS, BATCH)
         sent = 0
+        sender = self.sender
         for i, item in enumerate(claimed):
-            if self.sender is None:  # nowhere to send: events only
+            if sender is None:  # nowhere to send: events only
                 await self.core.store.finish_notice(item, "skipped", to_ms(self.core.clock()))
                 continue
             if i and self._slack().min_interval_seconds:
                 await asyncio.sleep(self._slack().min_interval_seconds)
-            sent += await self._deliver(item)
+            sent += await self._deliver(item, sender)
         return sent
 
-    async def _deliver(self, item: Claimed) -> int:
+    async def _deliver(self, item: Claimed, sender: SlackSender) -> int:
         text, blocks = render(item.notice, await self._context(item))
         now_ms = to_ms(self.core.clock())
         try:
-            await self.sender.send(text, blocks)
+            await sender.send(text, blocks)
         except DeliveryError as err:
             if err.permanent:
                 log.error("notice dropped: %s", err, extra={"notice": item.notice.key})
@@ -69,8 +78,7 @@ class Deliverer:
         return 1
 
     def _count(self, outcome: str) -> None:
-        if self.metrics is not None:
-            self.metrics.notices.labels(outcome).inc()
+        self.core.metrics.notices.labels(outcome).inc()
 
     async def _context(self, item: Claimed) -> Context:
         n = item.notice

@@ -49,10 +49,13 @@ def warning(agent_id: str, limit: Limit, fraction: Decimal, spent_nanos: int, no
                   {"threshold": str(fraction)})
 
 
-def paused_at_cap(agent_id: str, record: PauseRecord, spent_nanos: int, cap_nanos: int) -> Notice:
-    return Notice(f"paused:{record.scope}:{record.window}:{record.period}", "paused", agent_id, record.scope,
-                  record.window, record.period, spent_nanos, cap_nanos, record.reason, record.since_ms,
-                  {"by": "cap"})
+def paused_at_cap(agent_id: str, record: PauseRecord, spent_nanos: int, cap_nanos: int,
+                  after_config_change: bool = False) -> Notice:
+    key = f"paused:{record.scope}:{record.window}:{record.period}"
+    if after_config_change:  # a cap lowered below the spend: a new pause, a new notice
+        key += f":config:{record.since_ms}"
+    return Notice(key, "paused", agent_id, record.scope, record.window, record.period, spent_nanos, cap_nanos,
+                  record.reason, record.since_ms, {"by": "cap"})
 
 
 def paused_by_operator(agent_id: str, reason: str, now_ms: int) -> Notice:
@@ -61,6 +64,7 @@ def paused_by_operator(agent_id: str, reason: str, now_ms: int) -> Notice:
 
 
 def resumed(agent_id: str, scope: str, by: str, now_ms: int, window: str = "", period: str = "") -> Notice:
-    """``by``: "operator", or "rollover" (the window of ``period`` ended)."""
-    key = f"resumed:{scope}:{window}:{period}" if by == "rollover" else f"resumed:{scope}:operator:{now_ms}"
+    """``by``: "operator", "rollover" (the window of ``period`` ended) or
+    "config" (its cap was raised above the spend)."""
+    key = f"resumed:{scope}:{window}:{period}" if by == "rollover" else f"resumed:{scope}:{by}:{now_ms}"
     return Notice(key, "resumed", agent_id, scope, window, period, at_ms=now_ms, extra={"by": by})

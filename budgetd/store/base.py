@@ -183,6 +183,22 @@ class Store(abc.ABC):
         "resumed" notice. False if there was none."""
 
     @abc.abstractmethod
+    async def reconcile(self, plan: Plan, now_ms: int) -> list[Notice]:
+        """After a config change: pause each current window whose spend is at
+        or over its (new) cap, and lift cap pauses whose cap is now above the
+        spend, with their notices. Returns the notices written."""
+
+    @abc.abstractmethod
+    async def report(self, by: str, since_day: str, until_day: str) -> list[tuple[str, int, int]]:
+        """The ledger aggregated in the store: (key, cost nanos, calls) for
+        ledger rows whose local day is within [since_day, until_day]. ``by``:
+        agent, model, day, group, or a tag (feature, route, customer, environment, ...)."""
+
+    @abc.abstractmethod
+    async def trim_ledger(self, before_ms: int) -> int:
+        """Drop ledger rows settled before ``before_ms`` (retention)."""
+
+    @abc.abstractmethod
     async def lift_lapsed_pauses(self, plan: Plan, now_ms: int) -> list[Notice]:
         """Drop cap pauses of the plan's scopes whose period has ended; a
         "resumed" notice (once per pause) for each scope left with no pause in

@@ -102,7 +102,7 @@ class RedisStore(Store):
             )
             self._client = aioredis.Redis(connection_pool=pool)
         self._scripts = {n: self._client.register_script(_script(n))
-                         for n in ("hold", "settle", "release", "expire", "notify", "pause", "lift")}
+                         for n in ("hold", "settle", "release", "expire", "notify", "pause", "lift", "reconcile")}
         # An unreachable Redis does not stop the daemon: health says NOT_SERVING
         # and calls answer UNAVAILABLE until it is back.
 
@@ -229,7 +229,7 @@ class RedisStore(Store):
             pricing = json.dumps(vars(req.pricing)) if req.pricing else ""
             args = [req.agent_id, req.request_id, -1 if req.actual_nanos is None else req.actual_nanos, req.now_ms,
                     json.dumps(dict(req.tags)), json.dumps(counters), plan.estimate_nanos, CALL_RETENTION_MS,
-                    len(pauses), len(counters), LEDGER_MAXLEN, pricing,
+                    len(pauses), len(counters), LEDGER_MAXLEN, pricing, *_day_and_groups(req.agent_id, counters),
                     *self._limit_args(plan, counters, req.now_ms, notify_as=req.agent_id, warn_at=req.warn_at)]
             reply = await self._run("settle", keys, args)
             if reply[0] != "rekey":
@@ -280,6 +280,7 @@ class RedisStore(Store):
         keys = [call_key, self._key(tag, "holds"), self._key(tag, "ledger"), self._key(tag, "outbox"), *pauses,
                 *(self._counter_key(tag, c) for c in counters)]
         args = [agent_id, request_id, now_ms, 1 if charge else 0, stored, len(pauses), len(counters), LEDGER_MAXLEN,
+                *_day_and_groups(agent_id, counters),
                 *self._limit_args(plan, counters, now_ms, check_caps=charge, notify_as=agent_id)]
         return 1 if (await self._run("expire", keys, args))[0] == "expired" else 0
 
@@ -298,6 +299,57 @@ class RedisStore(Store):
         await self._call(self._client.srem(f"{self.prefix}:paused", plan.agent_id))
         self._known.discard(f"{self.prefix}:paused {plan.agent_id}")
         return lifted == 1
+
+    async def reconcile(self, plan: Plan, now_ms: int) -> list[Notice]:
+        tag = self._tag(plan)
+        pause_keys = dict(zip((s.key for s in plan.scopes), self._pause_keys(tag, plan)))
+        written = []
+        for limit in plan.limits:
+            if limit.cap_nanos is None:
+                continue
+            scope, window, period = limit.counter
+            reason = rules.cap_pause_reason(limit)
+            record = PauseRecord(scope, "cap", window, period, reason, now_ms)
+            paused = notices.paused_at_cap(plan.agent_id, record, 0, limit.cap_nanos, True)
+            resumed = notices.resumed(plan.agent_id, scope, "config", now_ms, window, period)
+            done = await self._run("reconcile", [pause_keys[scope], self._counter_key(tag, limit.counter),
+                                                 self._key(tag, "outbox")],
+                                   [f"{window}:{period}", limit.cap_nanos, f"{now_ms}|{reason}", paused.to_json(),
+                                    resumed.to_json()])
+            if done:
+                written.append(paused if done == "paused" else resumed)
+        return written
+
+    async def _ledgers(self) -> list[str]:
+        return [self._key(tag, "ledger") for tag, _ in await self._outboxes()]
+
+    async def report(self, by: str, since_day: str, until_day: str) -> list[tuple[str, int, int]]:
+        """Aggregated from the ledger streams (bounded by their retention)."""
+        totals: dict[str, list] = {}
+        for key in await self._ledgers():
+            last = "-"
+            while True:
+                entries = await self._call(self._client.xrange(key, min=last, count=5000))
+                if last != "-":
+                    entries = entries[1:]
+                if not entries:
+                    break
+                last = entries[-1][0]
+                for _, f in entries:
+                    if not since_day <= f.get("day", "") <= until_day:
+                        continue
+                    for k in _report_keys(by, f):
+                        row = totals.setdefault(k, [0, set()])
+                        row[0] += int(f["cost_nanos"])
+                        row[1].add(f["request_id"])
+        rows = [(k, cost, len(ids)) for k, (cost, ids) in totals.items()]
+        return sorted(rows, key=lambda r: (-r[1], r[0]))
+
+    async def trim_ledger(self, before_ms: int) -> int:
+        dropped = 0
+        for key in await self._ledgers():
+            dropped += await self._call(self._client.xtrim(key, minid=f"{before_ms}-0", approximate=False))
+        return dropped
 
     async def lift_lapsed_pauses(self, plan: Plan, now_ms: int) -> list[Notice]:
         tag = self._tag(plan)
@@ -455,3 +507,20 @@ class RedisStore(Store):
             names |= set(await self._call(self._client.smembers(key)))
         return sorted(names)
 
+
+
+def _day_and_groups(agent_id: str, counters) -> list[str]:
+    day, groups = rules.day_and_groups(agent_id, counters)
+    return [day or "", json.dumps(groups)]
+
+
+def _report_keys(by: str, fields: dict) -> list[str]:
+    if by == "agent":
+        return [fields["agent_id"]]
+    if by == "day":
+        return [fields.get("day", "")]
+    if by == "model":
+        return [json.loads(fields["pricing"])["model"] if fields.get("pricing") else "(no model)"]
+    if by == "group":
+        return json.loads(fields.get("groups") or "[]")
+    return [json.loads(fields.get("tags") or "{}").get(by, "(none)")]

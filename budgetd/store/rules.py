@@ -83,3 +83,12 @@ def warnings_crossed(plan: Plan, counter: Counter, spent_before: int, spent_afte
 def cap_pause_reason(limit: Limit) -> str:
     who = "" if limit.scope.kind == "agent" else f"group {limit.scope.name} "
     return f"{who}{limit.window.value} cap of {nanos_to_usd(limit.cap_nanos)} USD reached"
+
+
+def day_and_groups(agent_id: str, counters) -> tuple[str | None, list[str]]:
+    """For a ledger row: the daily period its cost was charged to (what a
+    report by day groups on, matching status) and the groups charged."""
+    day = next((period for scope, window, period in counters
+                if window == "daily" and scope == f"agent:{agent_id}"), None)
+    groups = sorted({scope.split(":", 1)[1] for scope, _, _ in counters if scope.startswith("group:")})
+    return day, groups

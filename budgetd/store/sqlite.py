@@ -40,7 +40,7 @@ from ..notices import model as notices
 from ..notices.model import Notice
 from .batching import GroupCommitter
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS counters (
     scope TEXT NOT NULL,               -- 'agent:NAME' or 'group:NAME'
@@ -91,7 +91,9 @@ CREATE TABLE IF NOT EXISTS ledger (
     settled_ms INTEGER NOT NULL,
     model TEXT, provider TEXT,                  -- set when priced from usage
     input_tokens INTEGER, cached_input_tokens INTEGER, output_tokens INTEGER, reasoning_tokens INTEGER,
-    price_version TEXT
+    price_version TEXT,
+    day TEXT,                -- the local day (daily period) the cost was charged to
+    groups TEXT              -- JSON list of the agent's groups charged
 );
 
 -- Notices, written in the same transaction as the change that caused them;
@@ -111,6 +113,7 @@ CREATE TABLE IF NOT EXISTS outbox (
 );
 CREATE INDEX IF NOT EXISTS outbox_due ON outbox (next_ms) WHERE state = 'pending';
 CREATE INDEX IF NOT EXISTS ledger_by_agent ON ledger (agent_id, settled_ms);
+CREATE INDEX IF NOT EXISTS ledger_by_day ON ledger (day);
 """
 
 # Schema changes after version 1, applied in order to older files.
@@ -122,6 +125,7 @@ MIGRATIONS = {
     # (SCHEMA then creates the table and index afresh; the rows are copied back).
     3: ["ALTER TABLE calls RENAME TO calls_v2", "DROP INDEX IF EXISTS calls_live_by_deadline"],
     4: [],  # the outbox table: created by SCHEMA
+    5: ["ALTER TABLE ledger ADD COLUMN day TEXT", "ALTER TABLE ledger ADD COLUMN groups TEXT"],
 }
 _AFTER_MIGRATION = {
     3: ["INSERT INTO calls (agent_id, request_id, state, held_nanos, charged_nanos, counters, tags, created_ms, "
@@ -230,6 +234,48 @@ class SqliteStore(Store):
             return lifted
 
         return await self._run(op)
+
+    async def reconcile(self, plan: Plan, now_ms: int) -> list[Notice]:
+        def op(conn):
+            written = []
+            balances = _balances(conn, [lm.counter for lm in plan.limits])
+            paused = {(p.scope, p.window, p.period) for p in _pauses(conn, plan) if p.kind == "cap"}
+            for limit in plan.limits:
+                if limit.cap_nanos is None:
+                    continue
+                spent = balances.get(limit.counter, Balance()).spent_nanos
+                scope, window, period = limit.counter
+                if spent >= limit.cap_nanos and limit.counter not in paused:
+                    record = PauseRecord(scope, "cap", window, period, rules.cap_pause_reason(limit), now_ms)
+                    conn.execute("INSERT OR IGNORE INTO pauses VALUES (?, ?, ?, ?, ?, ?)",
+                                 (scope, "cap", window, period, record.reason, now_ms))
+                    notice = notices.paused_at_cap(plan.agent_id, record, spent, limit.cap_nanos, True)
+                elif spent < limit.cap_nanos and limit.counter in paused:
+                    conn.execute("DELETE FROM pauses WHERE scope = ? AND win = ? AND period = ?", limit.counter)
+                    notice = notices.resumed(plan.agent_id, scope, "config", now_ms, window, period)
+                else:
+                    continue
+                if _notify(conn, notice):
+                    written.append(notice)
+            return written
+
+        return await self._run(op)
+
+    async def report(self, by: str, since_day: str, until_day: str) -> list[tuple[str, int, int]]:
+        if by == "group":
+            source, key = "ledger, json_each(ledger.groups) AS g", "g.value"
+        else:
+            source = "ledger"
+            key = {"agent": "agent_id", "model": "coalesce(model, '(no model)')", "day": "day"}.get(
+                by, "coalesce(json_extract(tags, '$.\"' || :tag || '\"'), '(none)')")
+        sql = (f"SELECT {key} AS k, sum(cost_nanos), count(DISTINCT request_id) FROM {source} "
+               "WHERE day BETWEEN :since AND :until GROUP BY k ORDER BY 2 DESC, k")
+        return await self._run(lambda conn: [tuple(row) for row in conn.execute(
+            sql, {"tag": by, "since": since_day, "until": until_day}).fetchall()])
+
+    async def trim_ledger(self, before_ms: int) -> int:
+        return await self._run(lambda conn: conn.execute(
+            "DELETE FROM ledger WHERE settled_ms < ?", (before_ms,)).rowcount)
 
     async def lift_lapsed_pauses(self, plan: Plan, now_ms: int) -> list[Notice]:
         def op(conn):
@@ -423,17 +469,19 @@ def _charge(conn, plan: Plan | None, counters, spent_delta: int, reserved_delta:
     return tuple(started)
 
 
-def _ledger(conn, request_id, agent_id, kind, cost, tags_json, held_ms, now_ms, pricing: Pricing | None = None) -> None:
+def _ledger(conn, request_id, agent_id, kind, cost, tags_json, held_ms, now_ms, counters,
+            pricing: Pricing | None = None) -> None:
     priced = (
         (pricing.model, pricing.provider, pricing.input_tokens, pricing.cached_input_tokens, pricing.output_tokens,
          pricing.reasoning_tokens, pricing.price_version)
         if pricing is not None else (None,) * 7
     )
+    day, groups = rules.day_and_groups(agent_id, counters)
     conn.execute(
         "INSERT INTO ledger (request_id, agent_id, kind, cost_nanos, tags, held_ms, settled_ms, model, provider, "
-        "input_tokens, cached_input_tokens, output_tokens, reasoning_tokens, price_version) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (request_id, agent_id, kind, cost, tags_json, held_ms, now_ms, *priced),
+        "input_tokens, cached_input_tokens, output_tokens, reasoning_tokens, price_version, day, groups) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (request_id, agent_id, kind, cost, tags_json, held_ms, now_ms, *priced, day, json.dumps(groups)),
     )
 
 
@@ -453,7 +501,7 @@ def _settle(conn: sqlite3.Connection, req: SettleRequest) -> SettleResult:
             (req.request_id, req.agent_id, amount, json.dumps(counters), tags, req.now_ms, req.now_ms, req.now_ms),
         )
         paused = _charge(conn, req.plan, counters, amount, 0, req.now_ms, req.agent_id, req.warn_at)
-        _ledger(conn, req.request_id, req.agent_id, "settle", amount, tags, None, req.now_ms, req.pricing)
+        _ledger(conn, req.request_id, req.agent_id, "settle", amount, tags, None, req.now_ms, counters, req.pricing)
         return SettleResult(amount, paused=paused)
     state, held, charged, counters_json, tags_json, created_ms = row
     if state == "settled":
@@ -464,14 +512,15 @@ def _settle(conn: sqlite3.Connection, req: SettleRequest) -> SettleResult:
     # expired: the cost minus what the expiry already charged (counted once).
     reserved_delta = -held if state == "held" else 0
     spent_delta = amount - charged
-    paused = _charge(conn, req.plan, json.loads(counters_json), spent_delta, reserved_delta, req.now_ms,
-                     req.agent_id, req.warn_at)
+    counters = json.loads(counters_json)
+    paused = _charge(conn, req.plan, counters, spent_delta, reserved_delta, req.now_ms, req.agent_id, req.warn_at)
     conn.execute(
         "UPDATE calls SET state = 'settled', charged_nanos = ?, tags = ?, ended_ms = ? "
         "WHERE agent_id = ? AND request_id = ?",
         (amount, tags, req.now_ms, req.agent_id, req.request_id),
     )
-    _ledger(conn, req.request_id, req.agent_id, "settle", spent_delta, tags, created_ms, req.now_ms, req.pricing)
+    _ledger(conn, req.request_id, req.agent_id, "settle", spent_delta, tags, created_ms, req.now_ms, counters,
+            req.pricing)
     return SettleResult(amount, paused=paused)
 
 
@@ -495,11 +544,12 @@ def _expire(conn: sqlite3.Connection, now_ms: int, charge: bool, plan_for: PlanF
     for request_id, agent_id, held, counters_json, tags_json, created_ms in rows:
         charged = held if charge else 0
         plan = plan_for(agent_id) if charge else None
-        _charge(conn, plan, json.loads(counters_json), charged, -held, now_ms, agent_id)
+        counters = json.loads(counters_json)
+        _charge(conn, plan, counters, charged, -held, now_ms, agent_id)
         conn.execute(
             "UPDATE calls SET state = 'expired', charged_nanos = ?, ended_ms = ? WHERE agent_id = ? AND request_id = ?",
             (charged, now_ms, agent_id, request_id),
         )
         if charged:
-            _ledger(conn, request_id, agent_id, "expiry", charged, tags_json, created_ms, now_ms)
+            _ledger(conn, request_id, agent_id, "expiry", charged, tags_json, created_ms, now_ms, counters)
     return len(rows)

@@ -19,7 +19,7 @@ import grpc
 from . import limits
 from .errors import AgentPaused, BudgetError, BudgetExceeded, BudgetUnavailable
 from .money import UsdLike, nanos_to_usd, usd_to_nanos
-from .status import AgentStatus, Event, GroupStatus, WindowStatus
+from .status import AgentStatus, ConfigInfo, Event, GroupStatus, Report, ReportRow, WindowStatus
 from .usage import Usage, UsageEstimate, usage_from_response
 from .v1 import budget_pb2 as pb
 
@@ -267,3 +267,13 @@ def event(msg: pb.Event) -> Event:
     return Event(kind=msg.kind, agent_id=msg.agent_id, scope=msg.scope, window=msg.window, period=msg.period,
                  spent_usd=nanos_to_usd(msg.spent_nanos), cap_usd=nanos_to_usd(msg.cap_nanos) if msg.cap_nanos else None,
                  reason=msg.reason, at=_time(msg.at))
+
+
+def report(by: str, msg: pb.ReportResponse) -> Report:
+    rows = tuple(ReportRow(r.key, nanos_to_usd(r.cost_nanos), r.calls) for r in msg.rows)
+    return Report(by=by, since=msg.since, until=msg.until, rows=rows, total_usd=nanos_to_usd(msg.total_nanos))
+
+
+def config_info(msg: pb.ConfigInfo) -> ConfigInfo:
+    return ConfigInfo(generation=msg.generation, loaded_at=_time(msg.loaded_at), source=msg.source,
+                      last_error=msg.last_error, last_error_at=_time(msg.last_error_at))

@@ -13,7 +13,7 @@ from . import _core
 from ._core import Call
 from .errors import BudgetError, BudgetUnavailable
 from .money import UsdLike
-from .status import AgentStatus
+from .status import AgentStatus, ConfigInfo, Report
 from .usage import UsageEstimate
 from ._sync_wrap import wrap_openai
 from .v1 import budget_pb2 as pb
@@ -117,6 +117,18 @@ class Budget:
         """Lift every pause of the agent (admin)."""
         _, admin = self._stubs()
         return _core.agent_status(self._rpc(admin.Resume, _core.resume_request(agent_id)))
+
+    def report(self, by: str = "agent", since: str = "", until: str = "") -> Report:
+        """Spend from the ledger grouped by agent, model, day, group or a tag,
+        over local days ``since``..``until`` (YYYY-MM-DD; default today) (admin)."""
+        _, admin = self._stubs()
+        resp = self._rpc(admin.Report, pb.ReportRequest(by=by, since=since, until=until))
+        return _core.report(by, resp)
+
+    def config(self) -> ConfigInfo:
+        """The config in force: generation, when loaded, the last rejected edit (admin)."""
+        _, admin = self._stubs()
+        return _core.config_info(self._rpc(admin.GetConfig, pb.GetConfigRequest()))
 
     def close(self) -> None:
         with self._lock:

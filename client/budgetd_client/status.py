@@ -52,3 +52,28 @@ class Event:
     cap_usd: Decimal | None
     reason: str
     at: datetime | None
+
+
+@dataclass(frozen=True)
+class ReportRow:
+    key: str
+    cost_usd: Decimal
+    calls: int
+
+
+@dataclass(frozen=True)
+class Report:
+    by: str
+    since: str
+    until: str
+    rows: tuple[ReportRow, ...]
+    total_usd: Decimal
+
+
+@dataclass(frozen=True)
+class ConfigInfo:
+    generation: int
+    loaded_at: datetime | None
+    source: str
+    last_error: str
+    last_error_at: datetime | None

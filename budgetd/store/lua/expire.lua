@@ -1,9 +1,9 @@
 -- Expire one hold past its deadline: release it, or charge it as spent.
 -- KEYS: call, holds (zset), ledger (stream), outbox (stream), S pause hashes, L counters.
 -- ARGV: agent, request id, now ms, charge (1/0), counters json, S, L,
---       ledger maxlen, then L x 8 limit args (common.lua).
+--       ledger maxlen, day, groups json, then L x 8 limit args (common.lua).
 local S, L = tonumber(ARGV[6]), tonumber(ARGV[7])
-local FIRST = 8
+local FIRST = 10
 local member = ARGV[1] .. ' ' .. ARGV[2]
 
 local state = redis.call('HGET', KEYS[1], 'state')
@@ -23,6 +23,7 @@ redis.call('ZREM', KEYS[2], member)
 if charged ~= '0' then
   redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[8], '*', 'request_id', ARGV[2], 'agent_id', ARGV[1],
              'kind', 'expiry', 'cost_nanos', charged, 'tags', redis.call('HGET', KEYS[1], 'tags'),
-             'held_ms', redis.call('HGET', KEYS[1], 'created'), 'settled_ms', ARGV[3], 'pricing', '')
+             'held_ms', redis.call('HGET', KEYS[1], 'created'), 'settled_ms', ARGV[3], 'pricing', '',
+             'day', ARGV[9], 'groups', ARGV[10])
 end
 return {'expired'}

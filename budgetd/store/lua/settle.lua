@@ -3,9 +3,9 @@
 -- KEYS: call, holds (zset), ledger (stream), outbox (stream), S pause hashes, L counters.
 -- ARGV: agent, request id, actual (-1: the amount held), now ms, tags json,
 --       counters json, estimate (no hold), call ttl ms, S, L, ledger maxlen,
---       pricing json, then L x 8 limit args (common.lua).
+--       pricing json, day, groups json, then L x 8 limit args (common.lua).
 local S, L = tonumber(ARGV[9]), tonumber(ARGV[10])
-local FIRST = 12
+local FIRST = 14
 
 local state = redis.call('HGET', KEYS[1], 'state')
 if state == 'settled' then
@@ -45,7 +45,7 @@ redis.call('PEXPIRE', KEYS[1], ARGV[8])
 redis.call('ZREM', KEYS[2], ARGV[1] .. ' ' .. ARGV[2])
 redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[11], '*', 'request_id', ARGV[2], 'agent_id', ARGV[1],
            'kind', 'settle', 'cost_nanos', spent_delta, 'tags', tags, 'held_ms', created, 'settled_ms', ARGV[4],
-           'pricing', ARGV[12])
+           'pricing', ARGV[12], 'day', ARGV[13], 'groups', ARGV[14])
 local reply = {'settled', string.format('%d', amount)}
 for _, i in ipairs(started) do table.insert(reply, i) end
 return reply

@@ -305,6 +305,16 @@ class AdminStub:
                 request_serializer=budgetd__client_dot_v1_dot_budget__pb2.ListStatusRequest.SerializeToString,
                 response_deserializer=budgetd__client_dot_v1_dot_budget__pb2.ListStatusResponse.FromString,
                 _registered_method=True)
+        self.GetConfig = channel.unary_unary(
+                '/budgetd.v1.Admin/GetConfig',
+                request_serializer=budgetd__client_dot_v1_dot_budget__pb2.GetConfigRequest.SerializeToString,
+                response_deserializer=budgetd__client_dot_v1_dot_budget__pb2.ConfigInfo.FromString,
+                _registered_method=True)
+        self.Report = channel.unary_unary(
+                '/budgetd.v1.Admin/Report',
+                request_serializer=budgetd__client_dot_v1_dot_budget__pb2.ReportRequest.SerializeToString,
+                response_deserializer=budgetd__client_dot_v1_dot_budget__pb2.ReportResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServicer:
@@ -331,6 +341,20 @@ class AdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetConfig(self, request, context):
+        """The config in force: its generation and the last rejected edit.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Report(self, request, context):
+        """Spend from the ledger, aggregated in the store.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -348,6 +372,16 @@ def add_AdminServicer_to_server(servicer, server):
                     servicer.ListStatus,
                     request_deserializer=budgetd__client_dot_v1_dot_budget__pb2.ListStatusRequest.FromString,
                     response_serializer=budgetd__client_dot_v1_dot_budget__pb2.ListStatusResponse.SerializeToString,
+            ),
+            'GetConfig': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetConfig,
+                    request_deserializer=budgetd__client_dot_v1_dot_budget__pb2.GetConfigRequest.FromString,
+                    response_serializer=budgetd__client_dot_v1_dot_budget__pb2.ConfigInfo.SerializeToString,
+            ),
+            'Report': grpc.unary_unary_rpc_method_handler(
+                    servicer.Report,
+                    request_deserializer=budgetd__client_dot_v1_dot_budget__pb2.ReportRequest.FromString,
+                    response_serializer=budgetd__client_dot_v1_dot_budget__pb2.ReportResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -432,6 +466,60 @@ class Admin:
             '/budgetd.v1.Admin/ListStatus',
             budgetd__client_dot_v1_dot_budget__pb2.ListStatusRequest.SerializeToString,
             budgetd__client_dot_v1_dot_budget__pb2.ListStatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetConfig(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/budgetd.v1.Admin/GetConfig',
+            budgetd__client_dot_v1_dot_budget__pb2.GetConfigRequest.SerializeToString,
+            budgetd__client_dot_v1_dot_budget__pb2.ConfigInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Report(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/budgetd.v1.Admin/Report',
+            budgetd__client_dot_v1_dot_budget__pb2.ReportRequest.SerializeToString,
+            budgetd__client_dot_v1_dot_budget__pb2.ReportResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,41 @@
+"""Prometheus metrics, served on ``server.metrics_listen`` (/metrics).
+
+Counters and histograms are updated on the hot path (a few microseconds);
+the per-agent gauges are refreshed by a periodic job from the store."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+MAX_AGENT_SERIES = 1000  # spend/cap gauges for at most this many agents (cardinality)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = r = CollectorRegistry()
+        self.holds = Counter("budgetd_holds", "Authorize outcomes", ["result", "reason"], registry=r)
+        self.rpc_latency = Histogram("budgetd_rpc_latency_seconds", "Time to answer an RPC", ["method"],
+                                     buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1),
+                                     registry=r)
+        self.rpc_errors = Counter("budgetd_rpc_errors", "RPCs answered with an error", ["method", "code"],
+                                  registry=r)
+        self.store_errors = Counter("budgetd_store_errors", "Store calls that failed", registry=r)
+        self.spent = Gauge("budgetd_spent_usd", "Spend in the current window", ["agent", "window"], registry=r)
+        self.cap = Gauge("budgetd_cap_usd", "Cap of the current window (absent: no cap)", ["agent", "window"],
+                         registry=r)
+        self.paused = Gauge("budgetd_paused_agents", "Agents paused now", registry=r)
+        self.outbox_depth = Gauge("budgetd_outbox_depth", "Notices not yet delivered", registry=r)
+        self.notices = Counter("budgetd_notices", "Notice deliveries by outcome", ["outcome"], registry=r)
+        self.reloads = Counter("budgetd_config_reloads", "Config reloads by outcome", ["outcome"], registry=r)
+        self.generation = Gauge("budgetd_config_generation", "Generation of the config in force", registry=r)
+        self._server = None
+
+    def serve(self, listen: str) -> int:
+        host, port = listen.rsplit(":", 1)
+        self._server, _ = start_http_server(int(port), host.strip("[]"), registry=self.registry)
+        return self._server.server_port
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
