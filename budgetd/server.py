@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import grpc
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -44,6 +44,7 @@ class Intervals:
     anomaly: float = 60.0  # hourly spend spikes
     config: float = 1.0  # has budgets.yaml changed?
     gauges: float = 10.0  # per-agent metrics
+    retention: float = 3600.0  # trim the ledger
 
 
 def add_service(server: grpc.aio.Server, name: str, servicer) -> None:
@@ -155,6 +156,7 @@ class Daemon:
             (self.checks.digest, self.intervals.digest),
             (self.checks.anomalies, self.intervals.anomaly),
             (self.refresh_gauges, self.intervals.gauges),
+            (self.trim_ledger, self.intervals.retention),
         ]
         if self.reloader is not None:
             jobs.append((self.reloader.poll, self.intervals.config))
@@ -179,6 +181,13 @@ class Daemon:
         for name in ("", *SERVICE_NAMES):
             await self.health.set(name, status)
         return ok
+
+    async def trim_ledger(self) -> None:
+        days = self.core.active.config.ledger_retention_days
+        cutoff = self.core.clock() - timedelta(days=days)
+        dropped = await self.store.trim_ledger(int(cutoff.timestamp() * 1000))
+        if dropped:
+            log.info("ledger trimmed", extra={"rows": dropped, "retention_days": days})
 
     async def refresh_gauges(self) -> None:
         core = self.core

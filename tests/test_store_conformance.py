@@ -4,6 +4,7 @@ each test runs against every store in STORES."""
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from datetime import datetime, timezone
 
@@ -289,3 +290,14 @@ async def test_hourly_spend_and_top_spenders_and_models_are_read_back(store):
     hour = plan("a1").limits[-1].period.key
     assert await store.spent_in(plan("a1"), "agent:a1", "hourly", [hour, "2000-01-01T00"]) == {hour: 300}
     assert await store.top_spenders("daily", "2026-11-22", plan, 10) == [("a2", 700), ("a1", 300)]
+
+
+async def test_reports_group_in_the_store_and_old_ledger_rows_are_trimmed(store):
+    await store.settle(settle("a1", "r1", 300))
+    await store.settle(settle("team-a", "r2", 700))
+    assert await store.report("agent", "2026-11-22", "2026-11-22") == [("team-a", 700, 1), ("a1", 300, 1)]
+    assert await store.report("group", "2026-11-22", "2026-11-22") == [("team", 700, 1)]
+    assert await store.report("agent", "2026-11-23", "2026-11-30") == []
+    await asyncio.sleep(0.01)
+    assert await store.trim_ledger(int(time.time() * 1000) + 1) == 2
+    assert await store.report("agent", "2026-11-22", "2026-11-22") == []
