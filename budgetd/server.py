@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -136,8 +137,8 @@ class Daemon:
             self.server,
         )
         try:
-            self.port = self.server.add_insecure_port(self.config.server.listen)
-        except RuntimeError as err:
+            self.port = self._bind()
+        except (RuntimeError, OSError) as err:
             await self.store.close()
             raise OSError(f"cannot listen on {self.config.server.listen}: {err}") from None
         await self.server.start()
@@ -166,6 +167,23 @@ class Daemon:
         self.scheduler.start()
         log.info("listening", extra={"listen": self.config.server.listen, "port": self.port,
                                      "store": self.config.store.url.split("?")[0]})
+
+    def _bind(self) -> int:
+        server = self.config.server
+        host = server.listen.rsplit(":", 1)[0].strip("[]")
+        if self.config.auth is None and not server.allow_unauthenticated and not _is_loopback(host):
+            raise OSError("refusing a non-loopback address without an auth section "
+                          "(add auth.tokens, or set server.allow_unauthenticated: true)")
+        if server.tls is None:
+            return self.server.add_insecure_port(server.listen)
+        tls = server.tls
+        read = lambda path: open(path, "rb").read()  # noqa: E731
+        credentials = grpc.ssl_server_credentials(
+            [(read(tls.key_file), read(tls.cert_file))],
+            root_certificates=read(tls.client_ca_file) if tls.client_ca_file else None,
+            require_client_auth=tls.client_ca_file is not None,
+        )
+        return self.server.add_secure_port(server.listen, credentials)
 
     async def check_health(self) -> bool:
         """Serving = the store answers AND we are not shutting down."""
@@ -242,3 +260,12 @@ def _logged(job):
 
     run.__name__ = job.__name__
     return run
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

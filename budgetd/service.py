@@ -20,6 +20,7 @@ from budgetd_client.usage import Usage
 from budgetd_client.v1 import budget_pb2_grpc as pb_grpc
 
 from . import wire
+from .auth import PermissionDenied, Unauthenticated, identify, require
 from .config import Config, Resolver
 from .plan import Plan, make_plan
 from .pricing import PriceTable, UnknownModel
@@ -53,6 +54,8 @@ def to_ms(when: datetime) -> int:
 
 
 _ERRORS = (
+    (Unauthenticated, grpc.StatusCode.UNAUTHENTICATED),
+    (PermissionDenied, grpc.StatusCode.PERMISSION_DENIED),
     (ValueError, grpc.StatusCode.INVALID_ARGUMENT),
     (UnknownAgent, grpc.StatusCode.NOT_FOUND),
     ((RequestConflict, UnknownModel, StoreRefused), grpc.StatusCode.FAILED_PRECONDITION),
@@ -60,9 +63,12 @@ _ERRORS = (
 )
 
 
-def rpc(method):
-    """Time the call; turn our exceptions into gRPC status codes, with
-    messages that say what."""
+def rpc(method=None, *, admin: bool = False):
+    """Check the caller's token (admin methods need an admin token; the others
+    one scoped to the request's agent), time the call, and turn our
+    exceptions into gRPC status codes with messages that say what."""
+    if method is None:
+        return lambda m: rpc(m, admin=admin)
     name = method.__name__
 
     @functools.wraps(method)
@@ -70,6 +76,8 @@ def rpc(method):
         metrics = self.core.metrics
         started = time.perf_counter()
         try:
+            who = identify(self.core.active.config.auth, context.invocation_metadata())
+            require(who, agent_id=None if admin else request.agent_id, admin=admin)
             return await method(self, request, context)
         except Exception as err:
             code = next((code for kind, code in _ERRORS if isinstance(err, kind)), grpc.StatusCode.INTERNAL)
@@ -214,12 +222,14 @@ class BudgetService(pb_grpc.BudgetServicer):
 
     async def Watch(self, request: pb.WatchRequest, context):
         try:
+            require(identify(self.core.active.config.auth, context.invocation_metadata()), agent_id=request.agent_id)
             agent_id = limits.check_agent_id(request.agent_id)
             self.core.plan(agent_id, self.core.clock())
-        except ValueError as err:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
-        except UnknownAgent as err:
-            await context.abort(grpc.StatusCode.NOT_FOUND, str(err))
+        except Exception as err:
+            code = next((code for kind, code in _ERRORS if isinstance(err, kind)), None)
+            if code is None:
+                raise
+            await context.abort(code, str(err))
         queue = self.events.subscribe(agent_id)
         try:
             while True:
@@ -233,7 +243,7 @@ class AdminService(pb_grpc.AdminServicer):
         self.core = core
         self.reloader = reloader  # None: the config came from no file
 
-    @rpc
+    @rpc(admin=True)
     async def Pause(self, request: pb.PauseRequest, context) -> pb.AgentStatus:
         agent_id = limits.check_agent_id(request.agent_id)
         reason = limits.check_reason(request.reason) or "paused by an operator"
@@ -242,7 +252,7 @@ class AdminService(pb_grpc.AdminServicer):
         log.warning("paused by operator", extra={"agent": agent_id, "reason": reason})
         return await self.core.status(agent_id)
 
-    @rpc
+    @rpc(admin=True)
     async def Resume(self, request: pb.ResumeRequest, context) -> pb.AgentStatus:
         agent_id = limits.check_agent_id(request.agent_id)
         now = self.core.clock()
@@ -250,7 +260,7 @@ class AdminService(pb_grpc.AdminServicer):
             log.warning("resumed by operator", extra={"agent": agent_id})
         return await self.core.status(agent_id)
 
-    @rpc
+    @rpc(admin=True)
     async def ListStatus(self, request: pb.ListStatusRequest, context) -> pb.ListStatusResponse:
         daily, monthly = current_periods(self.core.clock(), self.core.active.config.zone)
         seen = await self.core.store.active_agents(daily.key, monthly.key)
@@ -263,7 +273,7 @@ class AdminService(pb_grpc.AdminServicer):
                 continue
         return pb.ListStatusResponse(agents=statuses)
 
-    @rpc
+    @rpc(admin=True)
     async def GetConfig(self, request: pb.GetConfigRequest, context) -> pb.ConfigInfo:
         r = self.reloader
         if r is None:
@@ -274,7 +284,7 @@ class AdminService(pb_grpc.AdminServicer):
             info.last_error_at.CopyFrom(wire.timestamp(r.last_error_at))
         return info
 
-    @rpc
+    @rpc(admin=True)
     async def Report(self, request: pb.ReportRequest, context) -> pb.ReportResponse:
         by = request.by or "agent"
         if by not in ("agent", "model", "day", "group"):

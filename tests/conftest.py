@@ -27,10 +27,10 @@ def start_daemon(tmp_path):
     started: list[DaemonProcess] = []
 
     def start(config_body: str, env: dict[str, str] | None = None, name: str = "d",
-              store_url: str | None = None) -> DaemonProcess:
+              store_url: str | None = None, server_extra: str = "", tls=None) -> DaemonProcess:
         workdir = tmp_path / f"{name}{len(started)}"
         workdir.mkdir()
-        daemon = DaemonProcess(workdir, config_body, env, store_url)
+        daemon = DaemonProcess(workdir, config_body, env, store_url, server_extra, tls)
         started.append(daemon)
         return daemon.start()
 

@@ -44,8 +44,9 @@ def free_port_pair(offset: int = 10_000) -> int:
     raise RuntimeError("no free port pair")
 
 
-def health_status(address: str, timeout: float = 1.0) -> int | None:
-    with grpc.insecure_channel(address) as channel:
+def health_status(address: str, timeout: float = 1.0, tls=None) -> int | None:
+    channel = grpc.secure_channel(address, tls.credentials()) if tls else grpc.insecure_channel(address)
+    with channel:
         try:
             return health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=timeout).status
         except grpc.RpcError:
@@ -56,8 +57,10 @@ class DaemonProcess:
     """``budgetd --config FILE`` in a temp dir, on a free port."""
 
     def __init__(self, workdir: Path, config_body: str, env: dict[str, str] | None = None,
-                 store_url: str | None = None) -> None:
+                 store_url: str | None = None, server_extra: str = "", tls=None) -> None:
         self.workdir = workdir
+        self.tls = tls  # a budgetd_client.Tls for the readiness check of a TLS port
+        self.server_extra = server_extra  # more keys under server:, e.g. "tls: {...}"
         self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
         self.config_path = workdir / "budgets.yaml"
@@ -73,6 +76,7 @@ class DaemonProcess:
         server:
           listen: "{self.address}"
           shutdown_grace_seconds: 5
+          {self.server_extra}
         store:
           url: "{self.store_url}"
         """
@@ -88,7 +92,7 @@ class DaemonProcess:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"budgetd exited with {self.proc.returncode}:\n{self.log()}")
-            if health_status(self.address, timeout=0.5) == health_pb2.HealthCheckResponse.SERVING:
+            if health_status(self.address, timeout=0.5, tls=self.tls) == health_pb2.HealthCheckResponse.SERVING:
                 return self
             time.sleep(0.05)
         raise RuntimeError(f"budgetd did not become healthy:\n{self.log()}")

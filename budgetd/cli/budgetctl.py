@@ -90,7 +90,9 @@ def _health(budget: Budget) -> int:
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-    with grpc.insecure_channel(budget.settings.address) as channel:
+    tls = budget.settings.tls
+    address = budget.settings.address
+    with (grpc.secure_channel(address, tls.credentials()) if tls else grpc.insecure_channel(address)) as channel:
         try:
             answer = health_pb2_grpc.HealthStub(channel).Check(
                 health_pb2.HealthCheckRequest(), timeout=budget.settings.timeout

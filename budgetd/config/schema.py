@@ -63,11 +63,21 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class TlsConfig(Strict):
+    cert_file: str
+    key_file: str
+    # Set: clients must present a certificate signed by this CA (mutual TLS).
+    client_ca_file: str | None = None
+
+
 class ServerConfig(Strict):
     listen: str = "127.0.0.1:50051"
     metrics_listen: str | None = None
     # How long in-flight calls get to finish after SIGTERM.
     shutdown_grace_seconds: Annotated[float, Field(ge=0, le=300)] = 10.0
+    # Without an auth section budgetd listens only on loopback, unless this says so.
+    allow_unauthenticated: bool = False
+    tls: TlsConfig | None = None
 
     @field_validator("listen", "metrics_listen")
     @classmethod

@@ -8,7 +8,7 @@
 """
 
 from ._async import AsyncBudget, AsyncGuard
-from ._core import Call
+from ._core import Call, Tls
 from ._sync import Budget, Guard
 from .errors import AgentPaused, BudgetError, BudgetExceeded, BudgetUnavailable
 from .status import AgentStatus, Event, GroupStatus, WindowStatus
@@ -26,5 +26,6 @@ __all__ = [
     "Event",
     "GroupStatus",
     "Guard",
+    "Tls",
     "WindowStatus",
 ]

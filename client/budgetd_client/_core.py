@@ -52,20 +52,50 @@ _SERVICE_CONFIG = json.dumps(
 
 
 @dataclass(frozen=True)
+class Tls:
+    """TLS to budgetd: the CA that signed its certificate (None: the system's)
+    and, for mutual TLS, our certificate and key. Files are PEM."""
+
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+
+    @classmethod
+    def from_env(cls) -> Tls | None:
+        """BUDGETD_TLS=1, or any of BUDGETD_TLS_CA_FILE / _CERT_FILE / _KEY_FILE."""
+        files = {k: os.environ.get(f"BUDGETD_TLS_{k.upper()}") or None for k in ("ca_file", "cert_file", "key_file")}
+        return cls(**files) if os.environ.get("BUDGETD_TLS") == "1" or any(files.values()) else None
+
+    def credentials(self) -> grpc.ChannelCredentials:
+        def read(path):
+            with open(path, "rb") as f:
+                return f.read()
+
+        return grpc.ssl_channel_credentials(
+            root_certificates=read(self.ca_file) if self.ca_file else None,
+            private_key=read(self.key_file) if self.key_file else None,
+            certificate_chain=read(self.cert_file) if self.cert_file else None,
+        )
+
+
+@dataclass(frozen=True)
 class Settings:
     address: str
     token: str | None
     timeout: float
     fail_open: bool
+    tls: Tls | None = None
 
     @classmethod
-    def resolve(cls, address: str | None, token: str | None, timeout: float | None, fail_open: bool) -> Settings:
+    def resolve(cls, address: str | None, token: str | None, timeout: float | None, fail_open: bool,
+                tls: Tls | None = None) -> Settings:
         address = address or os.environ.get("BUDGETD_ADDRESS") or DEFAULT_ADDRESS
         token = token if token is not None else os.environ.get("BUDGETD_TOKEN") or None
         timeout = DEFAULT_TIMEOUT_SECONDS if timeout is None else float(timeout)
         if not timeout > 0:
             raise ValueError(f"timeout: must be a positive number of seconds, got {timeout}")
-        return cls(address=address, token=token, timeout=timeout, fail_open=bool(fail_open))
+        return cls(address=address, token=token, timeout=timeout, fail_open=bool(fail_open),
+                   tls=tls if tls is not None else Tls.from_env())
 
     @property
     def metadata(self) -> tuple[tuple[str, str], ...] | None:

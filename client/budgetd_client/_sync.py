@@ -29,6 +29,9 @@ class Budget:
     ``token`` to ``$BUDGETD_TOKEN``. ``timeout`` bounds every call, in
     seconds. ``fail_open=True`` lets calls proceed when budgetd cannot be
     reached (the default refuses them with ``BudgetUnavailable``).
+    ``tls=Tls(ca_file=..., cert_file=..., key_file=...)`` (or the
+    ``BUDGETD_TLS_*`` variables) connects with TLS, mutual when a
+    certificate is given.
     """
 
     def __init__(
@@ -38,8 +41,9 @@ class Budget:
         token: str | None = None,
         timeout: float | None = None,
         fail_open: bool = False,
+        tls: _core.Tls | None = None,
     ) -> None:
-        self.settings = _core.Settings.resolve(address, token, timeout, fail_open)
+        self.settings = _core.Settings.resolve(address, token, timeout, fail_open, tls)
         self._lock = threading.Lock()
         self._channel = None
         self._budget_stub = None
@@ -50,9 +54,14 @@ class Budget:
         # (or outside an event loop) connects in the process that uses it.
         with self._lock:
             if self._channel is None:
-                self._channel = grpc.insecure_channel(
-                    self.settings.address, options=self.settings.channel_options
-                )
+                if self.settings.tls is None:
+                    self._channel = grpc.insecure_channel(
+                        self.settings.address, options=self.settings.channel_options
+                    )
+                else:
+                    self._channel = grpc.secure_channel(
+                        self.settings.address, self.settings.tls.credentials(), options=self.settings.channel_options
+                    )
                 self._budget_stub = pb_grpc.BudgetStub(self._channel)
                 self._admin_stub = pb_grpc.AdminStub(self._channel)
             return self._budget_stub, self._admin_stub
