@@ -49,6 +49,8 @@ class AsyncBudget:
         self._channel = None
         self._budget_stub = None
         self._admin_stub = None
+        # fail_open: settles budgetd could not take, sent again once it answers.
+        self._spool: list = []
 
     def _stubs(self):
         # The channel is made on first use, so a Budget built before a fork
@@ -140,6 +142,29 @@ class AsyncBudget:
         _, admin = self._stubs()
         return _core.config_info(await self._rpc(admin.GetConfig, pb.GetConfigRequest()))
 
+    def _keep_for_later(self, request) -> None:
+        with self._lock:
+            if len(self._spool) >= _core.SPOOL_LIMIT:
+                log.error("budgetd: fail-open spool full; dropping the settle of %s", self._spool[0].request_id)
+                self._spool.pop(0)
+            self._spool.append(request)
+
+    async def _flush_spool(self) -> None:
+        """Send the settles kept while budgetd was unreachable (each carries
+        its request id: one that had landed is not counted twice)."""
+        with self._lock:
+            pending, self._spool = self._spool, []
+        stub, _ = self._stubs()
+        for i, request in enumerate(pending):
+            try:
+                await self._rpc(stub.Commit, request)
+            except BudgetUnavailable:
+                with self._lock:
+                    self._spool = pending[i:] + self._spool
+                return
+            except BudgetError as err:
+                log.error("budgetd: a kept settle was refused: %s", err)
+
     async def close(self) -> None:
         with self._lock:
             channel, self._channel = self._channel, None
@@ -170,6 +195,8 @@ class AsyncGuard:
             log.warning("budgetd unreachable; %s proceeds unguarded (fail_open)", self._call.agent_id)
             return self._call
         self._call.authorized(resp)
+        if self._budget._spool:
+            await self._budget._flush_spool()
         return self._call
 
     async def __aexit__(self, exc_type, exc, tb) -> bool:
@@ -181,7 +208,10 @@ class AsyncGuard:
         except BudgetError as err:
             # Never hide the block's own exception behind ours; under
             # fail_open an unreachable daemon must not fail a finished call.
-            if exc_type is None and not (self._budget.settings.fail_open and isinstance(err, BudgetUnavailable)):
+            fail_open = self._budget.settings.fail_open and isinstance(err, BudgetUnavailable)
+            if fail_open and isinstance(request, pb.CommitRequest):
+                self._budget._keep_for_later(request)
+            elif exc_type is None and not fail_open:
                 raise
             log.warning("budgetd: could not settle %s for %s: %s", self._call.request_id, self._call.agent_id, err)
         return False

@@ -25,6 +25,7 @@ from .v1 import budget_pb2 as pb
 
 DEFAULT_ADDRESS = "localhost:50051"
 DEFAULT_TIMEOUT_SECONDS = 5.0
+SPOOL_LIMIT = 10_000  # fail-open settles kept in memory while budgetd is unreachable
 
 WINDOW_NAMES = {pb.WINDOW_DAILY: "daily", pb.WINDOW_MONTHLY: "monthly"}
 PAUSE_KIND_NAMES = {pb.PAUSE_KIND_MANUAL: "manual", pb.PAUSE_KIND_CAP: "cap"}

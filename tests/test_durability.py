@@ -1,0 +1,75 @@
+"""kill -9 under load loses nothing acknowledged; fail-open settles later."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from decimal import Decimal
+
+import pytest
+from budgetd_client import Budget, BudgetError
+
+from redis_servers import RedisServer
+
+D = Decimal
+
+
+@pytest.mark.parametrize("store", ["sqlite", "redis"])
+def test_kill_9_under_load_keeps_every_acknowledged_settle(start_daemon, tmp_path, store):
+    server = None
+    url = None
+    if store == "redis":
+        server = RedisServer(tmp_path / "redis", "--appendonly", "yes", "--appendfsync", "always").start()
+        url = f"{server.url}?prefix=k{uuid.uuid4().hex[:6]}"
+    try:
+        daemon = start_daemon("agents:\n  busy: {daily_usd: 1000}\n", store_url=url)
+        budget = Budget(daemon.address, timeout=3)
+        acked = []
+
+        def load():
+            ok = 0
+            while True:
+                try:
+                    with budget.guard("busy", estimate_usd="0.001") as call:
+                        call.record_usd("0.001")
+                except BudgetError:
+                    break  # the daemon died: this call may or may not have settled
+                ok += 1
+            acked.append(ok)
+
+        workers = [threading.Thread(target=load) for _ in range(16)]
+        for w in workers:
+            w.start()
+        time.sleep(1.5)
+        daemon.kill()
+        for w in workers:
+            w.join(60)
+        budget.close()
+        daemon.start()
+        calls = Budget(daemon.address).status("busy").daily.spent_usd / D("0.001")
+        assert sum(acked) > 50
+        assert sum(acked) <= calls <= sum(acked) + len(workers), (sum(acked), calls)
+    finally:
+        if server is not None:
+            server.stop()
+
+
+def test_fail_open_calls_proceed_while_down_and_are_settled_when_it_returns(start_daemon):
+    daemon = start_daemon("agents:\n  a1: {daily_usd: 10}\n")
+    budget = Budget(daemon.address, timeout=1, fail_open=True)
+    assert daemon.terminate() == 0
+    ran = 0
+    for _ in range(5):
+        with budget.guard("a1", estimate_usd="0.01") as call:
+            ran += 1
+            call.record_usd("0.01")
+    assert ran == 5
+    daemon.start()
+    time.sleep(1.2)  # the client's reconnect backoff
+    with budget.guard("a1", estimate_usd="0.01") as call:  # answers again: the kept settles go first
+        call.record_usd("0.01")
+    assert Budget(daemon.address).status("a1").daily.spent_usd == D("0.06")
+    with budget.guard("a1", estimate_usd="0.01") as call:  # nothing is counted twice
+        call.record_usd("0.01")
+    assert Budget(daemon.address).status("a1").daily.spent_usd == D("0.07")
