@@ -33,6 +33,7 @@ SERVICE_NAMES = (
 # Requests are small (ids, a few tags); anything larger is not ours.
 MAX_MESSAGE_BYTES = 64 * 1024
 HEALTH_CHECK_SECONDS = 2.0
+MAX_CONCURRENT_STREAMS = 1000  # per client connection
 
 
 @dataclass(frozen=True)
@@ -123,6 +124,7 @@ class Daemon:
         options = [
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", 16 * 1024 * 1024),
+            ("grpc.max_concurrent_streams", MAX_CONCURRENT_STREAMS),
         ]
         if self.config.store.url.startswith("sqlite://"):
             # gRPC turns SO_REUSEPORT on by default; a second daemon would then
