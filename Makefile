@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 RUN_DIR := $(CURDIR)/var
 
-.PHONY: install run test generate check-generated clean
+.PHONY: install run test bench generate check-generated clean
 
 $(STAMP): pyproject.toml client/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,3 +36,7 @@ check-generated: generate
 
 clean:
 	rm -rf $(VENV) $(RUN_DIR) .pytest_cache
+
+# Benchmarks (not tests): budgetd against the bare gRPC floor, side by side.
+bench: $(STAMP)
+	$(BIN)/python bench/bench.py

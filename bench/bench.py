@@ -1,0 +1,214 @@
+"""budgetd against the bare gRPC floor, measured side by side in one run.
+
+    make bench            (about 3 minutes)
+
+The floor is a grpc.aio server answering two unary calls per "guarded call"
+with no logic; budgetd does a hold and a settle through the public client.
+Both are driven by the same load generator in this process; runs alternate
+floor / SQLite / Redis to cancel drift. Not a test: it asserts nothing but
+prints what it measured.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import grpc
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+
+from budgetd_client import AgentPaused, Budget, BudgetExceeded  # noqa: E402
+from helpers import DaemonProcess, free_port  # noqa: E402
+from redis_servers import RedisServer  # noqa: E402
+
+from budgetd.config import load_config_text  # noqa: E402
+
+SECONDS = float(os.environ.get("BENCH_SECONDS", "3"))
+PAYLOAD = b"x" * 64
+WORK = Path(tempfile.mkdtemp(prefix="budgetd-bench-"))
+
+
+def drive(call, threads: int, seconds: float = SECONDS) -> tuple[float, list[float]]:
+    """Run ``call`` in ``threads`` threads for ``seconds``: (calls/s, latencies)."""
+    latencies: list[list[float]] = [[] for _ in range(threads)]
+    start = threading.Barrier(threads + 1)
+    stop_at = [0.0]
+
+    def worker(out: list[float]) -> None:
+        start.wait()
+        while (t := time.perf_counter()) < stop_at[0]:
+            call()
+            out.append(time.perf_counter() - t)
+
+    pool = [threading.Thread(target=worker, args=(latencies[i],)) for i in range(threads)]
+    for t in pool:
+        t.start()
+    stop_at[0] = time.perf_counter() + seconds
+    start.wait()
+    for t in pool:
+        t.join()
+    flat = [x for lat in latencies for x in lat]
+    return len(flat) / seconds, flat
+
+
+def pct(values: list[float], p: float) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, int(len(values) * p))] * 1000
+
+
+class Floor:
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.proc = subprocess.Popen([sys.executable, str(ROOT / "bench" / "floor_server.py"), str(self.port)],
+                                     stdout=subprocess.PIPE)
+        assert self.proc.stdout.readline().strip() == b"ready"
+        self.channel = grpc.insecure_channel(f"127.0.0.1:{self.port}")
+        self.hold = self.channel.unary_unary("/floor.Floor/Hold")
+        self.settle = self.channel.unary_unary("/floor.Floor/Settle")
+
+    def call(self) -> None:
+        self.hold(PAYLOAD, timeout=5)
+        self.settle(PAYLOAD, timeout=5)
+
+    def stop(self) -> None:
+        self.channel.close()
+        self.proc.terminate()
+        self.proc.wait()
+
+
+def guarded(budget: Budget, agent: str):
+    def call() -> None:
+        with budget.guard(agent, estimate_usd="0.000001") as c:
+            c.record_usd("0.000001")
+
+    return call
+
+
+def daemon(body: str, store_url: str | None = None, name: str = "") -> DaemonProcess:
+    workdir = WORK / f"{name}{uuid.uuid4().hex[:6]}"
+    workdir.mkdir()
+    return DaemonProcess(workdir, body, store_url=store_url).start()
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def overspend(address: str) -> float:
+    budget = Budget(address)
+    barrier = threading.Barrier(64)
+
+    def worker() -> None:
+        barrier.wait()
+        while True:
+            try:
+                with budget.guard("capped", estimate_usd="0.01") as c:
+                    c.record_usd("0.01")
+            except (BudgetExceeded, AgentPaused):
+                return
+
+    pool = [threading.Thread(target=worker) for _ in range(64)]
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join()
+    spent = budget.status("capped").daily.spent_usd
+    return float((spent - 1) / 1 * 100)
+
+
+def agents_yaml(n: int) -> str:
+    return "agents:\n" + "".join(f"  agent-{i}: {{daily_usd: 1000, monthly_usd: 10000}}\n" for i in range(n))
+
+
+def main() -> None:
+    print(f"machine: {os.cpu_count()} cores, Python {platform.python_version()}, grpcio {grpc.__version__}, "
+          f"{platform.platform()}")
+    body = "defaults: {daily_usd: 1000000}\nagents:\n  capped: {daily_usd: 1.00}\n"
+    redis = RedisServer(WORK / "redis", "--appendonly", "yes", "--appendfsync", "everysec").start()
+    floor = Floor()
+    sqlite_d = daemon(body, name="sqlite")
+    redis_d = daemon(body, f"{redis.url}?prefix=b", name="redis")
+    targets = {"floor": floor.call, "sqlite": guarded(Budget(sqlite_d.address), "bench"),
+               "redis": guarded(Budget(redis_d.address), "bench")}
+    for call in targets.values():  # warm up connections and caches
+        drive(call, 4, 0.5)
+
+    rates: dict[tuple[str, int], list[float]] = {}
+    one_thread: dict[str, list[float]] = {}
+    for threads in (1, 8, 32):
+        for _ in range(2):  # alternate to cancel drift
+            for name, call in targets.items():
+                rate, lat = drive(call, threads)
+                rates.setdefault((name, threads), []).append(rate)
+                if threads == 1:
+                    one_thread.setdefault(name, []).extend(lat)
+
+    print("\nguarded calls per second (hold + settle), and the ratio to the floor in this run")
+    print(f"{'threads':>8} {'floor':>9} {'sqlite':>9} {'ratio':>6} {'redis':>9} {'ratio':>6}")
+    for threads in (1, 8, 32):
+        f, s, r = (statistics.mean(rates[(n, threads)]) for n in ("floor", "sqlite", "redis"))
+        print(f"{threads:>8} {f:>9.0f} {s:>9.0f} {s / f:>6.2f} {r:>9.0f} {r / f:>6.2f}")
+
+    print("\nlatency of one guarded call at 1 thread (ms)")
+    print(f"{'':>8} {'p50':>7} {'p99':>7} {'p50 / floor p50':>16}")
+    base = pct(one_thread["floor"], 0.5)
+    for name, lat in one_thread.items():
+        print(f"{name:>8} {pct(lat, 0.5):>7.3f} {pct(lat, 0.99):>7.3f} {pct(lat, 0.5) / base:>16.2f}")
+
+    print("\nconfigured agents (SQLite): config load, daemon RSS, p50 / p99 of a guarded call at 1 thread")
+    print(f"{'agents':>8} {'load s':>7} {'RSS MB':>7} {'p50 ms':>7} {'p99 ms':>7}")
+    for n in (10, 1000, 100_000):
+        text = agents_yaml(n)
+        started = time.perf_counter()
+        load_config_text(text)
+        load = time.perf_counter() - started
+        d = daemon(text, name=f"agents{n}")
+        call = guarded(Budget(d.address), f"agent-{n // 2}")
+        drive(call, 1, 0.5)
+        _, lat = drive(call, 1)
+        print(f"{n:>8} {load:>7.2f} {rss_mb(d.proc.pid):>7.0f} {pct(lat, 0.5):>7.3f} {pct(lat, 0.99):>7.3f}")
+        d.stop()
+
+    second = daemon(body, f"{redis.url}?prefix=b", name="redis2")
+    a, b = Budget(redis_d.address), Budget(second.address)
+    combined = []
+
+    def both(budget: Budget):
+        return lambda: guarded(budget, "bench")()
+
+    results = {}
+    threads = [threading.Thread(target=lambda k=k, bud=bud: results.__setitem__(k, drive(both(bud), 4)[0]))
+               for k, bud in (("a", a), ("b", b))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    combined = sum(results.values())
+    print(f"\ntwo replicas on one Redis, 4 threads each: {combined:.0f} guarded calls/s combined "
+          f"(one replica at 8 threads: {statistics.mean(rates[('redis', 8)]):.0f})")
+
+    print("\noverspend at 64 threads against a $1.00 cap at $0.01 a call")
+    for name, d in (("sqlite", sqlite_d), ("redis", redis_d)):
+        print(f"{name:>8}: {overspend(d.address):.1f}%")
+
+    for d in (sqlite_d, redis_d, second):
+        d.stop()
+    floor.stop()
+    redis.stop()
+
+
+if __name__ == "__main__":
+    main()
