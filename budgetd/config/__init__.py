@@ -6,6 +6,7 @@ config they had when ``load_config`` raises ``ConfigError``.
 
 from __future__ import annotations
 
+from decimal import Decimal
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -30,6 +31,8 @@ def load_config_text(text: str, source: str = "<config>", environ: dict[str, str
             message = e["msg"].removeprefix("Value error, ")
             if e["type"] == "extra_forbidden":
                 message = "unknown key"
+            elif isinstance(e.get("input"), (float, Decimal)) and not Decimal(e["input"]).is_finite():
+                message = f"must be a finite number, got {e['input']}"
             issues.append(Issue(dotted(loc), parsed.line_of(loc), message))
         raise ConfigError(source, issues) from None
 
