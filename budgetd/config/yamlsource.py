@@ -102,7 +102,7 @@ def _scalar(event: yaml.ScalarEvent):
     value = event.value
     if event.tag in _TAGS:
         return _TAGS[event.tag](value)
-    if event.style is not None or not event.implicit[0]:
+    if event.style or not event.implicit[0]:  # libyaml: plain is "" (None in pure PyYAML)
         return value  # quoted, or tagged
     if value in _NULLS:
         return None
