@@ -7,7 +7,6 @@ import io
 import json
 import signal
 import subprocess
-import threading
 import time
 import urllib.request
 from decimal import Decimal
@@ -18,7 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from fake_slack import FakeSlack
 from helpers import free_port, script
-from test_protocol_e2e import race
+from test_protocol_e2e import race_in_parallel
 
 D = Decimal
 
@@ -90,13 +89,7 @@ def test_a_bad_edit_is_refused_and_the_old_config_keeps_serving(start_daemon, ed
 def test_two_members_racing_one_group_cap_exactly_100_pass(start_daemon):
     daemon = start_daemon("agents:\n  'team-*': {daily_usd: 100}\n"
                           "groups:\n  team: {members: ['team-*'], daily_usd: 1.00}\n")
-    passed = []
-    threads = [threading.Thread(target=lambda a=a: passed.append(race(daemon.address, a, 32, "0.01")))
-               for a in ("team-a", "team-b")]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(180)
+    passed = race_in_parallel([(daemon.address, "team-a", 32), (daemon.address, "team-b", 32)])
     assert sum(passed) == 100
     st = Budget(daemon.address).status("team-a")
     assert st.groups[0].name == "team" and st.groups[0].daily.spent_usd == D("1.00")

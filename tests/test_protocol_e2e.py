@@ -43,6 +43,18 @@ def race(address: str, agent: str, threads: int, per_call_usd: str) -> int:
     return sum(passed)
 
 
+def race_in_parallel(runs: list[tuple[str, str, int]], per_call_usd: str = "0.01") -> list[int]:
+    """Several races at once, each (address, agent, threads): how many passed in each."""
+    passed: dict[int, int] = {}
+    pool = [threading.Thread(target=lambda i=i, r=r: passed.__setitem__(i, race(r[0], r[1], r[2], per_call_usd)))
+            for i, r in enumerate(runs)]
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join(180)
+    return [passed[i] for i in range(len(runs))]
+
+
 def test_64_threads_race_one_cap_exactly_100_pass(start_daemon):
     daemon = start_daemon('agents:\n  racer: {daily_usd: 1.00, monthly_usd: 5}\n')
     assert race(daemon.address, "racer", 64, "0.01") == 100

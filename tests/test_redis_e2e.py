@@ -14,7 +14,7 @@ from grpc_health.v1 import health_pb2
 
 from helpers import health_status
 from redis_servers import RedisServer
-from test_protocol_e2e import race
+from test_protocol_e2e import race_in_parallel
 
 D = Decimal
 CAP = "agents:\n  racer: {daily_usd: 1.00, monthly_usd: 5}\n"
@@ -23,13 +23,7 @@ CAP = "agents:\n  racer: {daily_usd: 1.00, monthly_usd: 5}\n"
 def test_two_daemons_on_one_redis_hold_one_cap_exactly(start_daemon, redis_server):
     url = f"{redis_server.url}?prefix=t{uuid.uuid4().hex[:8]}"
     first, second = start_daemon(CAP, store_url=url), start_daemon(CAP, store_url=url)
-    passed = []
-    threads = [threading.Thread(target=lambda a=a: passed.append(race(a, "racer", 32, "0.01")))
-               for a in (first.address, second.address)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(180)
+    passed = race_in_parallel([(first.address, "racer", 32), (second.address, "racer", 32)])
     assert sum(passed) == 100 and all(p > 0 for p in passed), passed
     for daemon in (first, second):
         st = Budget(daemon.address).status("racer")
@@ -40,13 +34,7 @@ def test_two_daemons_on_one_redis_hold_one_cap_exactly(start_daemon, redis_serve
 def test_the_same_runs_on_a_redis_cluster(start_daemon, redis_cluster):
     url = f"{redis_cluster.url}&prefix=t{uuid.uuid4().hex[:8]}"
     first, second = start_daemon(CAP, store_url=url), start_daemon(CAP, store_url=url)
-    passed = []
-    threads = [threading.Thread(target=lambda a=a: passed.append(race(a, "racer", 16, "0.01")))
-               for a in (first.address, second.address)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(180)
+    passed = race_in_parallel([(first.address, "racer", 16), (second.address, "racer", 16)])
     assert sum(passed) == 100
     assert Budget(second.address).status("racer").daily.spent_usd == D("1.00")
 
