@@ -8,8 +8,10 @@ atomic step.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 from zoneinfo import ZoneInfo
 
 from .config.resolve import AgentBudget
@@ -55,20 +57,76 @@ class Plan:
     # agent's (uncapped) hourly counter.
     limits: tuple[Limit, ...]
 
-    @property
+    # A plan is immutable and cached per agent (PlanCache), so what is derived
+    # from it is computed once: cached_property writes the instance's
+    # __dict__, which a frozen dataclass allows.
+    @functools.cached_property
     def scopes(self) -> tuple[Scope, ...]:
         return tuple(dict.fromkeys(limit.scope for limit in self.limits))
+
+    @functools.cached_property
+    def counters(self) -> tuple[tuple[str, str, str], ...]:
+        return tuple(limit.counter for limit in self.limits)
+
+    @functools.cached_property
+    def memo(self) -> dict:
+        """For a store's encodings of this plan (keys, arguments)."""
+        return {}
 
     def limit_for(self, scope_key: str, window: str) -> Limit | None:
         return next((lm for lm in self.limits if lm.scope.key == scope_key and lm.window.value == window), None)
 
 
 def make_plan(budget: AgentBudget, now: datetime, zone: ZoneInfo) -> Plan:
-    daily, monthly = current_periods(now, zone)
+    return _plan(budget, *current_periods(now, zone), period_of(Window.HOURLY, now, zone))
+
+
+def _plan(budget: AgentBudget, daily: Period, monthly: Period, hourly: Period) -> Plan:
     agent = Scope("agent", budget.agent_id)
     limits = [Limit(agent, daily, budget.daily_nanos), Limit(agent, monthly, budget.monthly_nanos)]
     for group in budget.groups:
         scope = Scope("group", group.name)
         limits += [Limit(scope, daily, group.daily_nanos), Limit(scope, monthly, group.monthly_nanos)]
-    limits.append(Limit(agent, period_of(Window.HOURLY, now, zone), None))
+    limits.append(Limit(agent, hourly, None))
     return Plan(budget.agent_id, budget.estimate_nanos, tuple(limits))
+
+
+class PlanCache:
+    """Plans by agent for the stretch of time in which none of the daily,
+    monthly and hourly periods changes (at most an hour).
+
+    A plan depends only on the agent's budget and on those periods, so within
+    the stretch it is computed once per agent instead of once per call (the
+    zone conversions were a tenth of the daemon's time under load). One cache
+    belongs to one config: a reload brings a new one.
+    """
+
+    def __init__(self, budget_of: Callable[[str], AgentBudget | None], zone: ZoneInfo,
+                 max_agents: int = 200_000) -> None:
+        self._budget_of = budget_of
+        self._zone = zone
+        self._max_agents = max_agents  # any id gets a plan under defaults: bound the memory
+        self._periods: tuple[Period, Period, Period] | None = None
+        self._valid_from = self._valid_until = datetime.min.replace(tzinfo=timezone.utc)
+        self._plans: dict[str, Plan] = {}
+
+    def get(self, agent_id: str, now: datetime) -> Plan | None:
+        """The agent's plan at ``now``; None when the config gives it no budget."""
+        if not self._valid_from <= now < self._valid_until:
+            self._enter(now)
+        plan = self._plans.get(agent_id)
+        if plan is None:
+            budget = self._budget_of(agent_id)
+            if budget is None:
+                return None
+            if len(self._plans) >= self._max_agents:
+                self._plans.clear()
+            plan = self._plans[agent_id] = _plan(budget, *self._periods)
+        return plan
+
+    def _enter(self, now: datetime) -> None:
+        periods = (*current_periods(now, self._zone), period_of(Window.HOURLY, now, self._zone))
+        self._periods = periods
+        self._valid_from = max(p.starts_at for p in periods)
+        self._valid_until = min(p.resets_at for p in periods)
+        self._plans = {}

@@ -22,7 +22,7 @@ from budgetd_client.v1 import budget_pb2_grpc as pb_grpc
 from . import wire
 from .auth import PermissionDenied, Unauthenticated, identify, require
 from .config import Config, Resolver
-from .plan import Plan, make_plan
+from .plan import Plan, PlanCache
 from .pricing import PriceTable, UnknownModel
 from .store import HoldRequest, Pricing, RequestConflict, SettleRequest, Store, StoreError, StoreRefused
 from .windows import current_periods
@@ -43,10 +43,12 @@ class Active:
     config: Config
     resolver: Resolver
     prices: PriceTable
+    plans: PlanCache
 
     @classmethod
     def of(cls, config: Config) -> Active:
-        return cls(config, Resolver(config), PriceTable(config))
+        resolver = Resolver(config)
+        return cls(config, resolver, PriceTable(config), PlanCache(resolver.budget, config.zone))
 
 
 def to_ms(when: datetime) -> int:
@@ -106,14 +108,13 @@ class Core:
         self.metrics = metrics
 
     def plan(self, agent_id: str, now: datetime) -> Plan:
-        budget = self.active.resolver.budget(agent_id)
-        if budget is None:
+        plan = self.active.plans.get(agent_id, now)
+        if plan is None:
             raise UnknownAgent(f"agent {agent_id!r} has no budget (and the config has no defaults)")
-        return make_plan(budget, now, self.active.config.zone)
+        return plan
 
     def plan_or_none(self, agent_id: str) -> Plan | None:
-        budget = self.active.resolver.budget(agent_id)
-        return None if budget is None else make_plan(budget, self.clock(), self.active.config.zone)
+        return self.active.plans.get(agent_id, self.clock())
 
     async def status(self, agent_id: str) -> pb.AgentStatus:
         plan = self.plan(agent_id, self.clock())

@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from dataclasses import dataclass
 from importlib import resources
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -68,6 +69,18 @@ def _script(name: str) -> str:
     return lua.joinpath("common.lua").read_text() + lua.joinpath(f"{name}.lua").read_text()
 
 
+@dataclass(frozen=True)
+class _Encoded:
+    """A plan's keys and fixed script arguments, for one store."""
+
+    tag: str
+    holds: str
+    pauses: tuple[str, ...]
+    counters: tuple[str, ...]
+    counters_json: str
+    day_and_groups: tuple[str, str]
+
+
 def _ms(when) -> int:
     return int(when.timestamp() * 1000)
 
@@ -90,6 +103,7 @@ class RedisStore(Store):
         self._known: set[str] = set()  # index entries this process already wrote
         self._indexing = asyncio.Lock()
         self._lease_ms = 60_000
+        self._identity = ("redis", object())  # this store's entries in Plan.memo
 
     # -- lifecycle ------------------------------------------------------------
     async def open(self) -> None:
@@ -143,29 +157,39 @@ class RedisStore(Store):
     def _pause_keys(self, tag: str, plan: Plan) -> list[str]:
         return [self._key(tag, "p", s.key) for s in plan.scopes]
 
-    def _limit_args(self, plan: Plan, counters, now_ms: int, check_caps: bool = True,
-                    notify_as: str | None = None, warn_at=()) -> list:
-        """Eight values per counter (see common.lua); caps only for counters in
-        a current period of the plan. Keys outlive their period by a retention.
+    def _limits_json(self, plan: Plan, counters, now_ms: int, check_caps: bool = True,
+                     notify_as: str | None = None, warn_at=()) -> str:
+        """The limits argument (see common.lua); caps only for counters in a
+        current period of the plan. Keys outlive their period by a retention.
         ``notify_as``: the agent whose change may warn or pause (None: a hold,
-        which never does)."""
+        which never does). Depends on ``now_ms`` only for counters of past
+        periods, so the common case is cached on the plan."""
+        memo_key = ("redis-limits", tuple(counters), check_caps, notify_as, tuple(warn_at))
+        cached = plan.memo.get(memo_key)
+        if cached is not None:
+            return cached
         scope_index = {s.key: i for i, s in enumerate(plan.scopes, start=1)}
-        args: list = []
+        entries, all_current = [], True
         for scope, window, period in counters:
             limit = plan.limit_for(scope, window)
             current = limit is not None and limit.period.key == period
+            all_current = all_current and current
             cap = limit.cap_nanos if check_caps and current and limit.cap_nanos is not None else -1
             ends = _ms(limit.period.resets_at) if current else now_ms
-            expire_at = ends + COUNTER_RETENTION_MS[window]
             reason = rules.cap_pause_reason(limit) if cap >= 0 else ""
-            pause_notice, warnings = "", "[]"
+            pause_notice, warnings = "", []
             if notify_as is not None and cap >= 0:
-                record = PauseRecord(scope, "cap", window, period, reason, now_ms)
+                # spent_nanos and at_ms are filled in by the script (common.lua emit)
+                record = PauseRecord(scope, "cap", window, period, reason, 0)
                 pause_notice = notices.paused_at_cap(notify_as, record, 0, cap).to_json()
-                warnings = json.dumps([[rules.threshold_nanos(cap, f), str(f),
-                                        notices.warning(notify_as, limit, f, 0, now_ms).to_json()] for f in warn_at])
-            args += [scope_index.get(scope, 1), window, period, cap, expire_at, reason, pause_notice, warnings]
-        return args
+                warnings = [[str(rules.threshold_nanos(cap, f)), str(f), notices.warning(notify_as, limit, f, 0, 0)
+                             .to_json()] for f in warn_at]
+            entries.append([str(scope_index.get(scope, 1)), window, period, str(cap),
+                            str(ends + COUNTER_RETENTION_MS[window]), reason, pause_notice, warnings])
+        encoded = json.dumps(entries)
+        if all_current:
+            plan.memo[memo_key] = encoded
+        return encoded
 
     async def _index(self, *entries: tuple[str, str]) -> None:
         """SADD to the listing/sweeping indexes, once per process per entry."""
@@ -180,26 +204,43 @@ class RedisStore(Store):
                     self._known.add(f"{key} {member}")
 
     # -- the atomic steps -------------------------------------------------------
+    def _encoded(self, plan: Plan) -> _Encoded:
+        """The plan's keys and fixed arguments, computed once per plan."""
+        encoded = plan.memo.get(self._identity)
+        if encoded is None:
+            tag = self._tag(plan)
+            encoded = plan.memo[self._identity] = _Encoded(
+                tag=tag,
+                holds=self._key(tag, "holds"),
+                pauses=tuple(self._pause_keys(tag, plan)),
+                counters=tuple(self._counter_key(tag, c) for c in plan.counters),
+                counters_json=json.dumps(plan.counters),
+                day_and_groups=tuple(_day_and_groups(plan.agent_id, plan.counters)),
+            )
+        return encoded
+
     async def _index_plan(self, plan: Plan, tag: str) -> None:
         """Before a hold or settle writes: the tag (so the sweeper and the
         deliverer find its holds and notices) and the agent's current periods
-        (so listings and the digest find its spend)."""
+        (so listings and the digest find its spend). Once per plan."""
+        done = (self._identity, "indexed")
+        if plan.memo.get(done):
+            return
         daily, monthly = plan.limits[0].period, plan.limits[1].period
         await self._index((f"{self.prefix}:tags", tag),
                           (f"{self.prefix}:seen:daily:{daily.key}", plan.agent_id),
                           (f"{self.prefix}:seen:monthly:{monthly.key}", plan.agent_id))
+        plan.memo[done] = True
 
     async def hold(self, req: HoldRequest) -> HoldResult:
         plan = req.plan
-        tag = self._tag(plan)
-        await self._index_plan(plan, tag)
-        counters = [lm.counter for lm in plan.limits]
-        pauses = self._pause_keys(tag, plan)
-        keys = [self._key(tag, "r", req.agent_id, req.request_id), self._key(tag, "holds"), *pauses,
-                *(self._counter_key(tag, c) for c in counters)]
+        enc = self._encoded(plan)
+        await self._index_plan(plan, enc.tag)
+        counters = plan.counters
+        keys = [self._key(enc.tag, "r", req.agent_id, req.request_id), enc.holds, *enc.pauses, *enc.counters]
         args = [req.agent_id, req.request_id, req.amount_nanos, req.now_ms, req.deadline_ms,
-                json.dumps(dict(req.tags)), json.dumps(counters), req.deadline_ms - req.now_ms + CALL_RETENTION_MS,
-                len(pauses), len(counters), *self._limit_args(plan, counters, req.now_ms)]
+                json.dumps(dict(req.tags)), enc.counters_json, req.deadline_ms - req.now_ms + CALL_RETENTION_MS,
+                len(enc.pauses), len(counters), self._limits_json(plan, counters, req.now_ms)]
         reply = await self._run("hold", keys, args)
         if reply[0] == "allowed":
             return HoldResult(True, int(reply[1]), int(reply[2]))
@@ -218,23 +259,25 @@ class RedisStore(Store):
 
     async def settle(self, req: SettleRequest) -> SettleResult:
         plan = req.plan
-        tag = self._tag(plan)
+        enc = self._encoded(plan)
+        tag = enc.tag
         await self._index_plan(plan, tag)
-        counters = [lm.counter for lm in plan.limits]
+        counters = plan.counters
+        counter_keys, counters_json, day_and_groups = enc.counters, enc.counters_json, enc.day_and_groups
+        pricing = json.dumps(vars(req.pricing)) if req.pricing else ""
         for _ in range(2):  # a second pass when the hold was made in earlier periods
-            pauses = self._pause_keys(tag, plan)
-            keys = [self._key(tag, "r", req.agent_id, req.request_id), self._key(tag, "holds"),
-                    self._key(tag, "ledger"), self._key(tag, "outbox"), *pauses,
-                    *(self._counter_key(tag, c) for c in counters)]
-            pricing = json.dumps(vars(req.pricing)) if req.pricing else ""
+            keys = [self._key(tag, "r", req.agent_id, req.request_id), enc.holds, self._key(tag, "ledger"),
+                    self._key(tag, "outbox"), *enc.pauses, *counter_keys]
             args = [req.agent_id, req.request_id, -1 if req.actual_nanos is None else req.actual_nanos, req.now_ms,
-                    json.dumps(dict(req.tags)), json.dumps(counters), plan.estimate_nanos, CALL_RETENTION_MS,
-                    len(pauses), len(counters), LEDGER_MAXLEN, pricing, *_day_and_groups(req.agent_id, counters),
-                    *self._limit_args(plan, counters, req.now_ms, notify_as=req.agent_id, warn_at=req.warn_at)]
+                    json.dumps(dict(req.tags)), counters_json, plan.estimate_nanos, CALL_RETENTION_MS,
+                    len(enc.pauses), len(counters), LEDGER_MAXLEN, pricing, *day_and_groups,
+                    self._limits_json(plan, counters, req.now_ms, notify_as=req.agent_id, warn_at=req.warn_at)]
             reply = await self._run("settle", keys, args)
             if reply[0] != "rekey":
                 break
             counters = [tuple(c) for c in json.loads(reply[1])]
+            counter_keys = [self._counter_key(tag, c) for c in counters]
+            counters_json, day_and_groups = json.dumps(counters), _day_and_groups(req.agent_id, counters)
         if reply[0] == "duplicate":
             return SettleResult(int(reply[1]), duplicate=True)
         paused = []
@@ -281,7 +324,7 @@ class RedisStore(Store):
                 *(self._counter_key(tag, c) for c in counters)]
         args = [agent_id, request_id, now_ms, 1 if charge else 0, stored, len(pauses), len(counters), LEDGER_MAXLEN,
                 *_day_and_groups(agent_id, counters),
-                *self._limit_args(plan, counters, now_ms, check_caps=charge, notify_as=agent_id)]
+                self._limits_json(plan, counters, now_ms, check_caps=charge, notify_as=agent_id)]
         return 1 if (await self._run("expire", keys, args))[0] == "expired" else 0
 
     async def pause(self, plan: Plan, reason: str, now_ms: int) -> None:

@@ -1,9 +1,8 @@
 -- Expire one hold past its deadline: release it, or charge it as spent.
 -- KEYS: call, holds (zset), ledger (stream), outbox (stream), S pause hashes, L counters.
 -- ARGV: agent, request id, now ms, charge (1/0), counters json, S, L,
---       ledger maxlen, day, groups json, then L x 8 limit args (common.lua).
+--       ledger maxlen, day, groups json, limits json (common.lua).
 local S, L = tonumber(ARGV[6]), tonumber(ARGV[7])
-local FIRST = 10
 local member = ARGV[1] .. ' ' .. ARGV[2]
 
 local state = redis.call('HGET', KEYS[1], 'state')
@@ -17,7 +16,7 @@ if redis.call('HGET', KEYS[1], 'counters') ~= ARGV[5] then return {'skip'} end
 local held = redis.call('HGET', KEYS[1], 'held')
 local charged = '0'
 if ARGV[4] == '1' then charged = held end
-charge(4 + S, 4, KEYS[4], FIRST, L, charged, string.format('%d', -tonumber(held)), ARGV[3])
+charge(4 + S, 4, KEYS[4], cjson.decode(ARGV[11]), charged, string.format('%d', -tonumber(held)), ARGV[3])
 redis.call('HSET', KEYS[1], 'state', 'expired', 'charged', charged, 'ended', ARGV[3])
 redis.call('ZREM', KEYS[2], member)
 if charged ~= '0' then

@@ -1,9 +1,9 @@
 -- Hold an amount on every counter of a plan, or refuse: one atomic step.
 -- KEYS: call, holds (zset), S pause hashes (one per scope), L counters.
 -- ARGV: agent, request id, amount, now ms, deadline ms, tags json,
---       counters json, call ttl ms, S, L, then L x 8 limit args (common.lua).
+--       counters json, call ttl ms, S, L, limits json (common.lua).
 local S, L = tonumber(ARGV[9]), tonumber(ARGV[10])
-local FIRST = 10
+local LIMITS = cjson.decode(ARGV[11])
 
 local state = redis.call('HGET', KEYS[1], 'state')
 if state then
@@ -19,7 +19,7 @@ local function balance(i)
 end
 
 local function left(i)
-  local cap = tonumber(limit_arg(FIRST, i, 4))
+  local cap = tonumber(LIMITS[i][4])
   if cap < 0 then return '0' end
   local spent, reserved = balance(i)
   return string.format('%d', math.max(0, cap - spent - reserved))
@@ -30,14 +30,14 @@ for s = 1, S do  -- manual pauses first
   if v then return {'paused', tostring(s), '0', v, '0'} end
 end
 for i = 1, L do  -- then cap pauses of the current periods
-  local s = tonumber(limit_arg(FIRST, i, 1))
-  local v = redis.call('HGET', KEYS[2 + s], limit_arg(FIRST, i, 2) .. ':' .. limit_arg(FIRST, i, 3))
+  local s = tonumber(LIMITS[i][1])
+  local v = redis.call('HGET', KEYS[2 + s], LIMITS[i][2] .. ':' .. LIMITS[i][3])
   if v then return {'paused', tostring(s), tostring(i), v, left(i)} end
 end
 
 local amount = tonumber(ARGV[3])
 for i = 1, L do
-  local cap = tonumber(limit_arg(FIRST, i, 4))
+  local cap = tonumber(LIMITS[i][4])
   if cap >= 0 then
     local spent, reserved = balance(i)
     if spent + reserved + amount > cap then
@@ -48,7 +48,7 @@ end
 
 for i = 1, L do
   redis.call('HINCRBY', KEYS[2 + S + i], 'reserved', ARGV[3])
-  redis.call('PEXPIREAT', KEYS[2 + S + i], limit_arg(FIRST, i, 5))
+  redis.call('PEXPIREAT', KEYS[2 + S + i], LIMITS[i][5])
 end
 redis.call('HSET', KEYS[1], 'state', 'held', 'held', ARGV[3], 'charged', '0', 'counters', ARGV[7],
            'tags', ARGV[6], 'created', ARGV[4], 'deadline', ARGV[5])

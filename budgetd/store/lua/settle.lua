@@ -3,9 +3,8 @@
 -- KEYS: call, holds (zset), ledger (stream), outbox (stream), S pause hashes, L counters.
 -- ARGV: agent, request id, actual (-1: the amount held), now ms, tags json,
 --       counters json, estimate (no hold), call ttl ms, S, L, ledger maxlen,
---       pricing json, day, groups json, then L x 8 limit args (common.lua).
+--       pricing json, day, groups json, limits json (common.lua).
 local S, L = tonumber(ARGV[9]), tonumber(ARGV[10])
-local FIRST = 14
 
 local state = redis.call('HGET', KEYS[1], 'state')
 if state == 'settled' then
@@ -34,7 +33,7 @@ end
 local reserved_delta = '0'
 if state == 'held' then reserved_delta = string.format('%d', -held) end
 local spent_delta = string.format('%d', amount - charged)
-local started = charge(4 + S, 4, KEYS[4], FIRST, L, spent_delta, reserved_delta, ARGV[4])
+local started = charge(4 + S, 4, KEYS[4], cjson.decode(ARGV[15]), spent_delta, reserved_delta, ARGV[4])
 
 redis.call('HSET', KEYS[1], 'state', 'settled', 'charged', string.format('%d', amount), 'tags', tags,
            'ended', ARGV[4])
