@@ -7,12 +7,12 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 RUN_DIR := $(CURDIR)/var
 
-.PHONY: install run test bench generate check-generated clean
+.PHONY: install run test bench profile generate check-generated clean
 
 $(STAMP): pyproject.toml client/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e ./client -e '.[test]'
+	$(BIN)/pip install --quiet -e ./client -e '.[test,bench]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -40,3 +40,7 @@ clean:
 # Benchmarks (not tests): budgetd against the bare gRPC floor, side by side.
 bench: $(STAMP)
 	$(BIN)/python bench/bench.py
+
+# Where the daemon's time goes under load (py-spy; PROFILE_STORE=redis for Redis).
+profile: $(STAMP)
+	$(BIN)/python bench/profile.py

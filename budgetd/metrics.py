@@ -29,6 +29,16 @@ class Metrics:
         self.reloads = Counter("budgetd_config_reloads", "Config reloads by outcome", ["outcome"], registry=r)
         self.generation = Gauge("budgetd_config_generation", "Generation of the config in force", registry=r)
         self._server = None
+        # labels() takes a lock and validates on every call: the hot path
+        # keeps the children it uses.
+        self.holds_allowed = self.holds.labels("allowed", "")
+        self._latency_of: dict[str, object] = {}
+
+    def rpc_latency_of(self, method: str):
+        child = self._latency_of.get(method)
+        if child is None:
+            child = self._latency_of[method] = self.rpc_latency.labels(method)
+        return child
 
     def serve(self, listen: str) -> int:
         host, port = listen.rsplit(":", 1)

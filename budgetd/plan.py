@@ -9,6 +9,7 @@ atomic step.
 from __future__ import annotations
 
 import functools
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -67,6 +68,11 @@ class Plan:
     @functools.cached_property
     def counters(self) -> tuple[tuple[str, str, str], ...]:
         return tuple(limit.counter for limit in self.limits)
+
+    @functools.cached_property
+    def counters_json(self) -> str:
+        """The counters as stored with a hold (JSON [[scope, window, period], ...])."""
+        return json.dumps(self.counters)
 
     @functools.cached_property
     def memo(self) -> dict:

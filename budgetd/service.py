@@ -93,7 +93,7 @@ def rpc(method=None, *, admin: bool = False):
                 await context.abort(code, f"store unavailable: {err}")
             await context.abort(code, str(err))
         finally:
-            metrics.rpc_latency.labels(name).observe(time.perf_counter() - started)
+            metrics.rpc_latency_of(name).observe(time.perf_counter() - started)
 
     return wrapper
 
@@ -147,7 +147,7 @@ class BudgetService(pb_grpc.BudgetServicer):
             HoldRequest(request_id, agent_id, amount, plan, to_ms(now), to_ms(now + ttl), tags)
         )
         if result.allowed:
-            self.core.metrics.holds.labels("allowed", "").inc()
+            self.core.metrics.holds_allowed.inc()
             return pb.AuthorizeResponse(
                 decision=pb.DECISION_ALLOWED,
                 held_nanos=result.held_nanos,

@@ -65,6 +65,8 @@ class GroupCommitter:
 
 
 def _transaction(conn: sqlite3.Connection, batch) -> list[tuple[bool, Any]]:
+    if len(batch) == 1:
+        return [_alone(conn, batch[0][0])]
     outcomes: list[tuple[bool, Any]] = []
     conn.execute("BEGIN IMMEDIATE")
     try:
@@ -74,7 +76,7 @@ def _transaction(conn: sqlite3.Connection, batch) -> list[tuple[bool, Any]]:
                 outcomes.append((True, op(conn)))
             except Exception as err:
                 conn.execute("ROLLBACK TO op")
-                outcomes.append((False, err if not isinstance(err, sqlite3.Error) else StoreError(f"sqlite: {err}")))
+                outcomes.append((False, _error(err)))
             conn.execute("RELEASE op")
         conn.execute("COMMIT")
     except BaseException:
@@ -82,3 +84,25 @@ def _transaction(conn: sqlite3.Connection, batch) -> list[tuple[bool, Any]]:
             conn.execute("ROLLBACK")
         raise
     return outcomes
+
+
+def _alone(conn: sqlite3.Connection, op: Operation) -> tuple[bool, Any]:
+    """A batch of one needs no savepoint: its failure rolls back the whole
+    transaction (two statements fewer, the common case at low load)."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        try:
+            value = op(conn)
+        except Exception as err:
+            conn.execute("ROLLBACK")
+            return False, _error(err)
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return True, value
+
+
+def _error(err: Exception) -> Exception:
+    return err if not isinstance(err, sqlite3.Error) else StoreError(f"sqlite: {err}")

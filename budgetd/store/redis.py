@@ -214,7 +214,7 @@ class RedisStore(Store):
                 holds=self._key(tag, "holds"),
                 pauses=tuple(self._pause_keys(tag, plan)),
                 counters=tuple(self._counter_key(tag, c) for c in plan.counters),
-                counters_json=json.dumps(plan.counters),
+                counters_json=plan.counters_json,
                 day_and_groups=tuple(_day_and_groups(plan.agent_id, plan.counters)),
             )
         return encoded

@@ -133,12 +133,27 @@ _AFTER_MIGRATION = {
         "created_ms, deadline_ms, ended_ms FROM calls_v2", "DROP TABLE calls_v2"],
 }
 
-_ADD_SPENT = """
-INSERT INTO counters (scope, win, period, spent_nanos, reserved_nanos) VALUES (?, ?, ?, ?, ?)
-ON CONFLICT DO UPDATE SET spent_nanos = spent_nanos + excluded.spent_nanos,
-                          reserved_nanos = reserved_nanos + excluded.reserved_nanos
-RETURNING spent_nanos
-"""
+def _add_spent_sql(rows: int) -> str:
+    """One statement for every counter of a step (one row each)."""
+    return (
+        "INSERT INTO counters (scope, win, period, spent_nanos, reserved_nanos) VALUES "
+        + ", ".join(["(?, ?, ?, ?, ?)"] * rows)
+        + " ON CONFLICT DO UPDATE SET spent_nanos = spent_nanos + excluded.spent_nanos,"
+        " reserved_nanos = reserved_nanos + excluded.reserved_nanos"
+        " RETURNING scope, win, period, spent_nanos"
+    )
+
+
+_ADD_SPENT = [_add_spent_sql(n) for n in range(9)]  # statements for up to 8 counters, built once
+
+
+def _add_spent(conn: sqlite3.Connection, counters, spent_delta: int, reserved_delta: int) -> dict[Counter, int]:
+    """Add the deltas to every counter; their spend after."""
+    if not counters:
+        return {}
+    sql = _ADD_SPENT[len(counters)] if len(counters) < len(_ADD_SPENT) else _add_spent_sql(len(counters))
+    rows = conn.execute(sql, [v for c in counters for v in (*c, spent_delta, reserved_delta)]).fetchall()
+    return {(scope, win, period): spent for scope, win, period, spent in rows}
 
 
 def sqlite_path(url: str) -> tuple[str, dict[str, str]]:
@@ -420,18 +435,22 @@ def _hold(conn: sqlite3.Connection, req: HoldRequest) -> HoldResult:
         if state == "held":  # a retry of a hold that went through
             return HoldResult(True, held, deadline)
         raise RequestConflict(f"request_id {req.request_id} was already {state}")
-    counters = [limit.counter for limit in req.plan.limits]
+    counters = req.plan.counters
     denial = rules.refuse_hold(req.plan, _balances(conn, counters), _pauses(conn, req.plan), req.amount_nanos)
     if denial is not None:
         return HoldResult(False, denial=denial)
-    conn.executemany(_ADD_SPENT, [(*counter, 0, req.amount_nanos) for counter in counters])
+    _add_spent(conn, counters, 0, req.amount_nanos)
     conn.execute(
         "INSERT INTO calls (request_id, agent_id, state, held_nanos, counters, tags, created_ms, deadline_ms) "
         "VALUES (?, ?, 'held', ?, ?, ?, ?, ?)",
-        (req.request_id, req.agent_id, req.amount_nanos, json.dumps(counters), json.dumps(dict(req.tags)),
+        (req.request_id, req.agent_id, req.amount_nanos, req.plan.counters_json, _tags_json(req.tags),
          req.now_ms, req.deadline_ms),
     )
     return HoldResult(True, req.amount_nanos, req.deadline_ms)
+
+
+def _tags_json(tags) -> str:
+    return json.dumps(dict(tags)) if tags else "{}"
 
 
 def _notify(conn: sqlite3.Connection, notice: Notice) -> bool:
@@ -447,11 +466,13 @@ def _charge(conn, plan: Plan | None, counters, spent_delta: int, reserved_delta:
     """Apply the deltas to every counter; warn at each threshold crossed and
     pause each window brought to its cap, with their notices, in this step."""
     started = []
+    if plan is None:
+        _add_spent(conn, counters, spent_delta, reserved_delta)
+        return ()
+    spent_after = _add_spent(conn, counters, spent_delta, reserved_delta)
     for counter in counters:
         counter = tuple(counter)
-        (spent,) = conn.execute(_ADD_SPENT, (*counter, spent_delta, reserved_delta)).fetchone()
-        if plan is None:
-            continue
+        spent = spent_after[counter]
         for fraction in rules.warnings_crossed(plan, counter, spent - spent_delta, spent, warn_at):
             _notify(conn, notices.warning(agent_id, plan.limit_for(*counter[:2]), fraction, spent, now_ms))
         limit = rules.cap_reached(plan, counter, spent)
@@ -493,12 +514,12 @@ def _settle(conn: sqlite3.Connection, req: SettleRequest) -> SettleResult:
     ).fetchone()
     if row is None:  # no hold (fail-open, or a hold this store never saw): charge the current windows
         amount = req.actual_nanos if req.actual_nanos is not None else req.plan.estimate_nanos
-        counters = [limit.counter for limit in req.plan.limits]
-        tags = json.dumps(dict(req.tags))
+        counters = req.plan.counters
+        tags = _tags_json(req.tags)
         conn.execute(
             "INSERT INTO calls (request_id, agent_id, state, held_nanos, charged_nanos, counters, tags, created_ms, "
             "deadline_ms, ended_ms) VALUES (?, ?, 'settled', 0, ?, ?, ?, ?, ?, ?)",
-            (req.request_id, req.agent_id, amount, json.dumps(counters), tags, req.now_ms, req.now_ms, req.now_ms),
+            (req.request_id, req.agent_id, amount, req.plan.counters_json, tags, req.now_ms, req.now_ms, req.now_ms),
         )
         paused = _charge(conn, req.plan, counters, amount, 0, req.now_ms, req.agent_id, req.warn_at)
         _ledger(conn, req.request_id, req.agent_id, "settle", amount, tags, None, req.now_ms, counters, req.pricing)
@@ -507,7 +528,7 @@ def _settle(conn: sqlite3.Connection, req: SettleRequest) -> SettleResult:
     if state == "settled":
         return SettleResult(charged, duplicate=True)
     amount = req.actual_nanos if req.actual_nanos is not None else held
-    tags = json.dumps({**json.loads(tags_json), **req.tags})
+    tags = json.dumps({**json.loads(tags_json), **req.tags}) if req.tags else tags_json
     # held: the reservation goes, the cost comes. released: only the cost.
     # expired: the cost minus what the expiry already charged (counted once).
     reserved_delta = -held if state == "held" else 0
