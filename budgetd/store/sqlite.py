@@ -4,7 +4,9 @@ WAL mode with synchronous=NORMAL: a committed transaction survives a crash
 of the process (kill -9); the last commits may roll back on power loss
 (use ``?synchronous=full`` in the URL to fsync every commit). Every
 operation below runs inside a group-commit transaction (see batching.py),
-so each is atomic and acknowledged only after COMMIT.
+so each is atomic and acknowledged only after COMMIT. Under NORMAL, holds,
+settles and status reads run on the event loop, everything else on
+aiosqlite's connection thread.
 """
 
 from __future__ import annotations
@@ -180,15 +182,21 @@ class SqliteStore(Store):
         Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         self._lock_file = _own_exclusively(self.path)
         try:
-            self._db = await aiosqlite.connect(self.path, isolation_level=None)
+            # Without fsync on commit, quick batches run on the event loop
+            # (see batching.py); the connection is then used from two threads,
+            # one at a time.
+            inline = self._synchronous == "NORMAL"
+            self._db = await aiosqlite.connect(self.path, isolation_level=None, check_same_thread=not inline)
             await self._db.execute("PRAGMA journal_mode=WAL")
             await self._db.execute(f"PRAGMA synchronous={self._synchronous}")
             await self._db.execute("PRAGMA busy_timeout=5000")
+            if inline:
+                await self._db.execute("PRAGMA wal_autocheckpoint=0")  # the committer checkpoints off the loop
             await self._migrate()
         except sqlite3.Error as err:
             await self.close()
             raise StoreError(f"sqlite {self.path}: {err}") from err
-        self._committer = GroupCommitter(self._db)
+        self._committer = GroupCommitter(self._db, inline=inline)
 
     async def _migrate(self) -> None:
         (version,) = await (await self._db.execute("PRAGMA user_version")).fetchone()
@@ -204,6 +212,7 @@ class SqliteStore(Store):
         await self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
     async def close(self) -> None:
+        self._committer = None  # nothing new starts on the connection
         if self._db is not None:
             await self._db.close()
             self._db = None
@@ -212,22 +221,23 @@ class SqliteStore(Store):
             self._lock_file = None
 
     async def ping(self) -> None:
-        await self._run(lambda conn: conn.execute("SELECT 1").fetchone())
+        await self._run(lambda conn: conn.execute("SELECT 1").fetchone(), quick=True)
 
-    async def _run(self, op):
+    async def _run(self, op, quick: bool = False):
+        """``quick``: a few rows by key (may run on the event loop)."""
         if self._committer is None:
             raise StoreError("the store is closed")
-        return await self._committer.run(op)
+        return await self._committer.run(op, quick)
 
     # -- the atomic steps -------------------------------------------------------
     async def hold(self, req: HoldRequest) -> HoldResult:
-        return await self._run(lambda conn: _hold(conn, req))
+        return await self._run(lambda conn: _hold(conn, req), quick=True)
 
     async def settle(self, req: SettleRequest) -> SettleResult:
-        return await self._run(lambda conn: _settle(conn, req))
+        return await self._run(lambda conn: _settle(conn, req), quick=True)
 
     async def release(self, request_id: str, plan: Plan, now_ms: int) -> bool:
-        return await self._run(lambda conn: _release(conn, request_id, plan.agent_id))
+        return await self._run(lambda conn: _release(conn, request_id, plan.agent_id), quick=True)
 
     async def expire(self, now_ms: int, charge: bool, plan_for: PlanFor) -> int:
         return await self._run(lambda conn: _expire(conn, now_ms, charge, plan_for))
@@ -373,7 +383,7 @@ class SqliteStore(Store):
             "AND spent_nanos > 0 ORDER BY spent_nanos DESC, scope LIMIT ?", (window, period, limit)).fetchall()])
 
     async def read(self, plan: Plan) -> Readout:
-        return await self._run(lambda conn: Readout(_balances(conn, [lm.counter for lm in plan.limits]), _pauses(conn, plan)))
+        return await self._run(lambda conn: Readout(_balances(conn, plan.counters), _pauses(conn, plan)), quick=True)
 
     async def active_agents(self, daily_period: str, monthly_period: str) -> list[str]:
         def query(conn):
