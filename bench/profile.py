@@ -32,8 +32,8 @@ HERE = Path(__file__).resolve().parent
 def part_of(frames: list[str]) -> str:
     """The part of the daemon a sample is charged to: the innermost budgetd
     frame's module, or what runs without one (gRPC's completions, the loop)."""
-    if any("aiosqlite/core.py" in f for f in frames):
-        return "SQLite connection thread (aiosqlite: the store's SQL and commits)"
+    if any("_connection_worker_thread" in f for f in frames):
+        return "SQLite connection thread (aiosqlite: long store operations, checkpoints)"
     for frame in reversed(frames):
         if "budgetd/" in frame and "budgetd/__main__" not in frame and "budgetd/cli/" not in frame:
             module = frame.rsplit("(", 1)[1].split(":", 1)[0]

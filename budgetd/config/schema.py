@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from decimal import Decimal
 from typing import Annotated, Literal
@@ -18,6 +19,7 @@ GLOB_CHARS = re.compile(r"[*?\[]")
 _PATTERN_SYNTAX = re.compile(r"[A-Za-z0-9._:/@+=*?\[\]!-]+")
 
 
+@functools.lru_cache(maxsize=4096)  # a big config repeats its amounts
 def _usd(value: Decimal) -> Decimal:
     if not value.is_finite():
         raise ValueError("must be a finite number")

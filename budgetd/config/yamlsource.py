@@ -95,15 +95,24 @@ _FLOAT = re.compile(r"[-+]?([0-9][0-9_]*)?\.[0-9_]*([eE][-+]?[0-9]+)?|[-+]?[0-9]
 _TAGS = {"tag:yaml.org,2002:str": str, "tag:yaml.org,2002:int": int, "tag:yaml.org,2002:float": Decimal}
 
 
-def _scalar(event: yaml.ScalarEvent):
+def _scalar(event: yaml.ScalarEvent, plain_seen: dict):
     """YAML 1.1 plain scalars as PyYAML's safe loader reads them, except that
     numbers with a fraction become Decimal, and times ("09:00") and dates stay
-    strings (no field here is a time or a date)."""
+    strings (no field here is a time or a date). ``plain_seen``: the plain
+    scalars read so far and their values (all immutable): a big file repeats
+    its keys and amounts."""
     value = event.value
     if event.tag in _TAGS:
         return _TAGS[event.tag](value)
     if event.style or not event.implicit[0]:  # libyaml: plain is "" (None in pure PyYAML)
         return value  # quoted, or tagged
+    known = plain_seen.get(value, _NO_KEY)
+    if known is _NO_KEY:
+        known = plain_seen[value] = _plain(value)
+    return known
+
+
+def _plain(value: str):
     if value in _NULLS:
         return None
     if value in _BOOLS:
@@ -120,6 +129,11 @@ def _scalar(event: yaml.ScalarEvent):
 
 
 class _Builder:
+    """Builds the data from the events in one loop. The innermost open
+    container's state lives in local variables (a 100,000-agent file is
+    about 700,000 events, so every attribute lookup and call per event
+    shows in the load time); enclosing ones wait on a stack."""
+
     def __init__(self, lines: dict[Path, int], issues: list[Issue], environ) -> None:
         self.lines = lines
         self.issues = issues
@@ -127,80 +141,80 @@ class _Builder:
         self.anchors: dict[str, object] = {}
 
     def run(self, events, result: Source) -> None:
-        # Each open container: [value, path, pending key (mappings), anchor, merges, key line]
-        stack: list[list] = []
-        root_set = False
-
-        def add(value, line: int) -> None:
-            nonlocal root_set
-            if not stack:
-                result.data, root_set = value, True
-                return
-            top = stack[-1]
-            container, path = top[0], top[1]
-            if isinstance(container, list):
-                self.lines.setdefault(path + (len(container),), line)
-                container.append(value)
-                return
-            if top[2] is _NO_KEY:  # a key
-                key = value
-                if not isinstance(key, (str, int)) or isinstance(key, bool):
-                    self.issues.append(Issue(dotted(path), line, f"key {key!r} must be a string"))
-                    key = f"<{key!r}>"
-                key = str(key)
-                if key in container or (key in top[6] and key != "<<"):
-                    self.issues.append(Issue(dotted(path + (key,)), line, "duplicate key"))
-                top[2], top[5] = key, line
-                top[6].add(key)
-                return
-            key, top[2] = top[2], _NO_KEY
-            if key == "<<":  # merge keys: applied when the mapping ends
-                top[4].extend(value if isinstance(value, list) else [value])
-                return
-            self.lines[path + (key,)] = top[5]
-            container[key] = value
+        lines, issues, environ, anchors = self.lines, self.issues, self.environ, self.anchors
+        scalar_event, alias_event = yaml.ScalarEvent, yaml.AliasEvent
+        map_start, seq_start = yaml.MappingStartEvent, yaml.SequenceStartEvent
+        map_end, seq_end = yaml.MappingEndEvent, yaml.SequenceEndEvent
+        stack: list[tuple] = []  # the enclosing containers' states
+        # The innermost open container (None at the top level), its path, the
+        # key waiting for its value (mappings), its anchor, its merge keys'
+        # values, and the line of the waiting key.
+        container: dict | list | None = None
+        is_map, path, key, anchor, merges, key_line = False, (), _NO_KEY, None, [], 0
+        root: object = _NO_KEY
+        plain_seen: dict = {}
 
         for event in events:
+            kind = type(event)
             line = event.start_mark.line + 1
-            if isinstance(event, yaml.ScalarEvent):
-                value = _scalar(event)
-                if isinstance(value, str) and "${" in value and stack and stack[-1][2] is not _NO_KEY:
-                    top = stack[-1]
-                    value = _substitute(value, top[1] + (top[2],), line, self.issues, self.environ)
-                elif isinstance(value, str) and "${" in value and stack and isinstance(stack[-1][0], list):
-                    value = _substitute(value, stack[-1][1], line, self.issues, self.environ)
+            if kind is scalar_event:
+                value = _scalar(event, plain_seen)
+                if type(value) is str and "${" in value and container is not None:
+                    if not is_map:
+                        value = _substitute(value, path, line, issues, environ)
+                    elif key is not _NO_KEY:
+                        value = _substitute(value, path + (key,), line, issues, environ)
                 if event.anchor:
-                    self.anchors[event.anchor] = value
-                add(value, line)
-            elif isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
-                path = self._child_path(stack)
-                self.lines.setdefault(path, line)
-                container = {} if isinstance(event, yaml.MappingStartEvent) else []
-                stack.append([container, path, _NO_KEY, event.anchor, [], line, set()])
-            elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
-                container, _, _, anchor, merges, _, _ = stack.pop()
+                    anchors[event.anchor] = value
+            elif kind is map_start or kind is seq_start:
+                if container is None:
+                    child = ()
+                elif not is_map:
+                    child = path + (len(container),)
+                else:
+                    child = path + (key,) if key is not _NO_KEY else path
+                lines.setdefault(child, line)
+                stack.append((container, is_map, path, key, anchor, merges, key_line))
+                is_map = kind is map_start
+                container, path, key, anchor, merges = ({} if is_map else []), child, _NO_KEY, event.anchor, []
+                continue
+            elif kind is map_end or kind is seq_end:
+                value = container
                 for merged in merges:
                     if isinstance(merged, dict):
                         for k, v in merged.items():
-                            container.setdefault(k, v)
+                            value.setdefault(k, v)
                 if anchor:
-                    self.anchors[anchor] = container
-                add(container, line)
-            elif isinstance(event, yaml.AliasEvent):
-                if event.anchor not in self.anchors:
-                    self.issues.append(Issue("", line, f"unknown alias *{event.anchor}"))
-                add(self.anchors.get(event.anchor), line)
-        if not root_set:
-            result.data = {}
+                    anchors[anchor] = value
+                container, is_map, path, key, anchor, merges, key_line = stack.pop()
+            elif kind is alias_event:
+                if event.anchor not in anchors:
+                    issues.append(Issue("", line, f"unknown alias *{event.anchor}"))
+                value = anchors.get(event.anchor)
+            else:  # stream and document events
+                continue
 
-    @staticmethod
-    def _child_path(stack) -> Path:
-        if not stack:
-            return ()
-        top = stack[-1]
-        if isinstance(top[0], list):
-            return top[1] + (len(top[0]),)
-        return top[1] + ((top[2],) if top[2] is not _NO_KEY else ())
+            # Place the value in the innermost container.
+            if container is None:
+                root = value
+            elif not is_map:
+                lines.setdefault(path + (len(container),), line)
+                container.append(value)
+            elif key is _NO_KEY:  # the value is a key
+                if not isinstance(value, (str, int)) or isinstance(value, bool):
+                    issues.append(Issue(dotted(path), line, f"key {value!r} must be a string"))
+                    value = f"<{value!r}>"
+                key, key_line = str(value), line
+                if key in container:  # every key but "<<" is in the container once its value came
+                    issues.append(Issue(dotted(path + (key,)), line, "duplicate key"))
+            elif key == "<<":  # merge keys: applied when the mapping ends
+                merges.extend(value if isinstance(value, list) else [value])
+                key = _NO_KEY
+            else:
+                lines[path + (key,)] = key_line
+                container[key] = value
+                key = _NO_KEY
+        result.data = {} if root is _NO_KEY else root
 
 
 _NO_KEY = object()
