@@ -61,6 +61,19 @@ def drive(call, threads: int, seconds: float = SECONDS) -> tuple[float, list[flo
     return len(flat) / seconds, flat
 
 
+def interleaved(calls: dict, seconds: float) -> dict[str, list[float]]:
+    """One thread calling each target in turn, call by call: every target's
+    latencies are taken at the same moments of a machine whose speed drifts."""
+    latencies: dict[str, list[float]] = {name: [] for name in calls}
+    stop_at = time.perf_counter() + seconds
+    while time.perf_counter() < stop_at:
+        for name, call in calls.items():
+            started = time.perf_counter()
+            call()
+            latencies[name].append(time.perf_counter() - started)
+    return latencies
+
+
 def timed(fn, *args) -> float:
     started = time.perf_counter()
     fn(*args)
@@ -153,14 +166,11 @@ def main() -> None:
         drive(call, 4, 0.5)
 
     rates: dict[tuple[str, int], list[float]] = {}
-    one_thread: dict[str, list[float]] = {}
     for threads in (1, 8, 32):
         for _ in range(2):  # alternate to cancel drift
             for name, call in targets.items():
-                rate, lat = drive(call, threads)
-                rates.setdefault((name, threads), []).append(rate)
-                if threads == 1:
-                    one_thread.setdefault(name, []).extend(lat)
+                rates.setdefault((name, threads), []).append(drive(call, threads)[0])
+    one_thread = interleaved(targets, 3 * SECONDS)
 
     print("\nguarded calls per second (hold + settle), and the ratio to the floor in this run")
     print(f"{'threads':>8} {'floor':>9} {'sqlite':>9} {'ratio':>6} {'redis':>9} {'ratio':>6}")
@@ -168,7 +178,7 @@ def main() -> None:
         f, s, r = (statistics.mean(rates[(n, threads)]) for n in ("floor", "sqlite", "redis"))
         print(f"{threads:>8} {f:>9.0f} {s:>9.0f} {s / f:>6.2f} {r:>9.0f} {r / f:>6.2f}")
 
-    print("\nlatency of one guarded call at 1 thread (ms)")
+    print("\nlatency of one guarded call at 1 thread (ms; the targets called in turn)")
     print(f"{'':>8} {'p50':>7} {'p99':>7} {'p50 / floor p50':>16}")
     base = pct(one_thread["floor"], 0.5)
     for name, lat in one_thread.items():
@@ -183,12 +193,9 @@ def main() -> None:
         loads[n] = min(timed(load_config_text, text) for _ in range(3))  # the best of 3: the least disturbed
         sized[n] = daemon(text, name=f"agents{n}")
     calls = {n: guarded(Budget(d.address), f"agent-{n // 2}") for n, d in sized.items()}
-    latencies: dict[int, list[float]] = {n: [] for n in sizes}
     for call in calls.values():
         drive(call, 1, 0.5)
-    for _ in range(3):  # alternate, as above: drift hits every size alike
-        for n, call in calls.items():
-            latencies[n] += drive(call, 1, SECONDS / 2)[1]
+    latencies = interleaved(calls, 3 * SECONDS)
     for n in sizes:
         lat = latencies[n]
         print(f"{n:>8} {loads[n]:>7.2f} {rss_mb(sized[n].proc.pid):>7.0f} {pct(lat, 0.5):>7.3f} {pct(lat, 0.99):>7.3f} "
@@ -196,15 +203,10 @@ def main() -> None:
         sized[n].stop()
 
     second = daemon(body, f"{redis.url}?prefix=b", name="redis2")
-    a, b = Budget(redis_d.address), Budget(second.address)
-    combined = []
-
-    def both(budget: Budget):
-        return lambda: guarded(budget, "bench")()
-
+    replicas = {"a": guarded(Budget(redis_d.address), "bench"), "b": guarded(Budget(second.address), "bench")}
     results = {}
-    threads = [threading.Thread(target=lambda k=k, bud=bud: results.__setitem__(k, drive(both(bud), 4)[0]))
-               for k, bud in (("a", a), ("b", b))]
+    threads = [threading.Thread(target=lambda k=k, call=call: results.__setitem__(k, drive(call, 4)[0]))
+               for k, call in replicas.items()]
     for t in threads:
         t.start()
     for t in threads:
