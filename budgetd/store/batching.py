@@ -96,8 +96,11 @@ class GroupCommitter:
             self._draining = False
 
     async def _checkpoint(self) -> None:
+        def checkpoint(conn: sqlite3.Connection) -> None:
+            conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()  # fetched: no statement left open
+
         try:
-            await _run_on_connection_thread(self._db, lambda conn: conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall())
+            await _run_on_connection_thread(self._db, checkpoint)
         except sqlite3.Error as err:  # tried again after CHECKPOINT_EVERY more commits; the WAL grows meanwhile
             log.warning("sqlite checkpoint failed: %s", err)
 
