@@ -292,7 +292,7 @@ class RedisStore(Store):
     async def release(self, request_id: str, plan: Plan, now_ms: int) -> bool:
         agent_id = plan.agent_id
         tag = self._tag(plan)
-        counters = [lm.counter for lm in plan.limits]
+        counters = plan.counters
         for _ in range(2):
             keys = [self._key(tag, "r", agent_id, request_id), self._key(tag, "holds"),
                     *(self._counter_key(tag, c) for c in counters)]

@@ -263,7 +263,7 @@ class SqliteStore(Store):
     async def reconcile(self, plan: Plan, now_ms: int) -> list[Notice]:
         def op(conn):
             written = []
-            balances = _balances(conn, [lm.counter for lm in plan.limits])
+            balances = _balances(conn, plan.counters)
             paused = {(p.scope, p.window, p.period) for p in _pauses(conn, plan) if p.kind == "cap"}
             for limit in plan.limits:
                 if limit.cap_nanos is None:
