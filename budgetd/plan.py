@@ -79,8 +79,21 @@ class Plan:
         """For a store's encodings of this plan (keys, arguments)."""
         return {}
 
+    @functools.cached_property
+    def _limits_by_scope_window(self) -> dict[tuple[str, str], Limit]:
+        by = {}
+        for limit in self.limits:
+            by.setdefault((limit.scope.key, limit.window.value), limit)
+        return by
+
+    @functools.cached_property
+    def capped(self) -> dict[tuple[str, str, str], Limit]:
+        """The capped limits by counter (scope key, window, period key): what
+        a change of spend is checked against for warnings and pauses."""
+        return {limit.counter: limit for limit in self.limits if limit.cap_nanos is not None}
+
     def limit_for(self, scope_key: str, window: str) -> Limit | None:
-        return next((lm for lm in self.limits if lm.scope.key == scope_key and lm.window.value == window), None)
+        return self._limits_by_scope_window.get((scope_key, window))
 
 
 def make_plan(budget: AgentBudget, now: datetime, zone: ZoneInfo) -> Plan:

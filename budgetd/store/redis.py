@@ -36,6 +36,7 @@ from ..notices import model as notices
 from ..notices.model import Notice
 from ..plan import Plan
 from . import rules
+from .redis_pipe import RedisPipe, sha1
 from .base import (
     Balance,
     Claimed,
@@ -62,6 +63,7 @@ NOTICE_MARKER_MS = 40 * DAY_MS  # job notices (resumed, digest, anomaly) are wri
 GROUP = "delivery"  # the consumer group that leases notices to one replica each
 LEDGER_MAXLEN = 1_000_000  # entries per tag, approximately (XADD MAXLEN ~)
 _SEEN_CACHE_LIMIT = 100_000
+_PIPED = frozenset({"hold", "settle", "release"})  # the hot path's scripts: over RedisPipe (not on Cluster)
 
 
 def _script(name: str) -> str:
@@ -100,6 +102,8 @@ class RedisStore(Store):
         # calls in flight within the pool size for both kinds of client.
         self._in_flight = asyncio.Semaphore(self.max_connections)
         self._scripts: dict = {}
+        self._sources = {name: (source, sha1(source)) for name in _PIPED for source in [_script(name)]}
+        self._pipe: RedisPipe | None = None
         self._known: set[str] = set()  # index entries this process already wrote
         self._indexing = asyncio.Lock()
         self._lease_ms = 60_000
@@ -115,12 +119,15 @@ class RedisStore(Store):
                 self._url, max_connections=self.max_connections, timeout=self.timeout, **common
             )
             self._client = aioredis.Redis(connection_pool=pool)
+            self._pipe = RedisPipe(pool)
         self._scripts = {n: self._client.register_script(_script(n))
                          for n in ("hold", "settle", "release", "expire", "notify", "pause", "lift", "reconcile")}
         # An unreachable Redis does not stop the daemon: health says NOT_SERVING
         # and calls answer UNAVAILABLE until it is back.
 
     async def close(self) -> None:
+        if self._pipe is not None:
+            self._pipe.abort()
         if self._client is not None:
             await self._client.aclose()
             self._client = None
@@ -138,7 +145,20 @@ class RedisStore(Store):
             raise StoreError(f"redis: {type(err).__name__}: {err}") from None
 
     async def _run(self, name: str, keys: list[str], args: list) -> list:
+        if self._pipe is not None and name in _PIPED:
+            return await self._piped(name, keys, args)
         return await self._call(self._scripts[name](keys=keys, args=[str(a) for a in args]))
+
+    async def _piped(self, name: str, keys: list[str], args: list) -> list:
+        source, sha = self._sources[name]
+        try:
+            async with asyncio.timeout(self.timeout * 2):
+                return await self._pipe.evalsha(source, sha, keys, args)
+        except asyncio.TimeoutError:
+            self._pipe.abort()  # a connection that does not answer is not used again
+            raise StoreError(f"redis: no answer within {self.timeout * 2:g} s") from None
+        except (RedisError, OSError) as err:
+            raise StoreError(f"redis: {type(err).__name__}: {err}") from None
 
     # -- keys -----------------------------------------------------------------
     def _tag(self, plan: Plan) -> str:
@@ -241,7 +261,7 @@ class RedisStore(Store):
         counters = plan.counters
         keys = [self._key(enc.tag, "r", req.agent_id, req.request_id), enc.holds, *enc.pauses, *enc.counters]
         args = [req.agent_id, req.request_id, req.amount_nanos, req.now_ms, req.deadline_ms,
-                json.dumps(dict(req.tags)), enc.counters_json, req.deadline_ms - req.now_ms + CALL_RETENTION_MS,
+                _tags_json(req.tags), enc.counters_json, req.deadline_ms - req.now_ms + CALL_RETENTION_MS,
                 len(enc.pauses), len(counters), self._limits_json(plan, counters, req.now_ms)]
         reply = await self._run("hold", keys, args)
         if reply[0] == "allowed":
@@ -271,7 +291,7 @@ class RedisStore(Store):
             keys = [self._key(tag, "r", req.agent_id, req.request_id), enc.holds, self._key(tag, "ledger"),
                     self._key(tag, "outbox"), *enc.pauses, *counter_keys]
             args = [req.agent_id, req.request_id, -1 if req.actual_nanos is None else req.actual_nanos, req.now_ms,
-                    json.dumps(dict(req.tags)), counters_json, plan.estimate_nanos, CALL_RETENTION_MS,
+                    _tags_json(req.tags), counters_json, plan.estimate_nanos, CALL_RETENTION_MS,
                     len(enc.pauses), len(counters), LEDGER_MAXLEN, pricing, *day_and_groups,
                     self._limits_json(plan, counters, req.now_ms, notify_as=req.agent_id, warn_at=req.warn_at)]
             reply = await self._run("settle", keys, args)
@@ -552,6 +572,10 @@ class RedisStore(Store):
             names |= set(await self._call(self._client.smembers(key)))
         return sorted(names)
 
+
+
+def _tags_json(tags) -> str:
+    return json.dumps(dict(tags)) if tags else "{}"
 
 
 def _day_and_groups(agent_id: str, counters) -> list[str]:

@@ -56,11 +56,8 @@ def refuse_hold(
 def cap_reached(plan: Plan, counter: Counter, spent_nanos: int) -> Limit | None:
     """The limit whose cap this counter's spend has reached, if the counter is
     in a current period of the plan and capped."""
-    scope, window, period = counter
-    limit = plan.limit_for(scope, window)
-    if limit is None or limit.cap_nanos is None or limit.period.key != period:
-        return None
-    return limit if spent_nanos >= limit.cap_nanos else None
+    limit = plan.capped.get(counter)
+    return limit if limit is not None and spent_nanos >= limit.cap_nanos else None
 
 
 def threshold_nanos(cap_nanos: int, fraction: Decimal) -> int:
@@ -68,16 +65,27 @@ def threshold_nanos(cap_nanos: int, fraction: Decimal) -> int:
     return int((cap_nanos * fraction).to_integral_value(rounding=ROUND_CEILING))
 
 
+def warning_thresholds(plan: Plan, warn_at: Iterable[Decimal]) -> dict[Counter, tuple[tuple[Decimal, int], ...]]:
+    """(fraction, spend at which it fires) for every capped counter of the
+    plan; computed once per plan and warn_at (the plan is cached)."""
+    warn_at = tuple(warn_at)
+    key = ("warning thresholds", warn_at)
+    found = plan.memo.get(key)
+    if found is None:
+        found = plan.memo[key] = {counter: tuple((f, threshold_nanos(limit.cap_nanos, f)) for f in warn_at)
+                                  for counter, limit in plan.capped.items()}
+    return found
+
+
 def warnings_crossed(plan: Plan, counter: Counter, spent_before: int, spent_after: int,
                      warn_at: Iterable[Decimal]) -> list[Decimal]:
     """The warn_at fractions this change of spend crossed, for a capped counter
     in a current period. None when the cap itself was reached: the pause
     notice says more than the warnings would."""
-    scope, window, period = counter
-    limit = plan.limit_for(scope, window)
-    if limit is None or limit.cap_nanos is None or limit.period.key != period or spent_after >= limit.cap_nanos:
+    limit = plan.capped.get(counter)
+    if limit is None or spent_after >= limit.cap_nanos:
         return []
-    return [f for f in warn_at if spent_before < threshold_nanos(limit.cap_nanos, f) <= spent_after]
+    return [f for f, threshold in warning_thresholds(plan, warn_at)[counter] if spent_before < threshold <= spent_after]
 
 
 def cap_pause_reason(limit: Limit) -> str:

@@ -435,25 +435,51 @@ def _pauses(conn: sqlite3.Connection, plan: Plan) -> list[PauseRecord]:
     return [PauseRecord(*row) for row in rows]
 
 
+def _hold_read_sql(counters: int, scopes: int) -> str:
+    """One read for everything a hold decides on: the call (if its id was
+    seen), the balances of its counters and the pauses of its scopes, each
+    row tagged by what it is."""
+    return (
+        "SELECT 0, scope, win, period, spent_nanos, reserved_nanos, NULL FROM counters "
+        f"WHERE (scope, win, period) IN (VALUES {', '.join(['(?, ?, ?)'] * counters)}) "
+        "UNION ALL SELECT 1, scope, kind, win, period, reason, since_ms FROM pauses "
+        f"WHERE scope IN ({', '.join('?' * scopes)}) "
+        "UNION ALL SELECT 2, state, held_nanos, deadline_ms, NULL, NULL, NULL FROM calls "
+        "WHERE agent_id = ? AND request_id = ?"
+    )
+
+
+def _hold_read(plan: Plan) -> tuple[str, tuple]:
+    """The hold's read statement and its fixed parameters, once per plan."""
+    found = plan.memo.get("sqlite hold read")
+    if found is None:
+        params = (*(part for counter in plan.counters for part in counter), *(s.key for s in plan.scopes))
+        found = plan.memo["sqlite hold read"] = (_hold_read_sql(len(plan.counters), len(plan.scopes)), params)
+    return found
+
+
 def _hold(conn: sqlite3.Connection, req: HoldRequest) -> HoldResult:
-    row = conn.execute(
-        "SELECT state, held_nanos, deadline_ms FROM calls WHERE agent_id = ? AND request_id = ?",
-        (req.agent_id, req.request_id),
-    ).fetchone()
-    if row is not None:
-        state, held, deadline = row
-        if state == "held":  # a retry of a hold that went through
-            return HoldResult(True, held, deadline)
-        raise RequestConflict(f"request_id {req.request_id} was already {state}")
-    counters = req.plan.counters
-    denial = rules.refuse_hold(req.plan, _balances(conn, counters), _pauses(conn, req.plan), req.amount_nanos)
+    plan = req.plan
+    sql, params = _hold_read(plan)
+    balances: dict[Counter, Balance] = {}
+    pauses: list[PauseRecord] = []
+    for row in conn.execute(sql, (*params, req.agent_id, req.request_id)).fetchall():
+        if row[0] == 0:
+            balances[row[1:4]] = Balance(row[4], row[5])
+        elif row[0] == 1:
+            pauses.append(PauseRecord(*row[1:]))
+        elif row[1] == "held":  # a retry of a hold that went through
+            return HoldResult(True, row[2], row[3])
+        else:
+            raise RequestConflict(f"request_id {req.request_id} was already {row[1]}")
+    denial = rules.refuse_hold(plan, balances, pauses, req.amount_nanos)
     if denial is not None:
         return HoldResult(False, denial=denial)
-    _add_spent(conn, counters, 0, req.amount_nanos)
+    _add_spent(conn, plan.counters, 0, req.amount_nanos)
     conn.execute(
         "INSERT INTO calls (request_id, agent_id, state, held_nanos, counters, tags, created_ms, deadline_ms) "
         "VALUES (?, ?, 'held', ?, ?, ?, ?, ?)",
-        (req.request_id, req.agent_id, req.amount_nanos, req.plan.counters_json, _tags_json(req.tags),
+        (req.request_id, req.agent_id, req.amount_nanos, plan.counters_json, _tags_json(req.tags),
          req.now_ms, req.deadline_ms),
     )
     return HoldResult(True, req.amount_nanos, req.deadline_ms)
@@ -474,21 +500,24 @@ def _notify(conn: sqlite3.Connection, notice: Notice) -> bool:
 def _charge(conn, plan: Plan | None, counters, spent_delta: int, reserved_delta: int, now_ms: int,
             agent_id: str = "", warn_at=()) -> tuple[PauseRecord, ...]:
     """Apply the deltas to every counter; warn at each threshold crossed and
-    pause each window brought to its cap, with their notices, in this step."""
-    started = []
-    if plan is None:
-        _add_spent(conn, counters, spent_delta, reserved_delta)
-        return ()
+    pause each window brought to its cap, with their notices, in this step.
+    ``counters`` are tuples (scope, window, period)."""
     spent_after = _add_spent(conn, counters, spent_delta, reserved_delta)
+    if plan is None:
+        return ()
+    started = []
+    capped = plan.capped
     for counter in counters:
-        counter = tuple(counter)
-        spent = spent_after[counter]
-        for fraction in rules.warnings_crossed(plan, counter, spent - spent_delta, spent, warn_at):
-            _notify(conn, notices.warning(agent_id, plan.limit_for(*counter[:2]), fraction, spent, now_ms))
-        limit = rules.cap_reached(plan, counter, spent)
-        if limit is None:
+        limit = capped.get(counter)
+        if limit is None:  # uncapped, or a period that is no longer current
             continue
-        scope, window, period = limit.counter
+        spent = spent_after[counter]
+        if spent < limit.cap_nanos:
+            if warn_at:
+                for fraction in rules.warnings_crossed(plan, counter, spent - spent_delta, spent, warn_at):
+                    _notify(conn, notices.warning(agent_id, limit, fraction, spent, now_ms))
+            continue
+        scope, window, period = counter
         record = PauseRecord(scope, "cap", window, period, rules.cap_pause_reason(limit), now_ms)
         inserted = conn.execute(
             "INSERT OR IGNORE INTO pauses VALUES (?, ?, ?, ?, ?, ?)",
@@ -500,23 +529,64 @@ def _charge(conn, plan: Plan | None, counters, spent_delta: int, reserved_delta:
     return tuple(started)
 
 
+def _counters(plan: Plan | None, counters_json: str) -> tuple[Counter, ...]:
+    """A call's stored counters as tuples; the plan's own (no parsing) when
+    the call was held in the current periods, as nearly every one is."""
+    if plan is not None and counters_json == plan.counters_json:
+        return plan.counters
+    return tuple(tuple(c) for c in json.loads(counters_json))
+
+
+def _day_and_groups_json(plan: Plan | None, agent_id: str, counters) -> tuple[str | None, str]:
+    if plan is not None and counters is plan.counters:
+        found = plan.memo.get("sqlite day and groups")
+        if found is None:
+            day, groups = rules.day_and_groups(agent_id, counters)
+            found = plan.memo["sqlite day and groups"] = (day, json.dumps(groups))
+        return found
+    day, groups = rules.day_and_groups(agent_id, counters)
+    return day, json.dumps(groups)
+
+
 def _ledger(conn, request_id, agent_id, kind, cost, tags_json, held_ms, now_ms, counters,
-            pricing: Pricing | None = None) -> None:
+            pricing: Pricing | None = None, plan: Plan | None = None) -> None:
     priced = (
         (pricing.model, pricing.provider, pricing.input_tokens, pricing.cached_input_tokens, pricing.output_tokens,
          pricing.reasoning_tokens, pricing.price_version)
         if pricing is not None else (None,) * 7
     )
-    day, groups = rules.day_and_groups(agent_id, counters)
+    day, groups = _day_and_groups_json(plan, agent_id, counters)
     conn.execute(
         "INSERT INTO ledger (request_id, agent_id, kind, cost_nanos, tags, held_ms, settled_ms, model, provider, "
         "input_tokens, cached_input_tokens, output_tokens, reasoning_tokens, price_version, day, groups) "
         "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (request_id, agent_id, kind, cost, tags_json, held_ms, now_ms, *priced, day, json.dumps(groups)),
+        (request_id, agent_id, kind, cost, tags_json, held_ms, now_ms, *priced, day, groups),
     )
 
 
 def _settle(conn: sqlite3.Connection, req: SettleRequest) -> SettleResult:
+    # The common case, a call still held, in one statement: a held call has
+    # charged nothing yet, so what it adds to spend is what it now charges.
+    tags = json.dumps(dict(req.tags)) if req.tags else None
+    row = conn.execute(
+        "UPDATE calls SET state = 'settled', charged_nanos = coalesce(?, held_nanos), ended_ms = ?, "
+        "tags = CASE WHEN ? IS NULL THEN tags ELSE json_patch(tags, ?) END "
+        "WHERE agent_id = ? AND request_id = ? AND state = 'held' "
+        "RETURNING held_nanos, charged_nanos, counters, tags, created_ms",
+        (req.actual_nanos, req.now_ms, tags, tags, req.agent_id, req.request_id),
+    ).fetchone()
+    if row is not None:
+        held, amount, counters_json, tags_json, created_ms = row
+        counters = _counters(req.plan, counters_json)
+        paused = _charge(conn, req.plan, counters, amount, -held, req.now_ms, req.agent_id, req.warn_at)
+        _ledger(conn, req.request_id, req.agent_id, "settle", amount, tags_json, created_ms, req.now_ms, counters,
+                req.pricing, req.plan)
+        return SettleResult(amount, paused=paused)
+    return _settle_not_held(conn, req)
+
+
+def _settle_not_held(conn: sqlite3.Connection, req: SettleRequest) -> SettleResult:
+    """No call, or one that was settled, released or expired."""
     row = conn.execute(
         "SELECT state, held_nanos, charged_nanos, counters, tags, created_ms FROM calls "
         "WHERE agent_id = ? AND request_id = ?",
@@ -532,7 +602,8 @@ def _settle(conn: sqlite3.Connection, req: SettleRequest) -> SettleResult:
             (req.request_id, req.agent_id, amount, req.plan.counters_json, tags, req.now_ms, req.now_ms, req.now_ms),
         )
         paused = _charge(conn, req.plan, counters, amount, 0, req.now_ms, req.agent_id, req.warn_at)
-        _ledger(conn, req.request_id, req.agent_id, "settle", amount, tags, None, req.now_ms, counters, req.pricing)
+        _ledger(conn, req.request_id, req.agent_id, "settle", amount, tags, None, req.now_ms, counters, req.pricing,
+                req.plan)
         return SettleResult(amount, paused=paused)
     state, held, charged, counters_json, tags_json, created_ms = row
     if state == "settled":
@@ -543,7 +614,7 @@ def _settle(conn: sqlite3.Connection, req: SettleRequest) -> SettleResult:
     # expired: the cost minus what the expiry already charged (counted once).
     reserved_delta = -held if state == "held" else 0
     spent_delta = amount - charged
-    counters = json.loads(counters_json)
+    counters = _counters(req.plan, counters_json)
     paused = _charge(conn, req.plan, counters, spent_delta, reserved_delta, req.now_ms, req.agent_id, req.warn_at)
     conn.execute(
         "UPDATE calls SET state = 'settled', charged_nanos = ?, tags = ?, ended_ms = ? "
@@ -551,7 +622,7 @@ def _settle(conn: sqlite3.Connection, req: SettleRequest) -> SettleResult:
         (amount, tags, req.now_ms, req.agent_id, req.request_id),
     )
     _ledger(conn, req.request_id, req.agent_id, "settle", spent_delta, tags, created_ms, req.now_ms, counters,
-            req.pricing)
+            req.pricing, req.plan)
     return SettleResult(amount, paused=paused)
 
 
@@ -561,7 +632,7 @@ def _release(conn: sqlite3.Connection, request_id: str, agent_id: str) -> bool:
     ).fetchone()
     if row is None or row[0] != "held":
         return False
-    _charge(conn, None, json.loads(row[2]), 0, -row[1], 0)
+    _charge(conn, None, _counters(None, row[2]), 0, -row[1], 0)
     conn.execute("UPDATE calls SET state = 'released' WHERE agent_id = ? AND request_id = ?", (agent_id, request_id))
     return True
 
@@ -575,12 +646,12 @@ def _expire(conn: sqlite3.Connection, now_ms: int, charge: bool, plan_for: PlanF
     for request_id, agent_id, held, counters_json, tags_json, created_ms in rows:
         charged = held if charge else 0
         plan = plan_for(agent_id) if charge else None
-        counters = json.loads(counters_json)
+        counters = _counters(plan, counters_json)
         _charge(conn, plan, counters, charged, -held, now_ms, agent_id)
         conn.execute(
             "UPDATE calls SET state = 'expired', charged_nanos = ?, ended_ms = ? WHERE agent_id = ? AND request_id = ?",
             (charged, now_ms, agent_id, request_id),
         )
         if charged:
-            _ledger(conn, request_id, agent_id, "expiry", charged, tags_json, created_ms, now_ms, counters)
+            _ledger(conn, request_id, agent_id, "expiry", charged, tags_json, created_ms, now_ms, counters, None, plan)
     return len(rows)
