@@ -69,23 +69,28 @@ def add_service(server: grpc.aio.Server, name: str, servicer) -> None:
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service.full_name, handlers),))
 
 
-async def _parse(body: bytes, request_type, context: grpc.aio.ServicerContext):
-    try:
-        return request_type.FromString(body)
-    except DecodeError as err:
-        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"malformed {request_type.__name__}: {err}")
-
-
 def _parsing(handler, request_type):
+    parse = request_type.FromString
+
     async def parse_then_handle(body: bytes, context: grpc.aio.ServicerContext):
-        return await handler(await _parse(body, request_type, context), context)
+        try:
+            request = parse(body)
+        except DecodeError as err:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"malformed {request_type.__name__}: {err}")
+        return await handler(request, context)
 
     return parse_then_handle
 
 
 def _parsing_stream(handler, request_type):
+    parse = request_type.FromString
+
     async def parse_then_stream(body: bytes, context: grpc.aio.ServicerContext):
-        async for message in handler(await _parse(body, request_type, context), context):
+        try:
+            request = parse(body)
+        except DecodeError as err:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"malformed {request_type.__name__}: {err}")
+        async for message in handler(request, context):
             yield message
 
     return parse_then_stream

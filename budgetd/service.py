@@ -11,7 +11,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 
 import grpc
 from budgetd_client import limits
@@ -78,8 +78,10 @@ def rpc(method=None, *, admin: bool = False):
         metrics = self.core.metrics
         started = time.perf_counter()
         try:
-            who = identify(self.core.active.config.auth, context.invocation_metadata())
-            require(who, agent_id=None if admin else request.agent_id, admin=admin)
+            auth = self.core.active.config.auth
+            if auth is not None:  # without auth every caller is trusted: no metadata to read
+                require(identify(auth, context.invocation_metadata()), agent_id=None if admin else request.agent_id,
+                        admin=admin)
             return await method(self, request, context)
         except Exception as err:
             code = next((code for kind, code in _ERRORS if isinstance(err, kind)), grpc.StatusCode.INTERNAL)
@@ -138,14 +140,13 @@ class BudgetService(pb_grpc.BudgetServicer):
     async def Authorize(self, request: pb.AuthorizeRequest, context) -> pb.AuthorizeResponse:
         agent_id = limits.check_agent_id(request.agent_id)
         request_id = limits.check_request_id(request.request_id)
-        tags = limits.check_tags(dict(request.tags))
+        tags = limits.check_tags(dict(request.tags)) if request.tags else {}
         now = self.core.clock()
         plan = self.core.plan(agent_id, now)
         amount = self._estimate(request, plan)
-        ttl = timedelta(seconds=self.core.active.config.reservation_ttl_seconds)
-        result = await self.core.store.hold(
-            HoldRequest(request_id, agent_id, amount, plan, to_ms(now), to_ms(now + ttl), tags)
-        )
+        now_ms = to_ms(now)
+        deadline_ms = now_ms + self.core.active.config.reservation_ttl_seconds * 1000
+        result = await self.core.store.hold(HoldRequest(request_id, agent_id, amount, plan, now_ms, deadline_ms, tags))
         if result.allowed:
             self.core.metrics.holds_allowed.inc()
             return pb.AuthorizeResponse(
@@ -195,7 +196,7 @@ class BudgetService(pb_grpc.BudgetServicer):
     async def Commit(self, request: pb.CommitRequest, context) -> pb.CommitResponse:
         agent_id = limits.check_agent_id(request.agent_id)
         request_id = limits.check_request_id(request.request_id)
-        tags = limits.check_tags(dict(request.tags))
+        tags = limits.check_tags(dict(request.tags)) if request.tags else {}
         actual, pricing = self._actual(request)
         now = self.core.clock()
         plan = self.core.plan(agent_id, now)

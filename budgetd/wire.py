@@ -18,11 +18,12 @@ SCOPE_KINDS = {"agent": pb.SCOPE_KIND_AGENT, "group": pb.SCOPE_KIND_GROUP}
 
 
 def timestamp(when: datetime | None = None, *, ms: int | None = None) -> Timestamp:
+    if ms is not None and when is None:  # every allowed hold: built in C, not by FromMilliseconds
+        seconds, millis = divmod(ms, 1000)
+        return Timestamp(seconds=seconds, nanos=millis * 1_000_000)
     ts = Timestamp()
     if when is not None:
         ts.FromDatetime(when)
-    elif ms is not None:
-        ts.FromMilliseconds(ms)
     return ts
 
 

@@ -25,14 +25,20 @@ local function left(i)
   return string.format('%d', math.max(0, cap - spent - reserved))
 end
 
-for s = 1, S do  -- manual pauses first
-  local v = redis.call('HGET', KEYS[2 + s], 'manual')
-  if v then return {'paused', tostring(s), '0', v, '0'} end
+local paused = false  -- nearly always: no scope has a pause hash at all
+for s = 1, S do
+  if redis.call('EXISTS', KEYS[2 + s]) == 1 then paused = true end
 end
-for i = 1, L do  -- then cap pauses of the current periods
-  local s = tonumber(LIMITS[i][1])
-  local v = redis.call('HGET', KEYS[2 + s], LIMITS[i][2] .. ':' .. LIMITS[i][3])
-  if v then return {'paused', tostring(s), tostring(i), v, left(i)} end
+if paused then
+  for s = 1, S do  -- manual pauses first
+    local v = redis.call('HGET', KEYS[2 + s], 'manual')
+    if v then return {'paused', tostring(s), '0', v, '0'} end
+  end
+  for i = 1, L do  -- then cap pauses of the current periods
+    local s = tonumber(LIMITS[i][1])
+    local v = redis.call('HGET', KEYS[2 + s], LIMITS[i][2] .. ':' .. LIMITS[i][3])
+    if v then return {'paused', tostring(s), tostring(i), v, left(i)} end
+  end
 end
 
 local amount = tonumber(ARGV[3])

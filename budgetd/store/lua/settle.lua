@@ -6,22 +6,25 @@
 --       pricing json, day, groups json, limits json (common.lua).
 local S, L = tonumber(ARGV[9]), tonumber(ARGV[10])
 
-local state = redis.call('HGET', KEYS[1], 'state')
+local call = redis.call('HMGET', KEYS[1], 'state', 'charged', 'counters', 'held', 'created', 'tags')
+local state = call[1]  -- false when there is no call
 if state == 'settled' then
-  return {'duplicate', redis.call('HGET', KEYS[1], 'charged')}
+  return {'duplicate', call[2]}
 end
 local held, charged, created, tags = 0, 0, '', ARGV[5]
 if state then
-  local counters = redis.call('HGET', KEYS[1], 'counters')
-  if counters ~= ARGV[6] then  -- held in other periods: the caller retries with these
-    return {'rekey', counters}
+  if call[3] ~= ARGV[6] then  -- held in other periods: the caller retries with these
+    return {'rekey', call[3]}
   end
-  held = tonumber(redis.call('HGET', KEYS[1], 'held'))
-  charged = tonumber(redis.call('HGET', KEYS[1], 'charged'))
-  created = redis.call('HGET', KEYS[1], 'created')
-  local merged = cjson.decode(redis.call('HGET', KEYS[1], 'tags'))
-  for k, v in pairs(cjson.decode(ARGV[5])) do merged[k] = v end
-  tags = cjson.encode(merged)
+  held = tonumber(call[4])
+  charged = tonumber(call[2])
+  created = call[5]
+  tags = call[6]
+  if ARGV[5] ~= '{}' then
+    local merged = cjson.decode(tags)
+    for k, v in pairs(cjson.decode(ARGV[5])) do merged[k] = v end
+    tags = cjson.encode(merged)
+  end
 end
 
 local amount = tonumber(ARGV[3])
