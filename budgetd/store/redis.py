@@ -179,19 +179,27 @@ class RedisStore(Store):
     def _pause_keys(self, tag: str, plan: Plan) -> list[str]:
         return [self._key(tag, "p", s.key) for s in plan.scopes]
 
-    def _limits_json(self, plan: Plan, counters, now_ms: int, check_caps: bool = True,
-                     notify_as: str | None = None, warn_at=()) -> str:
-        """The limits argument (see common.lua); caps only for counters in a
-        current period of the plan. Keys outlive their period by a retention.
-        ``notify_as``: the agent whose change may warn or pause (None: a hold,
-        which never does). Depends on ``now_ms`` only for counters of past
-        periods, so the common case is cached on the plan."""
-        memo_key = ("redis-limits", tuple(counters), check_caps, notify_as, tuple(warn_at))
+    def _limits_args(self, plan: Plan, counters, now_ms: int, at: int, check_caps: bool = True,
+                     notify_as: str | None = None, warn_at=()) -> tuple[str, ...]:
+        """The limits argument (see common.lua) and, after it, the texts of
+        the notices it refers to; ``at`` is the limits' position in ARGV.
+        Caps only for counters in a current period of the plan. Keys outlive
+        their period by a retention. ``notify_as``: the agent whose change may
+        warn or pause (None: a hold, which never does). Depends on ``now_ms``
+        only for counters of past periods, so the common case is cached on the
+        plan."""
+        memo_key = ("redis-limits", tuple(counters), at, check_caps, notify_as, tuple(warn_at))
         cached = plan.memo.get(memo_key)
         if cached is not None:
             return cached
         scope_index = {s.key: i for i, s in enumerate(plan.scopes, start=1)}
-        entries, all_current = [], True
+        entries, texts, all_current = [], [], True
+
+        def text(notice: Notice) -> list[str]:
+            """The notice's position in ARGV (the script reads it only to emit it) and its key."""
+            texts.append(notice.to_json())
+            return [str(at + len(texts)), notice.key]
+
         for scope, window, period in counters:
             limit = plan.limit_for(scope, window)
             current = limit is not None and limit.period.key == period
@@ -199,16 +207,16 @@ class RedisStore(Store):
             cap = limit.cap_nanos if check_caps and current and limit.cap_nanos is not None else -1
             ends = _ms(limit.period.resets_at) if current else now_ms
             reason = rules.cap_pause_reason(limit) if cap >= 0 else ""
-            pause_notice, warnings = "", []
+            pause_notice, warnings = ["0", ""], []
             if notify_as is not None and cap >= 0:
                 # spent_nanos and at_ms are filled in by the script (common.lua emit)
                 record = PauseRecord(scope, "cap", window, period, reason, 0)
-                pause_notice = notices.paused_at_cap(notify_as, record, 0, cap).to_json()
-                warnings = [[str(rules.threshold_nanos(cap, f)), str(f), notices.warning(notify_as, limit, f, 0, 0)
-                             .to_json()] for f in warn_at]
+                pause_notice = text(notices.paused_at_cap(notify_as, record, 0, cap))
+                warnings = [[str(rules.threshold_nanos(cap, f)), str(f), *text(notices.warning(notify_as, limit, f, 0, 0))]
+                            for f in warn_at]
             entries.append([str(scope_index.get(scope, 1)), window, period, str(cap),
-                            str(ends + COUNTER_RETENTION_MS[window]), reason, pause_notice, warnings])
-        encoded = json.dumps(entries)
+                            str(ends + COUNTER_RETENTION_MS[window]), reason, *pause_notice, warnings])
+        encoded = (json.dumps(entries), *texts)
         if all_current:
             plan.memo[memo_key] = encoded
         return encoded
@@ -262,7 +270,7 @@ class RedisStore(Store):
         keys = [self._key(enc.tag, "r", req.agent_id, req.request_id), enc.holds, *enc.pauses, *enc.counters]
         args = [req.agent_id, req.request_id, req.amount_nanos, req.now_ms, req.deadline_ms,
                 _tags_json(req.tags), enc.counters_json, req.deadline_ms - req.now_ms + CALL_RETENTION_MS,
-                len(enc.pauses), len(counters), self._limits_json(plan, counters, req.now_ms)]
+                len(enc.pauses), len(counters), *self._limits_args(plan, counters, req.now_ms, at=11)]
         reply = await self._run("hold", keys, args)
         if reply[0] == "allowed":
             return HoldResult(True, int(reply[1]), int(reply[2]))
@@ -293,7 +301,8 @@ class RedisStore(Store):
             args = [req.agent_id, req.request_id, -1 if req.actual_nanos is None else req.actual_nanos, req.now_ms,
                     _tags_json(req.tags), counters_json, plan.estimate_nanos, CALL_RETENTION_MS,
                     len(enc.pauses), len(counters), LEDGER_MAXLEN, pricing, *day_and_groups,
-                    self._limits_json(plan, counters, req.now_ms, notify_as=req.agent_id, warn_at=req.warn_at)]
+                    *self._limits_args(plan, counters, req.now_ms, at=15, notify_as=req.agent_id,
+                                       warn_at=req.warn_at)]
             reply = await self._run("settle", keys, args)
             if reply[0] != "rekey":
                 break
@@ -346,7 +355,7 @@ class RedisStore(Store):
                 *(self._counter_key(tag, c) for c in counters)]
         args = [agent_id, request_id, now_ms, 1 if charge else 0, stored, len(pauses), len(counters), LEDGER_MAXLEN,
                 *_day_and_groups(agent_id, counters),
-                self._limits_json(plan, counters, now_ms, check_caps=charge, notify_as=agent_id)]
+                *self._limits_args(plan, counters, now_ms, at=11, check_caps=charge, notify_as=agent_id)]
         return 1 if (await self._run("expire", keys, args))[0] == "expired" else 0
 
     async def pause(self, plan: Plan, reason: str, now_ms: int) -> None:

@@ -5,8 +5,10 @@
 -- per counter, every value a string:
 --   1 scope index (1-based, into the pause hashes), 2 window, 3 period,
 --   4 cap in nanodollars (-1: unchecked), 5 key expiry (unix ms),
---   6 pause reason, 7 the pause notice (JSON, spent_nanos and at_ms left at 0),
---   8 warnings: [[threshold nanos, fraction, notice JSON], ...].
+--   6 pause reason, 7 the pause notice's position in ARGV (0: none), 8 its key,
+--   9 warnings: [[threshold nanos, fraction, notice's position in ARGV, its key], ...].
+-- A notice's text (JSON, spent_nanos and at_ms left at 0) is its own ARGV
+-- after the limits, so that decoding the limits does not parse the notices.
 -- Amounts are integer strings; HINCRBY keeps them exact in Redis. Lua
 -- compares them as doubles, exact to 2^53 nanodollars (~$9M per counter).
 
@@ -33,9 +35,9 @@ local function charge(counter_base, pause_base, outbox, limits, spent_delta, res
     local cap = tonumber(limit[4])
     local before = spent - tonumber(spent_delta)
     if cap >= 0 and spent < cap then
-      for _, w in ipairs(limit[8]) do
+      for _, w in ipairs(limit[9]) do
         if before < tonumber(w[1]) and tonumber(w[1]) <= spent and redis.call('HSETNX', key, 'warned:' .. w[2], '1') == 1 then
-          emit(outbox, w[3], cjson.decode(w[3])['key'], spent, now_ms)
+          emit(outbox, ARGV[tonumber(w[3])], w[4], spent, now_ms)
         end
       end
     end
@@ -50,8 +52,7 @@ local function charge(counter_base, pause_base, outbox, limits, spent_delta, res
             redis.call('HDEL', pauses, other)
           end
         end
-        local notice = limit[7]
-        emit(outbox, notice, cjson.decode(notice)['key'], spent, now_ms)
+        emit(outbox, ARGV[tonumber(limit[7])], limit[8], spent, now_ms)
         table.insert(started, tostring(i))
       end
     end

@@ -1,7 +1,7 @@
 -- Expire one hold past its deadline: release it, or charge it as spent.
 -- KEYS: call, holds (zset), ledger (stream), outbox (stream), S pause hashes, L counters.
 -- ARGV: agent, request id, now ms, charge (1/0), counters json, S, L,
---       ledger maxlen, day, groups json, limits json (common.lua).
+--       ledger maxlen, day, groups json, limits json (common.lua), then the notices it refers to.
 local S, L = tonumber(ARGV[6]), tonumber(ARGV[7])
 local member = ARGV[1] .. ' ' .. ARGV[2]
 

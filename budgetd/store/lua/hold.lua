@@ -1,7 +1,7 @@
 -- Hold an amount on every counter of a plan, or refuse: one atomic step.
 -- KEYS: call, holds (zset), S pause hashes (one per scope), L counters.
 -- ARGV: agent, request id, amount, now ms, deadline ms, tags json,
---       counters json, call ttl ms, S, L, limits json (common.lua).
+--       counters json, call ttl ms, S, L, limits json (common.lua), then the notices it refers to.
 local S, L = tonumber(ARGV[9]), tonumber(ARGV[10])
 local LIMITS = cjson.decode(ARGV[11])
 

@@ -3,7 +3,7 @@
 -- KEYS: call, holds (zset), ledger (stream), outbox (stream), S pause hashes, L counters.
 -- ARGV: agent, request id, actual (-1: the amount held), now ms, tags json,
 --       counters json, estimate (no hold), call ttl ms, S, L, ledger maxlen,
---       pricing json, day, groups json, limits json (common.lua).
+--       pricing json, day, groups json, limits json (common.lua), then the notices it refers to.
 local S, L = tonumber(ARGV[9]), tonumber(ARGV[10])
 
 local call = redis.call('HMGET', KEYS[1], 'state', 'charged', 'counters', 'held', 'created', 'tags')
