@@ -18,6 +18,13 @@ Where a batch runs:
   then taken off the loop: automatic checkpoints are off and the committer
   runs one on the connection thread every CHECKPOINT_EVERY commits.
   Long operations (reports, sweeps, listings) always go to the thread.
+- A quick operation that finds the committer idle runs at once, inside the
+  handler, with no task and no future: at one client thread that is a loop
+  turn less per call (p50 of a guarded call about 0.03-0.05x of the floor's
+  lower in bench runs). Batches then form only behind work on the thread (a
+  checkpoint, a report) or under synchronous=full. Batching every quick
+  operation behind a callback (``call_soon``) gave about 5% more guarded
+  calls per second at 8 threads and a higher p50; bench/RESULTS.md has both.
 """
 
 from __future__ import annotations
