@@ -86,9 +86,12 @@ def pct(values: list[float], p: float) -> float:
 
 
 class Floor:
-    def __init__(self) -> None:
+    """The bare server; with ``redis_url``, one Redis round trip per call."""
+
+    def __init__(self, redis_url: str | None = None) -> None:
         self.port = free_port()
-        self.proc = subprocess.Popen([sys.executable, str(ROOT / "bench" / "floor_server.py"), str(self.port)],
+        extra = [redis_url] if redis_url else []
+        self.proc = subprocess.Popen([sys.executable, str(ROOT / "bench" / "floor_server.py"), str(self.port), *extra],
                                      stdout=subprocess.PIPE)
         assert self.proc.stdout.readline().strip() == b"ready"
         self.channel = grpc.insecure_channel(f"127.0.0.1:{self.port}")
@@ -170,7 +173,11 @@ def main() -> None:
         for _ in range(2):  # alternate to cancel drift
             for name, call in targets.items():
                 rates.setdefault((name, threads), []).append(drive(call, threads)[0])
-    one_thread = interleaved(targets, 3 * SECONDS)
+    # A diagnostic beside them: the floor plus one Redis round trip per call,
+    # the least any store on that Redis adds (not part of the ratios above).
+    redis_floor = Floor(f"{redis.url}")
+    one_thread = interleaved({**targets, "floor+redis": redis_floor.call}, 3 * SECONDS)
+    redis_floor.stop()
 
     print("\nguarded calls per second (hold + settle), and the ratio to the floor in this run")
     print(f"{'threads':>8} {'floor':>9} {'sqlite':>9} {'ratio':>6} {'redis':>9} {'ratio':>6}")
@@ -179,10 +186,12 @@ def main() -> None:
         print(f"{threads:>8} {f:>9.0f} {s:>9.0f} {s / f:>6.2f} {r:>9.0f} {r / f:>6.2f}")
 
     print("\nlatency of one guarded call at 1 thread (ms; the targets called in turn)")
-    print(f"{'':>8} {'p50':>7} {'p99':>7} {'p50 / floor p50':>16}")
+    print(f"{'':>11} {'p50':>7} {'p99':>7} {'p50 / floor p50':>16}")
     base = pct(one_thread["floor"], 0.5)
     for name, lat in one_thread.items():
-        print(f"{name:>8} {pct(lat, 0.5):>7.3f} {pct(lat, 0.99):>7.3f} {pct(lat, 0.5) / base:>16.2f}")
+        print(f"{name:>11} {pct(lat, 0.5):>7.3f} {pct(lat, 0.99):>7.3f} {pct(lat, 0.5) / base:>16.2f}")
+    print(f"(floor+redis: the floor plus one Redis PING per call; redis p50 / its p50: "
+          f"{pct(one_thread['redis'], 0.5) / pct(one_thread['floor+redis'], 0.5):.2f})")
 
     print("\nconfigured agents (SQLite): config load (best of 3), daemon RSS, p50 / p99 of a guarded call at 1 thread")
     print(f"{'agents':>8} {'load s':>7} {'RSS MB':>7} {'p50 ms':>7} {'p99 ms':>7} {'p50 / p50 at 10':>16}")
