@@ -1,6 +1,6 @@
 """budgetd against the bare gRPC floor, measured side by side in one run.
 
-    make bench            (3-4 minutes; BENCH_SECONDS sets the length of one run)
+    make bench            (about 4 minutes; BENCH_SECONDS sets the length of one run)
 
 The floor is a grpc.aio server answering two unary calls per "guarded call"
 with no logic; budgetd does a hold and a settle through the public client.
