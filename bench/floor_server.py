@@ -21,7 +21,7 @@ async def main(port: int, redis_url: str | None) -> None:
 
         from budgetd.store.redis_pipe import RedisPipe
 
-        pipe = RedisPipe(aioredis.ConnectionPool.from_url(redis_url))
+        pipe = RedisPipe(aioredis.ConnectionPool.from_url(redis_url), timeout=5)
 
     async def echo(body: bytes, context) -> bytes:
         return b"ok"
