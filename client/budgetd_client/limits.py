@@ -31,7 +31,15 @@ def _bounded_string(value: object, field: str, max_length: int = MAX_ID_LENGTH) 
     return value
 
 
+# The whole rule in one match, for the common case (every RPC checks an agent
+# id and a request id); a mismatch goes through the checks that say what is wrong.
+_VALID_AGENT_ID = re.compile(rf"[A-Za-z0-9][A-Za-z0-9._:/@+=-]{{0,{MAX_ID_LENGTH - 1}}}")
+_VALID_REQUEST_ID = re.compile(rf"[^\x00-\x20\x7f-\x9f]{{1,{MAX_ID_LENGTH}}}")
+
+
 def check_agent_id(agent_id: object, *, field: str = "agent_id") -> str:
+    if type(agent_id) is str and _VALID_AGENT_ID.fullmatch(agent_id):
+        return agent_id
     agent_id = _bounded_string(agent_id, field)
     if not AGENT_ID_PATTERN.fullmatch(agent_id):
         raise ValueError(
@@ -42,6 +50,8 @@ def check_agent_id(agent_id: object, *, field: str = "agent_id") -> str:
 
 
 def check_request_id(request_id: object, *, field: str = "request_id") -> str:
+    if type(request_id) is str and _VALID_REQUEST_ID.fullmatch(request_id):
+        return request_id
     request_id = _bounded_string(request_id, field)
     if _CONTROL.search(request_id) or " " in request_id:
         raise ValueError(f"{field}: must not contain spaces or control characters")
