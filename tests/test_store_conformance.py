@@ -301,3 +301,18 @@ async def test_reports_group_in_the_store_and_old_ledger_rows_are_trimmed(store)
     await asyncio.sleep(0.01)
     assert await store.trim_ledger(int(time.time() * 1000) + 1) == 2
     assert await store.report("agent", "2026-11-22", "2026-11-22") == []
+
+
+@pytest.mark.parametrize("expired_first", [False, True])
+async def test_a_settles_tags_are_added_to_its_holds_and_win(store, expired_first):
+    """The ledger row carries the hold's tags with the settle's on top, for a
+    held call and for a late settle after its hold expired."""
+    await store.hold(HoldRequest("r1", "a2", 5, plan("a2"), NOW_MS, NOW_MS + 10,
+                                 {"feature": "search", "team": "blue"}))
+    if expired_first:
+        assert await store.expire(NOW_MS + 10, False, plan) == 1
+    await store.settle(SettleRequest("r1", "a2", 5, plan("a2"), NOW_MS, {"feature": "answer", "run": "7"}))
+    day = "2026-11-22"
+    assert await store.report("feature", day, day) == [("answer", 5, 1)]
+    assert await store.report("team", day, day) == [("blue", 5, 1)]
+    assert await store.report("run", day, day) == [("7", 5, 1)]

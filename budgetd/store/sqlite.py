@@ -564,13 +564,17 @@ def _ledger(conn, request_id, agent_id, kind, cost, tags_json, held_ms, now_ms, 
     )
 
 
+# A settle's tags are added to the hold's (a settle's value wins); ? twice: the
+# settle's tags as JSON, or NULL for none.
+_MERGED_TAGS = "tags = CASE WHEN ? IS NULL THEN tags ELSE json_patch(tags, ?) END"
+
+
 def _settle(conn: sqlite3.Connection, req: SettleRequest) -> SettleResult:
     # The common case, a call still held, in one statement: a held call has
     # charged nothing yet, so what it adds to spend is what it now charges.
     tags = json.dumps(dict(req.tags)) if req.tags else None
     row = conn.execute(
-        "UPDATE calls SET state = 'settled', charged_nanos = coalesce(?, held_nanos), ended_ms = ?, "
-        "tags = CASE WHEN ? IS NULL THEN tags ELSE json_patch(tags, ?) END "
+        f"UPDATE calls SET state = 'settled', charged_nanos = coalesce(?, held_nanos), ended_ms = ?, {_MERGED_TAGS} "
         "WHERE agent_id = ? AND request_id = ? AND state = 'held' "
         "RETURNING held_nanos, charged_nanos, counters, tags, created_ms",
         (req.actual_nanos, req.now_ms, tags, tags, req.agent_id, req.request_id),
@@ -605,22 +609,21 @@ def _settle_not_held(conn: sqlite3.Connection, req: SettleRequest) -> SettleResu
         _ledger(conn, req.request_id, req.agent_id, "settle", amount, tags, None, req.now_ms, counters, req.pricing,
                 req.plan)
         return SettleResult(amount, paused=paused)
-    state, held, charged, counters_json, tags_json, created_ms = row
+    state, held, charged, counters_json, _, created_ms = row
     if state == "settled":
         return SettleResult(charged, duplicate=True)
+    # released or expired: no reservation is left; the cost comes, less what
+    # an expiry already charged (counted once).
     amount = req.actual_nanos if req.actual_nanos is not None else held
-    tags = json.dumps({**json.loads(tags_json), **req.tags}) if req.tags else tags_json
-    # held: the reservation goes, the cost comes. released: only the cost.
-    # expired: the cost minus what the expiry already charged (counted once).
-    reserved_delta = -held if state == "held" else 0
     spent_delta = amount - charged
     counters = _counters(req.plan, counters_json)
-    paused = _charge(conn, req.plan, counters, spent_delta, reserved_delta, req.now_ms, req.agent_id, req.warn_at)
-    conn.execute(
-        "UPDATE calls SET state = 'settled', charged_nanos = ?, tags = ?, ended_ms = ? "
-        "WHERE agent_id = ? AND request_id = ?",
-        (amount, tags, req.now_ms, req.agent_id, req.request_id),
-    )
+    paused = _charge(conn, req.plan, counters, spent_delta, 0, req.now_ms, req.agent_id, req.warn_at)
+    new_tags = json.dumps(dict(req.tags)) if req.tags else None
+    (tags,) = conn.execute(
+        f"UPDATE calls SET state = 'settled', charged_nanos = ?, ended_ms = ?, {_MERGED_TAGS} "
+        "WHERE agent_id = ? AND request_id = ? RETURNING tags",
+        (amount, req.now_ms, new_tags, new_tags, req.agent_id, req.request_id),
+    ).fetchone()
     _ledger(conn, req.request_id, req.agent_id, "settle", spent_delta, tags, created_ms, req.now_ms, counters,
             req.pricing, req.plan)
     return SettleResult(amount, paused=paused)
