@@ -69,6 +69,10 @@ def add_service(server: grpc.aio.Server, name: str, servicer) -> None:
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service.full_name, handlers),))
 
 
+async def _refuse_malformed(context: grpc.aio.ServicerContext, request_type, err: DecodeError):
+    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"malformed {request_type.__name__}: {err}")
+
+
 def _parsing(handler, request_type):
     parse = request_type.FromString
 
@@ -76,7 +80,7 @@ def _parsing(handler, request_type):
         try:
             request = parse(body)
         except DecodeError as err:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"malformed {request_type.__name__}: {err}")
+            await _refuse_malformed(context, request_type, err)
         return await handler(request, context)
 
     return parse_then_handle
@@ -89,7 +93,7 @@ def _parsing_stream(handler, request_type):
         try:
             request = parse(body)
         except DecodeError as err:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"malformed {request_type.__name__}: {err}")
+            await _refuse_malformed(context, request_type, err)
         async for message in handler(request, context):
             yield message
 

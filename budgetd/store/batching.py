@@ -89,15 +89,18 @@ class GroupCommitter:
             self._draining = True
             asyncio.get_running_loop().create_task(self._drain())
 
+    def _checkpoint_due(self) -> bool:
+        return self._inline and self._commits >= CHECKPOINT_EVERY
+
     def _committed(self) -> None:
         self._commits += 1
-        if self._inline and self._commits >= CHECKPOINT_EVERY:
+        if self._checkpoint_due():
             self._start_draining()  # the drain takes the checkpoint; quick operations queue meanwhile
 
     async def _drain(self) -> None:
         try:
-            while self._pending or (self._inline and self._commits >= CHECKPOINT_EVERY):
-                if self._inline and self._commits >= CHECKPOINT_EVERY:
+            while self._pending or self._checkpoint_due():
+                if self._checkpoint_due():
                     self._commits = 0
                     await self._checkpoint()
                     continue

@@ -28,7 +28,7 @@ import hashlib
 
 import hiredis
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import ResponseError
 
 
 class _Protocol(asyncio.Protocol):
@@ -107,7 +107,7 @@ class RedisPipe:
         if isinstance(reply, hiredis.ReplyError) and str(reply).startswith("NOSCRIPT"):
             reply = await self._execute(("EVAL", script, len(keys), *keys, *args))
         if isinstance(reply, hiredis.ReplyError):
-            raise (NoScriptError if str(reply).startswith("NOSCRIPT") else ResponseError)(str(reply))
+            raise ResponseError(str(reply))
         return reply
 
     async def execute(self, *command):
