@@ -178,25 +178,28 @@ class RedisStore(Store):
         return [self._key(tag, "p", s.key) for s in plan.scopes]
 
     def _limits_args(self, plan: Plan, counters, now_ms: int, at: int, check_caps: bool = True,
-                     notify_as: str | None = None, warn_at=()) -> tuple[str, ...]:
+                     notify_as: str | None = None, warn_at=(), flat: bool = False) -> tuple[str, ...]:
         """The limits argument (see common.lua) and, after it, the texts of
-        the notices it refers to; ``at`` is the limits' position in ARGV.
+        the notices it refers to; ``at`` is where they start in ARGV.
         Caps only for counters in a current period of the plan. Keys outlive
         their period by a retention. ``notify_as``: the agent whose change may
-        warn or pause (None: a hold, which never does). Depends on ``now_ms``
-        only for counters of past periods, so the common case is cached on the
-        plan."""
-        memo_key = ("redis-limits", tuple(counters), at, check_caps, notify_as, tuple(warn_at))
+        warn or pause (None: a hold, which never does). ``flat``: before the
+        limits JSON, each counter's cap, key expiry and warning thresholds as
+        plain arguments, so that the common case (no notice) decodes no JSON.
+        Depends on ``now_ms`` only for counters of past periods, so the common
+        case is cached on the plan."""
+        memo_key = ("redis-limits", tuple(counters), at, check_caps, notify_as, tuple(warn_at), flat)
         cached = plan.memo.get(memo_key)
         if cached is not None:
             return cached
         scope_index = {s.key: i for i, s in enumerate(plan.scopes, start=1)}
-        entries, texts, all_current = [], [], True
+        entries, texts, plain, all_current = [], [], [], True
+        json_at = at + len(counters) * (2 + len(warn_at)) if flat else at
 
         def text(notice: Notice) -> list[str]:
             """The notice's position in ARGV (the script reads it only to emit it) and its key."""
             texts.append(notice.to_json())
-            return [str(at + len(texts)), notice.key]
+            return [str(json_at + len(texts)), notice.key]
 
         for scope, window, period in counters:
             limit = plan.limit_for(scope, window)
@@ -212,9 +215,12 @@ class RedisStore(Store):
                 pause_notice = text(notices.paused_at_cap(notify_as, record, 0, cap))
                 warnings = [[str(rules.threshold_nanos(cap, f)), str(f), *text(notices.warning(notify_as, limit, f, 0, 0))]
                             for f in warn_at]
-            entries.append([str(scope_index.get(scope, 1)), window, period, str(cap),
-                            str(ends + COUNTER_RETENTION_MS[window]), reason, *pause_notice, warnings])
-        encoded = (json.dumps(entries), *texts)
+            expiry = str(ends + COUNTER_RETENTION_MS[window])
+            entries.append([str(scope_index.get(scope, 1)), window, period, str(cap), expiry, reason, *pause_notice,
+                            warnings])
+            # A threshold of -1 is never crossed (no warnings for this counter).
+            plain += [str(cap), expiry, *([w[0] for w in warnings] or ["-1"] * len(warn_at))]
+        encoded = (*(plain if flat else ()), json.dumps(entries), *texts)
         if all_current:
             plan.memo[memo_key] = encoded
         return encoded
@@ -268,7 +274,7 @@ class RedisStore(Store):
         keys = [self._key(enc.tag, "r", req.agent_id, req.request_id), enc.holds, *enc.pauses, *enc.counters]
         args = [req.agent_id, req.request_id, req.amount_nanos, req.now_ms, req.deadline_ms,
                 _tags_json(req.tags), enc.counters_json, req.deadline_ms - req.now_ms + CALL_RETENTION_MS,
-                len(enc.pauses), len(counters), *self._limits_args(plan, counters, req.now_ms, at=11)]
+                len(enc.pauses), len(counters), *self._limits_args(plan, counters, req.now_ms, at=11, flat=True)]
         reply = await self._run("hold", keys, args)
         if reply[0] == "allowed":
             return HoldResult(True, int(reply[1]), int(reply[2]))
@@ -298,9 +304,9 @@ class RedisStore(Store):
                     self._key(tag, "outbox"), *enc.pauses, *counter_keys]
             args = [req.agent_id, req.request_id, -1 if req.actual_nanos is None else req.actual_nanos, req.now_ms,
                     _tags_json(req.tags), counters_json, plan.estimate_nanos, CALL_RETENTION_MS,
-                    len(enc.pauses), len(counters), LEDGER_MAXLEN, pricing, *day_and_groups,
-                    *self._limits_args(plan, counters, req.now_ms, at=15, notify_as=req.agent_id,
-                                       warn_at=req.warn_at)]
+                    len(enc.pauses), len(counters), LEDGER_MAXLEN, pricing, *day_and_groups, len(req.warn_at),
+                    *self._limits_args(plan, counters, req.now_ms, at=16, notify_as=req.agent_id,
+                                       warn_at=req.warn_at, flat=True)]
             reply = await self._run("settle", keys, args)
             if reply[0] != "rekey":
                 break

@@ -3,8 +3,9 @@
 -- KEYS: call, holds (zset), ledger (stream), outbox (stream), S pause hashes, L counters.
 -- ARGV: agent, request id, actual (-1: the amount held), now ms, tags json,
 --       counters json, estimate (no hold), call ttl ms, S, L, ledger maxlen,
---       pricing json, day, groups json, limits json (common.lua), then the notices it refers to.
-local S, L = tonumber(ARGV[9]), tonumber(ARGV[10])
+--       pricing json, day, groups json, W (warning thresholds per counter), then per counter
+--       its cap, key expiry and W thresholds, limits json (common.lua), then the notices it refers to.
+local S, L, W = tonumber(ARGV[9]), tonumber(ARGV[10]), tonumber(ARGV[15])
 
 local call = redis.call('HMGET', KEYS[1], 'state', 'charged', 'counters', 'held', 'created', 'tags')
 local state = call[1]  -- false when there is no call
@@ -36,7 +37,8 @@ end
 local reserved_delta = '0'
 if state == 'held' then reserved_delta = string.format('%d', -held) end
 local spent_delta = string.format('%d', amount - charged)
-local started = charge(4 + S, 4, KEYS[4], cjson.decode(ARGV[15]), spent_delta, reserved_delta, ARGV[4])
+local started = charge_plain(L, 4 + S, 4, KEYS[4], 16, W, 16 + L * (2 + W), spent_delta, reserved_delta, ARGV[4],
+                             state == 'held')
 
 redis.call('HSET', KEYS[1], 'state', 'settled', 'charged', string.format('%d', amount), 'tags', tags,
            'ended', ARGV[4])
