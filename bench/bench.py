@@ -86,11 +86,12 @@ def pct(values: list[float], p: float) -> float:
 
 
 class Floor:
-    """The bare server; with ``redis_url``, one Redis round trip per call."""
+    """The bare server; with ``redis_url``, one Redis round trip per call, or
+    with ``mode="store"`` budgetd's Redis store itself (floor_server.py)."""
 
-    def __init__(self, redis_url: str | None = None) -> None:
+    def __init__(self, redis_url: str | None = None, mode: str = "") -> None:
         self.port = free_port()
-        extra = [redis_url] if redis_url else []
+        extra = [redis_url, mode] if redis_url else []
         self.proc = subprocess.Popen([sys.executable, str(ROOT / "bench" / "floor_server.py"), str(self.port), *extra],
                                      stdout=subprocess.PIPE)
         assert self.proc.stdout.readline().strip() == b"ready"
@@ -173,11 +174,15 @@ def main() -> None:
         for _ in range(2):  # alternate to cancel drift
             for name, call in targets.items():
                 rates.setdefault((name, threads), []).append(drive(call, threads)[0])
-    # A diagnostic beside them: the floor plus one Redis round trip per call,
-    # the least any store on that Redis adds (not part of the ratios above).
-    redis_floor = Floor(f"{redis.url}")
-    one_thread = interleaved({**targets, "floor+redis": redis_floor.call}, 3 * SECONDS)
+    # Diagnostics beside them (not part of the ratios above): the floor plus
+    # one Redis round trip per call, the least any store on that Redis adds;
+    # and the floor plus budgetd's Redis store called directly, what the
+    # store alone adds before any validation, protobuf or client.
+    redis_floor, store_floor = Floor(redis.url), Floor(redis.url, mode="store")
+    one_thread = interleaved({**targets, "floor+redis": redis_floor.call, "floor+store": store_floor.call},
+                             3 * SECONDS)
     redis_floor.stop()
+    store_floor.stop()
 
     print("\nguarded calls per second (hold + settle), and the ratio to the floor in this run")
     print(f"{'threads':>8} {'floor':>9} {'sqlite':>9} {'ratio':>6} {'redis':>9} {'ratio':>6}")
@@ -191,7 +196,8 @@ def main() -> None:
     for name, lat in one_thread.items():
         print(f"{name:>11} {pct(lat, 0.5):>7.3f} {pct(lat, 0.99):>7.3f} {pct(lat, 0.5) / base:>16.2f}")
     print(f"(floor+redis: the floor plus one Redis PING per call; redis p50 / its p50: "
-          f"{pct(one_thread['redis'], 0.5) / pct(one_thread['floor+redis'], 0.5):.2f})")
+          f"{pct(one_thread['redis'], 0.5) / pct(one_thread['floor+redis'], 0.5):.2f}\n"
+          f" floor+store: the floor plus budgetd's Redis store, its hold and settle called directly)")
 
     print("\nconfigured agents (SQLite): config load (best of 3), daemon RSS, p50 / p99 of a guarded call at 1 thread")
     print(f"{'agents':>8} {'load s':>7} {'RSS MB':>7} {'p50 ms':>7} {'p99 ms':>7} {'p50 / p50 at 10':>16}")
