@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import platform
+import random
 import statistics
 import subprocess
 import sys
@@ -63,11 +64,18 @@ def drive(call, threads: int, seconds: float = SECONDS) -> tuple[float, list[flo
 
 def interleaved(calls: dict, seconds: float) -> dict[str, list[float]]:
     """One thread calling each target in turn, call by call: every target's
-    latencies are taken at the same moments of a machine whose speed drifts."""
+    latencies are taken at the same moments of a machine whose speed drifts.
+    The order is shuffled every round: a call is slowed by what the previous
+    target still does after answering, and in a fixed order each target
+    would always follow the same one."""
     latencies: dict[str, list[float]] = {name: [] for name in calls}
+    order = list(calls)
+    shuffle = random.Random(8).shuffle  # the same sequence of orders in every run
     stop_at = time.perf_counter() + seconds
     while time.perf_counter() < stop_at:
-        for name, call in calls.items():
+        shuffle(order)
+        for name in order:
+            call = calls[name]
             started = time.perf_counter()
             call()
             latencies[name].append(time.perf_counter() - started)
