@@ -126,13 +126,18 @@ class PlanCache:
         self._zone = zone
         self._max_agents = max_agents  # any id gets a plan under defaults: bound the memory
         self._periods: tuple[Period, Period, Period] | None = None
-        self._valid_from = self._valid_until = datetime.min.replace(tzinfo=timezone.utc)
+        self._valid_from_ms = self._valid_until_ms = 0  # unix ms: nothing is valid yet
         self._plans: dict[str, Plan] = {}
 
     def get(self, agent_id: str, now: datetime) -> Plan | None:
         """The agent's plan at ``now``; None when the config gives it no budget."""
-        if not self._valid_from <= now < self._valid_until:
-            self._enter(now)
+        return self.get_at_ms(agent_id, int(now.timestamp() * 1000))
+
+    def get_at_ms(self, agent_id: str, now_ms: int) -> Plan | None:
+        """The same at ``now_ms`` (unix ms): every hold and settle asks, and
+        comparing two ints is cheaper than comparing aware datetimes."""
+        if not self._valid_from_ms <= now_ms < self._valid_until_ms:
+            self._enter(datetime.fromtimestamp(now_ms // 1000, timezone.utc).replace(microsecond=now_ms % 1000 * 1000))
         plan = self._plans.get(agent_id)
         if plan is None:
             budget = self._budget_of(agent_id)
@@ -146,6 +151,6 @@ class PlanCache:
     def _enter(self, now: datetime) -> None:
         periods = (*current_periods(now, self._zone), period_of(Window.HOURLY, now, self._zone))
         self._periods = periods
-        self._valid_from = max(p.starts_at for p in periods)
-        self._valid_until = min(p.resets_at for p in periods)
+        self._valid_from_ms = int(max(p.starts_at for p in periods).timestamp() * 1000)
+        self._valid_until_ms = int(min(p.resets_at for p in periods).timestamp() * 1000)
         self._plans = {}

@@ -20,7 +20,7 @@ from .metrics import MAX_AGENT_SERIES, Metrics
 from .notices.checks import Checks
 from .notices.delivery import Deliverer
 from .reload import Reloader
-from .service import Active, AdminService, BudgetService, Clock, Core
+from .service import Active, AdminService, BudgetService, Clock, Core, system_clock
 from .windows import current_periods
 from .store import Store, StoreError, open_store
 
@@ -98,10 +98,6 @@ def _parsing_stream(handler, request_type):
             yield message
 
     return parse_then_stream
-
-
-def system_clock() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 class Daemon:

@@ -11,7 +11,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timezone
 
 import grpc
 from budgetd_client import limits
@@ -53,6 +53,14 @@ class Active:
 
 def to_ms(when: datetime) -> int:
     return int(when.timestamp() * 1000)
+
+
+def system_clock() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _system_now_ms() -> int:
+    return time.time_ns() // 1_000_000
 
 
 _ERRORS = (
@@ -108,9 +116,16 @@ class Core:
         self.store = store
         self.clock = clock
         self.metrics = metrics
+        # Holds and settles need only the time in unix ms: on the system clock
+        # read it as an int, with no datetime made (an injected clock, in
+        # tests, is read as it is).
+        self.now_ms: Callable[[], int] = _system_now_ms if clock is system_clock else lambda: to_ms(clock())
 
     def plan(self, agent_id: str, now: datetime) -> Plan:
-        plan = self.active.plans.get(agent_id, now)
+        return self.plan_at_ms(agent_id, to_ms(now))
+
+    def plan_at_ms(self, agent_id: str, now_ms: int) -> Plan:
+        plan = self.active.plans.get_at_ms(agent_id, now_ms)
         if plan is None:
             raise UnknownAgent(f"agent {agent_id!r} has no budget (and the config has no defaults)")
         return plan
@@ -141,10 +156,9 @@ class BudgetService(pb_grpc.BudgetServicer):
         agent_id = limits.check_agent_id(request.agent_id)
         request_id = limits.check_request_id(request.request_id)
         tags = limits.check_tags(dict(request.tags)) if request.tags else {}
-        now = self.core.clock()
-        plan = self.core.plan(agent_id, now)
+        now_ms = self.core.now_ms()
+        plan = self.core.plan_at_ms(agent_id, now_ms)
         amount = self._estimate(request, plan)
-        now_ms = to_ms(now)
         deadline_ms = now_ms + self.core.active.config.reservation_ttl_seconds * 1000
         result = await self.core.store.hold(HoldRequest(request_id, agent_id, amount, plan, now_ms, deadline_ms, tags))
         if result.allowed:
@@ -198,10 +212,10 @@ class BudgetService(pb_grpc.BudgetServicer):
         request_id = limits.check_request_id(request.request_id)
         tags = limits.check_tags(dict(request.tags)) if request.tags else {}
         actual, pricing = self._actual(request)
-        now = self.core.clock()
-        plan = self.core.plan(agent_id, now)
+        now_ms = self.core.now_ms()
+        plan = self.core.plan_at_ms(agent_id, now_ms)
         result = await self.core.store.settle(
-            SettleRequest(request_id, agent_id, actual, plan, to_ms(now), tags, pricing,
+            SettleRequest(request_id, agent_id, actual, plan, now_ms, tags, pricing,
                           tuple(self.core.active.config.warn_at))
         )
         for pause in result.paused:
