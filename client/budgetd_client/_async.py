@@ -49,12 +49,16 @@ class AsyncBudget:
         self._channel = None
         self._budget_stub = None
         self._admin_stub = None
+        self._stub_pair = None  # (budget, admin) once the channel is made
         # fail_open: settles budgetd could not take, sent again once it answers.
         self._spool: list = []
 
     def _stubs(self):
         # The channel is made on first use, so a Budget built before a fork
         # (or outside an event loop) connects in the process that uses it.
+        stubs = self._stub_pair
+        if stubs is not None:  # made already: no lock on every call
+            return stubs
         with self._lock:
             if self._channel is None:
                 if self.settings.tls is None:
@@ -67,6 +71,7 @@ class AsyncBudget:
                     )
                 self._budget_stub = pb_grpc.BudgetStub(self._channel)
                 self._admin_stub = pb_grpc.AdminStub(self._channel)
+                self._stub_pair = (self._budget_stub, self._admin_stub)
             return self._budget_stub, self._admin_stub
 
     async def _rpc(self, method, request):
@@ -167,7 +172,7 @@ class AsyncBudget:
 
     async def close(self) -> None:
         with self._lock:
-            channel, self._channel = self._channel, None
+            channel, self._channel, self._stub_pair = self._channel, None, None
         if channel is not None:
             await channel.close()
 

@@ -7,6 +7,7 @@ messages this module makes (and ``_sync.py`` is generated from ``_async.py``).
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import uuid
@@ -98,7 +99,7 @@ class Settings:
         return cls(address=address, token=token, timeout=timeout, fail_open=bool(fail_open),
                    tls=tls if tls is not None else Tls.from_env())
 
-    @property
+    @functools.cached_property  # read on every call; a frozen dataclass allows it (it writes __dict__)
     def metadata(self) -> tuple[tuple[str, str], ...] | None:
         return (("authorization", f"Bearer {self.token}"),) if self.token else None
 
@@ -243,7 +244,9 @@ class Call:
 
     # -- what the guard calls ---------------------------------------------
     def authorize_request(self) -> pb.AuthorizeRequest:
-        req = pb.AuthorizeRequest(agent_id=self.agent_id, request_id=self.request_id, tags=self.tags)
+        req = pb.AuthorizeRequest(agent_id=self.agent_id, request_id=self.request_id)
+        if self.tags:  # an empty map given to the constructor still costs a map
+            req.tags.update(self.tags)
         if self.estimate_nanos is not None:
             req.estimate_nanos = self.estimate_nanos
         elif self.estimate_usage is not None:
@@ -263,18 +266,17 @@ class Call:
         cost money we were not told about).
         """
         if self._actual_nanos is not None:
-            return pb.CommitRequest(
-                request_id=self.request_id, agent_id=self.agent_id, actual_nanos=self._actual_nanos, tags=self.tags
-            )
-        if self._usage is not None:
-            return pb.CommitRequest(
-                request_id=self.request_id, agent_id=self.agent_id, usage=self._usage.to_proto(), tags=self.tags
-            )
-        if failed:
+            req = pb.CommitRequest(request_id=self.request_id, agent_id=self.agent_id, actual_nanos=self._actual_nanos)
+        elif self._usage is not None:
+            req = pb.CommitRequest(request_id=self.request_id, agent_id=self.agent_id, usage=self._usage.to_proto())
+        elif failed:
             return pb.ReleaseRequest(request_id=self.request_id, agent_id=self.agent_id)
-        req = pb.CommitRequest(request_id=self.request_id, agent_id=self.agent_id, tags=self.tags)
-        if self.held_nanos is None and self.estimate_nanos is not None:
-            req.actual_nanos = self.estimate_nanos  # fail-open with no hold: settle our own estimate
+        else:
+            req = pb.CommitRequest(request_id=self.request_id, agent_id=self.agent_id)
+            if self.held_nanos is None and self.estimate_nanos is not None:
+                req.actual_nanos = self.estimate_nanos  # fail-open with no hold: settle our own estimate
+        if self.tags:
+            req.tags.update(self.tags)
         return req
 
 

@@ -48,12 +48,16 @@ class Budget:
         self._channel = None
         self._budget_stub = None
         self._admin_stub = None
+        self._stub_pair = None  # (budget, admin) once the channel is made
         # fail_open: settles budgetd could not take, sent again once it answers.
         self._spool: list = []
 
     def _stubs(self):
         # The channel is made on first use, so a Budget built before a fork
         # (or outside an event loop) connects in the process that uses it.
+        stubs = self._stub_pair
+        if stubs is not None:  # made already: no lock on every call
+            return stubs
         with self._lock:
             if self._channel is None:
                 if self.settings.tls is None:
@@ -66,6 +70,7 @@ class Budget:
                     )
                 self._budget_stub = pb_grpc.BudgetStub(self._channel)
                 self._admin_stub = pb_grpc.AdminStub(self._channel)
+                self._stub_pair = (self._budget_stub, self._admin_stub)
             return self._budget_stub, self._admin_stub
 
     def _rpc(self, method, request):
@@ -166,7 +171,7 @@ class Budget:
 
     def close(self) -> None:
         with self._lock:
-            channel, self._channel = self._channel, None
+            channel, self._channel, self._stub_pair = self._channel, None, None
         if channel is not None:
             channel.close()
 
