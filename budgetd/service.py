@@ -44,11 +44,13 @@ class Active:
     resolver: Resolver
     prices: PriceTable
     plans: PlanCache
+    warn_at: tuple  # the config's, one tuple for every settle (stores cache per plan and warn_at)
 
     @classmethod
     def of(cls, config: Config) -> Active:
         resolver = Resolver(config)
-        return cls(config, resolver, PriceTable(config), PlanCache(resolver.budget, config.zone))
+        return cls(config, resolver, PriceTable(config), PlanCache(resolver.budget, config.zone),
+                   tuple(config.warn_at))
 
 
 def to_ms(when: datetime) -> int:
@@ -215,8 +217,7 @@ class BudgetService(pb_grpc.BudgetServicer):
         now_ms = self.core.now_ms()
         plan = self.core.plan_at_ms(agent_id, now_ms)
         result = await self.core.store.settle(
-            SettleRequest(request_id, agent_id, actual, plan, now_ms, tags, pricing,
-                          tuple(self.core.active.config.warn_at))
+            SettleRequest(request_id, agent_id, actual, plan, now_ms, tags, pricing, self.core.active.warn_at)
         )
         for pause in result.paused:
             log.warning("paused at cap", extra={"agent": agent_id, "scope": pause.scope, "window": pause.window,

@@ -149,6 +149,15 @@ async def test_reaching_the_cap_pauses_for_that_period_only(store):
     assert (await store.hold(hold("a1", "r3", 1, NEXT_DAY))).allowed
 
 
+async def test_a_hold_settled_the_next_day_is_counted_in_the_hold_periods(store):
+    assert (await store.hold(hold("a2", "r1", 300))).allowed
+    result = await store.settle(settle("a2", "r1", 200, NEXT_DAY))
+    assert (result.counted_nanos, result.duplicate) == (200, False)
+    assert (await balances(store, "a2"))[("agent:a2", "daily")] == (200, 0)  # the hold's day, its reservation gone
+    assert (await balances(store, "a2", NEXT_DAY))[("agent:a2", "daily")] == (0, 0)
+    assert (await store.settle(settle("a2", "r1", 200, NEXT_DAY))).duplicate
+
+
 async def test_actual_over_the_estimate_is_counted(store):
     await store.hold(hold("a2", "r1", 100))
     assert (await store.settle(settle("a2", "r1", 5 * USD))).counted_nanos == 5 * USD

@@ -81,6 +81,10 @@ class _Encoded:
     counters: tuple[str, ...]
     counters_json: str
     day_and_groups: tuple[str, str]
+    call_prefix: str  # a call's key is this and its request id
+    hold_keys: tuple[str, ...]  # after the call's key
+    hold_tail: tuple  # the hold's arguments after the call ttl
+    settle_keys: tuple[str, ...]  # after the call's key
 
 
 def _ms(when) -> int:
@@ -108,6 +112,7 @@ class RedisStore(Store):
         self._indexing = asyncio.Lock()
         self._lease_ms = 60_000
         self._identity = ("redis", object())  # this store's entries in Plan.memo
+        self._indexed = (self._identity, "indexed")
 
     # -- lifecycle ------------------------------------------------------------
     async def open(self) -> None:
@@ -243,21 +248,40 @@ class RedisStore(Store):
         encoded = plan.memo.get(self._identity)
         if encoded is None:
             tag = self._tag(plan)
+            holds, pauses = self._key(tag, "holds"), tuple(self._pause_keys(tag, plan))
+            counters = tuple(self._counter_key(tag, c) for c in plan.counters)
             encoded = plan.memo[self._identity] = _Encoded(
                 tag=tag,
-                holds=self._key(tag, "holds"),
-                pauses=tuple(self._pause_keys(tag, plan)),
-                counters=tuple(self._counter_key(tag, c) for c in plan.counters),
+                holds=holds,
+                pauses=pauses,
+                counters=counters,
                 counters_json=plan.counters_json,
                 day_and_groups=tuple(_day_and_groups(plan.agent_id, plan.counters)),
+                call_prefix=self._key(tag, "r", plan.agent_id, ""),
+                hold_keys=(holds, *pauses, *counters),
+                hold_tail=(len(pauses), len(counters),
+                           *self._limits_args(plan, plan.counters, 0, at=11, flat=True)),
+                settle_keys=(holds, self._key(tag, "ledger"), self._key(tag, "outbox"), *pauses, *counters),
             )
         return encoded
+
+    def _settle_tail(self, plan: Plan, enc: _Encoded, warn_at) -> tuple:
+        """A settle's arguments after the groups json, for the plan's own
+        counters; once per plan and warn_at (the config's, the same tuple on
+        every call)."""
+        memo_key = (self._identity, "settle")
+        cached = plan.memo.get(memo_key)
+        if cached is None or (cached[0] is not warn_at and cached[0] != warn_at):
+            tail = (len(warn_at), *self._limits_args(plan, plan.counters, 0, at=16, notify_as=plan.agent_id,
+                                                      warn_at=warn_at, flat=True))
+            cached = plan.memo[memo_key] = (warn_at, tail)
+        return cached[1]
 
     async def _index_plan(self, plan: Plan, tag: str) -> None:
         """Before a hold or settle writes: the tag (so the sweeper and the
         deliverer find its holds and notices) and the agent's current periods
         (so listings and the digest find its spend). Once per plan."""
-        done = (self._identity, "indexed")
+        done = self._indexed
         if plan.memo.get(done):
             return
         daily, monthly = plan.limits[0].period, plan.limits[1].period
@@ -268,13 +292,13 @@ class RedisStore(Store):
 
     async def hold(self, req: HoldRequest) -> HoldResult:
         plan = req.plan
-        enc = self._encoded(plan)
-        await self._index_plan(plan, enc.tag)
-        counters = plan.counters
-        keys = [self._key(enc.tag, "r", req.agent_id, req.request_id), enc.holds, *enc.pauses, *enc.counters]
-        args = [req.agent_id, req.request_id, req.amount_nanos, req.now_ms, req.deadline_ms,
-                _tags_json(req.tags), enc.counters_json, req.deadline_ms - req.now_ms + CALL_RETENTION_MS,
-                len(enc.pauses), len(counters), *self._limits_args(plan, counters, req.now_ms, at=11, flat=True)]
+        enc = plan.memo.get(self._identity) or self._encoded(plan)
+        if not plan.memo.get(self._indexed):
+            await self._index_plan(plan, enc.tag)
+        # Everything but the request's own values was encoded once per plan.
+        keys = (enc.call_prefix + req.request_id, *enc.hold_keys)
+        args = (req.agent_id, req.request_id, req.amount_nanos, req.now_ms, req.deadline_ms, _tags_json(req.tags),
+                enc.counters_json, req.deadline_ms - req.now_ms + CALL_RETENTION_MS, *enc.hold_tail)
         reply = await self._run("hold", keys, args)
         if reply[0] == "allowed":
             return HoldResult(True, int(reply[1]), int(reply[2]))
@@ -293,26 +317,27 @@ class RedisStore(Store):
 
     async def settle(self, req: SettleRequest) -> SettleResult:
         plan = req.plan
-        enc = self._encoded(plan)
+        enc = plan.memo.get(self._identity) or self._encoded(plan)
         tag = enc.tag
-        await self._index_plan(plan, tag)
+        if not plan.memo.get(self._indexed):
+            await self._index_plan(plan, tag)
         counters = plan.counters
-        counter_keys, counters_json, day_and_groups = enc.counters, enc.counters_json, enc.day_and_groups
         pricing = json.dumps(vars(req.pricing)) if req.pricing else ""
-        for _ in range(2):  # a second pass when the hold was made in earlier periods
-            keys = [self._key(tag, "r", req.agent_id, req.request_id), enc.holds, self._key(tag, "ledger"),
-                    self._key(tag, "outbox"), *enc.pauses, *counter_keys]
-            args = [req.agent_id, req.request_id, -1 if req.actual_nanos is None else req.actual_nanos, req.now_ms,
-                    _tags_json(req.tags), counters_json, plan.estimate_nanos, CALL_RETENTION_MS,
-                    len(enc.pauses), len(counters), LEDGER_MAXLEN, pricing, *day_and_groups, len(req.warn_at),
-                    *self._limits_args(plan, counters, req.now_ms, at=16, notify_as=req.agent_id,
-                                       warn_at=req.warn_at, flat=True)]
-            reply = await self._run("settle", keys, args)
-            if reply[0] != "rekey":
-                break
+        actual = -1 if req.actual_nanos is None else req.actual_nanos
+        # The common case, a hold in the plan's own periods: keys and limits encoded once per plan.
+        keys = (enc.call_prefix + req.request_id, *enc.settle_keys)
+        args = (req.agent_id, req.request_id, actual, req.now_ms, _tags_json(req.tags), enc.counters_json,
+                plan.estimate_nanos, CALL_RETENTION_MS, len(enc.pauses), len(counters), LEDGER_MAXLEN, pricing,
+                *enc.day_and_groups, *self._settle_tail(plan, enc, req.warn_at))
+        reply = await self._run("settle", keys, args)
+        if reply[0] == "rekey":  # held in earlier periods: settle those counters
             counters = [tuple(c) for c in json.loads(reply[1])]
-            counter_keys = [self._counter_key(tag, c) for c in counters]
-            counters_json, day_and_groups = json.dumps(counters), _day_and_groups(req.agent_id, counters)
+            keys = (keys[0], *enc.settle_keys[:3 + len(enc.pauses)], *(self._counter_key(tag, c) for c in counters))
+            args = (*args[:5], json.dumps(counters), *args[6:9], len(counters), *args[10:12],
+                    *_day_and_groups(req.agent_id, counters), len(req.warn_at),
+                    *self._limits_args(plan, counters, req.now_ms, at=16, notify_as=req.agent_id,
+                                       warn_at=req.warn_at, flat=True))
+            reply = await self._run("settle", keys, args)
         if reply[0] == "duplicate":
             return SettleResult(int(reply[1]), duplicate=True)
         paused = []
