@@ -55,8 +55,6 @@ async def ping_handlers(redis_url: str) -> dict:
 
 
 async def store_handlers(redis_url: str) -> dict:
-    from datetime import datetime, timezone
-
     from budgetd.config import Resolver, load_config_text
     from budgetd.plan import PlanCache
     from budgetd.store import HoldRequest, SettleRequest
@@ -70,16 +68,19 @@ async def store_handlers(redis_url: str) -> dict:
     held: list[str] = []  # the hold each settle settles (one client thread: in order)
 
     async def hold(body: bytes, context) -> bytes:
-        now, now_ms = datetime.now(timezone.utc), time.time_ns() // 1_000_000
+        now_ms = time.time_ns() // 1_000_000
         request_id = f"r{next(ids)}"
         held.append(request_id)
-        await store.hold(HoldRequest(request_id, "bench", 1000, plans.get("bench", now), now_ms, now_ms + 600_000))
+        await store.hold(HoldRequest(request_id, "bench", 1000, plans.get_at_ms("bench", now_ms), now_ms,
+                                     now_ms + 600_000))
         return b"ok"
 
+    warn_at = tuple(config.warn_at)
+
     async def settle(body: bytes, context) -> bytes:
-        now, now_ms = datetime.now(timezone.utc), time.time_ns() // 1_000_000
-        await store.settle(SettleRequest(held.pop(0), "bench", 1000, plans.get("bench", now), now_ms,
-                                         warn_at=tuple(config.warn_at)))
+        now_ms = time.time_ns() // 1_000_000
+        await store.settle(SettleRequest(held.pop(0), "bench", 1000, plans.get_at_ms("bench", now_ms), now_ms,
+                                         warn_at=warn_at))
         return b"ok"
 
     return {"Hold": hold, "Settle": settle}

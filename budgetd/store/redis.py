@@ -76,9 +76,7 @@ class _Encoded:
     """A plan's keys and fixed script arguments, for one store."""
 
     tag: str
-    holds: str
     pauses: tuple[str, ...]
-    counters: tuple[str, ...]
     counters_json: str
     day_and_groups: tuple[str, str]
     call_prefix: str  # a call's key is this and its request id
@@ -252,9 +250,7 @@ class RedisStore(Store):
             counters = tuple(self._counter_key(tag, c) for c in plan.counters)
             encoded = plan.memo[self._identity] = _Encoded(
                 tag=tag,
-                holds=holds,
                 pauses=pauses,
-                counters=counters,
                 counters_json=plan.counters_json,
                 day_and_groups=tuple(_day_and_groups(plan.agent_id, plan.counters)),
                 call_prefix=self._key(tag, "r", plan.agent_id, ""),
@@ -280,19 +276,17 @@ class RedisStore(Store):
     async def _index_plan(self, plan: Plan, tag: str) -> None:
         """Before a hold or settle writes: the tag (so the sweeper and the
         deliverer find its holds and notices) and the agent's current periods
-        (so listings and the digest find its spend). Once per plan."""
-        done = self._indexed
-        if plan.memo.get(done):
-            return
+        (so listings and the digest find its spend). Once per plan: the
+        callers skip it once the plan's memo has ``self._indexed``."""
         daily, monthly = plan.limits[0].period, plan.limits[1].period
         await self._index((f"{self.prefix}:tags", tag),
                           (f"{self.prefix}:seen:daily:{daily.key}", plan.agent_id),
                           (f"{self.prefix}:seen:monthly:{monthly.key}", plan.agent_id))
-        plan.memo[done] = True
+        plan.memo[self._indexed] = True
 
     async def hold(self, req: HoldRequest) -> HoldResult:
         plan = req.plan
-        enc = plan.memo.get(self._identity) or self._encoded(plan)
+        enc = self._encoded(plan)
         if not plan.memo.get(self._indexed):
             await self._index_plan(plan, enc.tag)
         # Everything but the request's own values was encoded once per plan.
@@ -317,7 +311,7 @@ class RedisStore(Store):
 
     async def settle(self, req: SettleRequest) -> SettleResult:
         plan = req.plan
-        enc = plan.memo.get(self._identity) or self._encoded(plan)
+        enc = self._encoded(plan)
         tag = enc.tag
         if not plan.memo.get(self._indexed):
             await self._index_plan(plan, tag)
