@@ -69,6 +69,10 @@ def render(n: Notice, ctx: Context) -> tuple[str, list[dict]]:
         lines.append(f"Paused now: {', '.join(paused)}" if paused else "No agent is paused.")
     elif n.kind == "config_rejected":
         text = f":x: A budgets.yaml edit was rejected; the running config stays in force. {n.reason}"
+    elif n.kind == "store_lost":
+        text = f":rotating_light: budgetd's store lost data: {n.reason}"
+        lines = ["Writes are refused until budgetd is restarted; spend and caps counted before the loss "
+                 "may be gone. Check the store, then restart budgetd."]
     else:
         text = f"{n.kind}: {n.agent_id} {n.reason}"
     if ctx.top_models:

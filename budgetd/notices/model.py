@@ -10,7 +10,7 @@ from decimal import Decimal
 from ..plan import Limit
 from ..store.base import PauseRecord
 
-KINDS = ("warning", "paused", "resumed", "anomaly", "digest", "config_rejected")
+KINDS = ("warning", "paused", "resumed", "anomaly", "digest", "config_rejected", "store_lost")
 
 
 @dataclass(frozen=True)
@@ -68,3 +68,8 @@ def resumed(agent_id: str, scope: str, by: str, now_ms: int, window: str = "", p
     "config" (its cap was raised above the spend)."""
     key = f"resumed:{scope}:{window}:{period}" if by == "rollover" else f"resumed:{scope}:{by}:{now_ms}"
     return Notice(key, "resumed", agent_id, scope, window, period, at_ms=now_ms, extra={"by": by})
+
+
+def store_lost(what: str, now_ms: int) -> Notice:
+    """The store forgot acknowledged writes (``what`` says which and how)."""
+    return Notice(f"store_lost:{now_ms}", "store_lost", reason=what, at_ms=now_ms)

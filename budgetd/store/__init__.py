@@ -16,6 +16,7 @@ from .base import (
     SettleResult,
     Store,
     StoreError,
+    StoreLost,
     StoreRefused,
 )
 
@@ -33,6 +34,7 @@ __all__ = [
     "SettleResult",
     "Store",
     "StoreError",
+    "StoreLost",
     "StoreRefused",
     "open_store",
 ]

@@ -27,6 +27,14 @@ class StoreError(Exception):
     """The backend failed or is unreachable; callers answer UNAVAILABLE."""
 
 
+class StoreLost(StoreError):
+    """The backend lost data it had acknowledged (the SQLite file was deleted
+    or replaced; Redis restarted empty). The store refuses every write from
+    then on, so nothing more is acknowledged into a store that forgets; the
+    daemon reports it (log, metric, health NOT_SERVING, a notice). A restart
+    of the daemon adopts the store as it is now."""
+
+
 class StoreRefused(Exception):
     """The store cannot do this for this plan (e.g. an agent in two groups on
     Redis Cluster); callers answer FAILED_PRECONDITION."""
