@@ -19,6 +19,8 @@ QUEUE_LIMIT = 1000
 
 
 class EventHub:
+    CLOSED = object()  # put in every watcher's queue at a drain: the stream ends
+
     def __init__(self, core: Core) -> None:
         self.core = core
         self._subscribers: dict[str, set[asyncio.Queue]] = defaultdict(set)
@@ -35,6 +37,14 @@ class EventHub:
     async def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()
+
+    def close_watchers(self) -> None:
+        """End every open Watch stream now (a drain must not wait for them)."""
+        for queues in list(self._subscribers.values()):
+            for queue in queues:
+                if queue.full():
+                    queue.get_nowait()
+                queue.put_nowait(self.CLOSED)
 
     def subscribe(self, agent_id: str) -> asyncio.Queue:
         queue: asyncio.Queue = asyncio.Queue(QUEUE_LIMIT)

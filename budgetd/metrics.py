@@ -24,6 +24,9 @@ class Metrics:
         self.cap = Gauge("budgetd_cap_usd", "Cap of the current window (absent: no cap)", ["agent", "window"],
                          registry=r)
         self.paused = Gauge("budgetd_paused_agents", "Agents paused now", registry=r)
+        self.store_lost = Gauge("budgetd_store_lost", "1 once the store lost acknowledged writes (restart to adopt it)",
+                                registry=r)
+        self.draining = Gauge("budgetd_draining", "1 while the daemon drains before it stops", registry=r)
         self.outbox_depth = Gauge("budgetd_outbox_depth", "Notices not yet delivered", registry=r)
         self.notices = Counter("budgetd_notices", "Notice deliveries by outcome", ["outcome"], registry=r)
         self.reloads = Counter("budgetd_config_reloads", "Config reloads by outcome", ["outcome"], registry=r)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import logging
 from dataclasses import dataclass
@@ -22,7 +23,8 @@ from .notices.delivery import Deliverer
 from .reload import Reloader
 from .service import Active, AdminService, BudgetService, Clock, Core, system_clock
 from .windows import current_periods
-from .store import Store, StoreError, open_store
+from .store import Store, StoreError, StoreLost, open_store
+from .store_loss import StoreLossAlarm
 
 log = logging.getLogger("budgetd")
 
@@ -112,6 +114,7 @@ class Daemon:
         self.events = EventHub(self.core)
         self.deliverer = Deliverer(self.core)
         self.checks = Checks(self.core)
+        self.store_loss = StoreLossAlarm(self.core, self.deliverer)
         self.reloader = Reloader(self, config_path) if config_path else None
         self.metrics_port: int | None = None
         self.health = health.aio.HealthServicer()
@@ -199,6 +202,9 @@ class Daemon:
         try:
             await self.store.ping()
             ok = True
+        except StoreLost as err:
+            self.store_loss.raise_alarm(err)
+            ok = False
         except StoreError as err:
             log.error("store unhealthy", extra={"error": str(err)})
             ok = False
@@ -236,19 +242,34 @@ class Daemon:
         self.metrics.outbox_depth.set(await core.store.outbox_depth())
 
     async def stop(self) -> None:
-        """Health goes NOT_SERVING, new calls are refused, in-flight calls get
-        the grace period, then the store is closed."""
+        """Drain, then stop. Health goes NOT_SERVING and new holds are
+        refused (UNAVAILABLE "draining": clients wait for the restart), open
+        Watch streams are ended at once, and the port stays open for the
+        settles and releases of holds already granted, until they are all in
+        or ``shutdown_grace_seconds`` pass. Only then does the listener close
+        and the store with it."""
         if self._stopping:
             return
         self._stopping = True
-        log.info("shutting down", extra={"grace_seconds": self.config.server.shutdown_grace_seconds})
+        grace = self.config.server.shutdown_grace_seconds
+        started = asyncio.get_running_loop().time()
+        log.info("draining", extra={"grace_seconds": grace, "holds_in_flight": len(self.core.granted)})
+        self.metrics.draining.set(1)
         await self.health.enter_graceful_shutdown()
+        self.events.close_watchers()
+        left = await self.core.drain(grace)
+        if left:
+            log.warning("drain ended by its grace with holds still unsettled (the sweeper settles them by "
+                        "on_reservation_expiry after a restart)", extra={"holds": left})
         if self.scheduler.running:
             self.scheduler.shutdown(wait=False)
         await self.events.stop()
+        self.store_loss.stop()
         self.metrics.stop()
         if self.server is not None:
-            await self.server.stop(self.config.server.shutdown_grace_seconds)
+            # Calls still in flight (a status read, a settle just arriving) get what is left of the grace.
+            remaining = grace - (asyncio.get_running_loop().time() - started)
+            await self.server.stop(max(0.5, remaining))
         await self.store.close()
         log.info("stopped")
 

@@ -6,6 +6,7 @@ with INVALID_ARGUMENT before anything is touched.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import time
@@ -34,6 +35,15 @@ Clock = Callable[[], datetime]
 
 class UnknownAgent(Exception):
     pass
+
+
+class Draining(Exception):
+    """The daemon is shutting down: new holds are refused (UNAVAILABLE, so
+    clients wait for the restart or another replica), settles still land."""
+
+    def __init__(self, what: str = "new holds") -> None:
+        super().__init__(f"budgetd is draining (shutting down): {what} are refused; "
+                         "settles of holds already granted are still taken")
 
 
 @dataclass(frozen=True)
@@ -70,6 +80,7 @@ _ERRORS = (
     (PermissionDenied, grpc.StatusCode.PERMISSION_DENIED),
     (ValueError, grpc.StatusCode.INVALID_ARGUMENT),
     (UnknownAgent, grpc.StatusCode.NOT_FOUND),
+    (Draining, grpc.StatusCode.UNAVAILABLE),
     ((RequestConflict, UnknownModel, StoreRefused), grpc.StatusCode.FAILED_PRECONDITION),
     (StoreError, grpc.StatusCode.UNAVAILABLE),
 )
@@ -99,7 +110,7 @@ def rpc(method=None, *, admin: bool = False):
             if code is grpc.StatusCode.INTERNAL:
                 log.exception("internal error in %s", name)
                 await context.abort(code, f"internal error in {name}; see the daemon's log")
-            if code is grpc.StatusCode.UNAVAILABLE:
+            if code is grpc.StatusCode.UNAVAILABLE and not isinstance(err, Draining):
                 metrics.store_errors.inc()
                 log.error("store error in %s: %s", name, err)
                 await context.abort(code, f"store unavailable: {err}")
@@ -122,6 +133,44 @@ class Core:
         # read it as an int, with no datetime made (an injected clock, in
         # tests, is read as it is).
         self.now_ms: Callable[[], int] = _system_now_ms if clock is system_clock else lambda: to_ms(clock())
+        # Holds this process granted and has not yet seen settled or released,
+        # with their deadlines: a drain waits for them (a deadline passed means
+        # the sweeper settles it, so a drain does not wait for those).
+        self.granted: dict[tuple[str, str], int] = {}
+        self.draining = False
+        self._all_settled = asyncio.Event()
+
+    def hold_granted(self, agent_id: str, request_id: str, deadline_ms: int) -> None:
+        self.granted[(agent_id, request_id)] = deadline_ms
+
+    def hold_ended(self, agent_id: str, request_id: str) -> None:
+        if self.granted.pop((agent_id, request_id), None) is not None and self.draining and not self.granted:
+            self._all_settled.set()
+
+    def forget_lapsed_holds(self, now_ms: int) -> None:
+        """Drop holds past their deadline from ``granted`` (the sweeper's now)."""
+        for key in [key for key, deadline in self.granted.items() if deadline <= now_ms]:
+            del self.granted[key]
+        if self.draining and not self.granted:
+            self._all_settled.set()
+
+    def end_drain_now(self) -> None:
+        """Stop waiting for the holds still out (a second signal)."""
+        self.granted.clear()
+        self._all_settled.set()
+
+    async def drain(self, grace_seconds: float) -> int:
+        """Refuse new holds; wait until every hold granted here is settled,
+        released or past its deadline, or ``grace_seconds`` pass. Returns how
+        many were left unsettled."""
+        self.draining = True
+        self.forget_lapsed_holds(self.now_ms())
+        if self.granted:
+            try:
+                await asyncio.wait_for(self._all_settled.wait(), grace_seconds)
+            except TimeoutError:
+                pass
+        return len(self.granted)
 
     def plan(self, agent_id: str, now: datetime) -> Plan:
         return self.plan_at_ms(agent_id, to_ms(now))
@@ -142,7 +191,9 @@ class Core:
     async def sweep(self) -> int:
         """Expire holds past their deadline (the scheduler calls this)."""
         charge = self.active.config.on_reservation_expiry == "charge"
-        expired = await self.store.expire(to_ms(self.clock()), charge, self.plan_or_none)
+        now_ms = to_ms(self.clock())
+        self.forget_lapsed_holds(now_ms)
+        expired = await self.store.expire(now_ms, charge, self.plan_or_none)
         if expired:
             log.info("expired holds", extra={"count": expired, "policy": "charge" if charge else "release"})
         return expired
@@ -155,6 +206,8 @@ class BudgetService(pb_grpc.BudgetServicer):
 
     @rpc
     async def Authorize(self, request: pb.AuthorizeRequest, context) -> pb.AuthorizeResponse:
+        if self.core.draining:
+            raise Draining()
         agent_id = limits.check_agent_id(request.agent_id)
         request_id = limits.check_request_id(request.request_id)
         tags = limits.check_tags(dict(request.tags)) if request.tags else {}
@@ -164,6 +217,7 @@ class BudgetService(pb_grpc.BudgetServicer):
         deadline_ms = now_ms + self.core.active.config.reservation_ttl_seconds * 1000
         result = await self.core.store.hold(HoldRequest(request_id, agent_id, amount, plan, now_ms, deadline_ms, tags))
         if result.allowed:
+            self.core.hold_granted(agent_id, request_id, result.deadline_ms)
             self.core.metrics.holds_allowed.inc()
             return pb.AuthorizeResponse(
                 decision=pb.DECISION_ALLOWED,
@@ -219,6 +273,7 @@ class BudgetService(pb_grpc.BudgetServicer):
         result = await self.core.store.settle(
             SettleRequest(request_id, agent_id, actual, plan, now_ms, tags, pricing, self.core.active.warn_at)
         )
+        self.core.hold_ended(agent_id, request_id)
         for pause in result.paused:
             log.warning("paused at cap", extra={"agent": agent_id, "scope": pause.scope, "window": pause.window,
                                                 "period": pause.period, "reason": pause.reason})
@@ -231,7 +286,9 @@ class BudgetService(pb_grpc.BudgetServicer):
         request_id = limits.check_request_id(request.request_id)
         now = self.core.clock()
         plan = self.core.plan(agent_id, now)
-        return pb.ReleaseResponse(released=await self.core.store.release(request_id, plan, to_ms(now)))
+        released = await self.core.store.release(request_id, plan, to_ms(now))
+        self.core.hold_ended(agent_id, request_id)
+        return pb.ReleaseResponse(released=released)
 
     @rpc
     async def GetStatus(self, request: pb.GetStatusRequest, context) -> pb.AgentStatus:
@@ -239,6 +296,8 @@ class BudgetService(pb_grpc.BudgetServicer):
 
     async def Watch(self, request: pb.WatchRequest, context):
         try:
+            if self.core.draining:
+                raise Draining("new watches")
             require(identify(self.core.active.config.auth, context.invocation_metadata()), agent_id=request.agent_id)
             agent_id = limits.check_agent_id(request.agent_id)
             self.core.plan(agent_id, self.core.clock())
@@ -249,8 +308,10 @@ class BudgetService(pb_grpc.BudgetServicer):
             await context.abort(code, str(err))
         queue = self.events.subscribe(agent_id)
         try:
-            while True:
-                yield wire.event(await queue.get())
+            while (event := await queue.get()) is not self.events.CLOSED:
+                yield wire.event(event)
+            # Told at once, so a watch does not hold the drain; the client reconnects.
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "budgetd is draining (shutting down): watch again")
         finally:
             self.events.unsubscribe(agent_id, queue)
 

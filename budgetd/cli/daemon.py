@@ -56,5 +56,14 @@ async def _serve(config, path: str) -> int:
     # SIGHUP: reload budgets.yaml now (it is also noticed within a second).
     loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(daemon.reloader.reload("SIGHUP")))
     await stop.wait()
-    await daemon.stop()
+    # A second SIGTERM or SIGINT during the drain stops at once.
+    draining = loop.create_task(daemon.stop())
+    stop.clear()
+    again = loop.create_task(stop.wait())
+    await asyncio.wait((draining, again), return_when=asyncio.FIRST_COMPLETED)
+    if not draining.done():
+        log.warning("stopping now: a second signal ended the drain")
+        daemon.core.end_drain_now()
+        await draining
+    again.cancel()
     return 0

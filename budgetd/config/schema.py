@@ -174,7 +174,9 @@ class Config(Strict):
     store: StoreConfig = StoreConfig()
     timezone: str = "UTC"
     reservation_ttl_seconds: Annotated[int, Field(ge=1, le=7 * 86400)] = 600
-    on_reservation_expiry: Literal["release", "charge"] = "release"
+    # When budgetd cannot know what a call cost (its settle never came), it
+    # errs toward the cap: an expired hold is counted as spent.
+    on_reservation_expiry: Literal["release", "charge"] = "charge"
     # Ledger rows older than this are dropped (reports look back at most this far).
     ledger_retention_days: Annotated[int, Field(ge=1, le=3650)] = 400
     warn_at: list[Annotated[Decimal, Field(gt=0, lt=1)]] = [Decimal("0.5"), Decimal("0.8"), Decimal("0.9")]
