@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import resources
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -136,6 +136,8 @@ class RedisStore(Store):
             self._client = None
 
     async def ping(self) -> None:
+        if self._client is None:
+            raise StoreError("the store is closed")
         await self._call(self._client.ping())
 
     async def _call(self, awaitable):
@@ -398,23 +400,34 @@ class RedisStore(Store):
         return lifted == 1
 
     async def reconcile(self, plan: Plan, now_ms: int) -> list[Notice]:
+        """Every capped window of the plan in one script (one atomic step, as
+        SQLite's one transaction): no window is left unreconciled because
+        another one's call failed."""
         tag = self._tag(plan)
-        pause_keys = dict(zip((s.key for s in plan.scopes), self._pause_keys(tag, plan)))
-        written = []
-        for limit in plan.limits:
-            if limit.cap_nanos is None:
-                continue
+        scope_index = {s.key: i for i, s in enumerate(plan.scopes, start=1)}
+        capped = [limit for limit in plan.limits if limit.cap_nanos is not None]
+        if not capped:
+            return []
+        args: list = [now_ms, len(plan.scopes)]
+        prepared = []
+        for limit in capped:
             scope, window, period = limit.counter
             reason = rules.cap_pause_reason(limit)
             record = PauseRecord(scope, "cap", window, period, reason, now_ms)
             paused = notices.paused_at_cap(plan.agent_id, record, 0, limit.cap_nanos, True)
             resumed = notices.resumed(plan.agent_id, scope, "config", now_ms, window, period)
-            done = await self._run("reconcile", [pause_keys[scope], self._counter_key(tag, limit.counter),
-                                                 self._key(tag, "outbox")],
-                                   [f"{window}:{period}", limit.cap_nanos, f"{now_ms}|{reason}", paused.to_json(),
-                                    resumed.to_json()])
-            if done:
-                written.append(paused if done == "paused" else resumed)
+            prepared.append((paused, resumed))
+            args += [scope_index[scope], f"{window}:{period}", limit.cap_nanos, f"{now_ms}|{reason}",
+                     paused.to_json(), paused.key, resumed.to_json(), resumed.key]
+        keys = [self._key(tag, "outbox"), *self._pause_keys(tag, plan),
+                *(self._counter_key(tag, limit.counter) for limit in capped)]
+        reply = await self._run("reconcile", keys, args)
+        written = []
+        for (paused, resumed), done, spent in zip(prepared, reply[0::2], reply[1::2]):
+            if done == "paused":  # the script filled in the spend (common.lua emit)
+                written.append(replace(paused, spent_nanos=int(spent)))
+            elif done == "resumed":
+                written.append(resumed)
         return written
 
     async def _ledgers(self) -> list[str]:

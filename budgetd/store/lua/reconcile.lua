@@ -1,15 +1,50 @@
--- After a config change, one window: pause it if its spend reached the (new)
--- cap, or lift its cap pause if the cap is now above the spend.
--- KEYS: the scope's pause hash, the counter, outbox (stream).
--- ARGV: field (window:period), cap, since|reason, pause notice, resumed notice.
-local spent = tonumber(redis.call('HGET', KEYS[2], 'spent') or '0')
-if spent >= tonumber(ARGV[2]) then
-  if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[3]) == 1 then
-    emit(KEYS[3], ARGV[4], cjson.decode(ARGV[4])['key'], spent)
-    return 'paused'
+-- After a config change, every capped window of a plan in one step: pause a
+-- window whose spend reached its (new) cap, or lift its cap pause if the cap
+-- is now above the spend, with their notices. Every read comes first, so a
+-- failing read writes nothing; the writes cannot fail half way for one window.
+-- KEYS: outbox (stream), S pause hashes (one per scope), L counters (the windows).
+-- ARGV: now ms, S, then 8 per window: scope index (into the pause hashes),
+--       field (window:period), cap, since|reason, pause notice, its key,
+--       resumed notice, its key.
+-- Returns 2 per window: what was done ('paused', 'resumed', 'lifted' when
+-- its resumed notice was already written by another window of this call,
+-- or ''), and the window's spend.
+local now_ms, S = ARGV[1], tonumber(ARGV[2])
+local L = #KEYS - 1 - S
+
+local spent, action = {}, {}
+for i = 1, L do
+  local at = 2 + (i - 1) * 8
+  spent[i] = tonumber(redis.call('HGET', KEYS[1 + S + i], 'spent') or '0')
+  local paused = redis.call('HEXISTS', KEYS[1 + tonumber(ARGV[at + 1])], ARGV[at + 2]) == 1
+  if spent[i] >= tonumber(ARGV[at + 3]) then
+    if not paused then action[i] = 'paused' end
+  elseif paused then
+    action[i] = 'resumed'
   end
-elseif redis.call('HDEL', KEYS[1], ARGV[1]) == 1 then
-  emit(KEYS[3], ARGV[5], cjson.decode(ARGV[5])['key'], spent)
-  return 'resumed'
 end
-return ''
+
+local reply, emitted = {}, {}
+for i = 1, L do
+  local at = 2 + (i - 1) * 8
+  local pauses = KEYS[1 + tonumber(ARGV[at + 1])]
+  local done = ''
+  if action[i] == 'paused' then
+    redis.call('HSET', pauses, ARGV[at + 2], ARGV[at + 4])
+    emit(KEYS[1], ARGV[at + 5], ARGV[at + 6], spent[i], now_ms)
+    done = 'paused'
+  elseif action[i] == 'resumed' then
+    redis.call('HDEL', pauses, ARGV[at + 2])
+    done = 'lifted'
+    -- A scope's resumed notice has one key for every window (as in the
+    -- SQLite store's outbox): written once.
+    if not emitted[ARGV[at + 8]] then
+      emitted[ARGV[at + 8]] = true
+      emit(KEYS[1], ARGV[at + 7], ARGV[at + 8], 0, now_ms)
+      done = 'resumed'
+    end
+  end
+  table.insert(reply, done)
+  table.insert(reply, string.format('%d', spent[i]))
+end
+return reply
