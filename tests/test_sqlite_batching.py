@@ -15,7 +15,7 @@ from budgetd.plan import make_plan
 from budgetd.store import HoldRequest, SettleRequest, open_store
 from budgetd.store import batching
 
-NOW = datetime(2026, 11, 22, 15, 0, tzinfo=timezone.utc)
+NOW = datetime.now(timezone.utc)  # SQLite expires nothing by itself; any time does
 NOW_MS = int(NOW.timestamp() * 1000)
 CONFIG = load_config_text("agents:\n  a1: {daily_usd: 1000}\n")
 PLAN = make_plan(Resolver(CONFIG).budget("a1"), NOW, CONFIG.zone)

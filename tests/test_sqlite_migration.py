@@ -30,16 +30,17 @@ PRAGMA user_version=1;
 
 async def test_a_version_1_file_migrates_and_its_live_hold_still_settles(tmp_path):
     path = tmp_path / "old.db"
+    now = datetime.now(timezone.utc)
+    day = now.date().isoformat()  # the config's zone is UTC
     with sqlite3.connect(path) as db:
         db.executescript(SCHEMA_V1)
-        db.execute("INSERT INTO counters VALUES ('agent:a1', 'daily', '2026-11-22', 100, 40)")
-        db.execute("INSERT INTO calls VALUES ('r1', 'a1', 'held', 40, 0, "
-                   "'[[\"agent:a1\", \"daily\", \"2026-11-22\"]]', '{}', 1, 2, NULL)")
+        db.execute("INSERT INTO counters VALUES ('agent:a1', 'daily', ?, 100, 40)", (day,))
+        db.execute("INSERT INTO calls VALUES ('r1', 'a1', 'held', 40, 0, ?, '{}', 1, 2, NULL)",
+                   (f'[["agent:a1", "daily", "{day}"]]',))
         db.execute("INSERT INTO ledger (request_id, agent_id, kind, cost_nanos, tags, settled_ms) "
                    "VALUES ('r0', 'a1', 'settle', 100, '{}', 1)")
     store = open_store(f"sqlite://{path}")
     await store.open()
-    now = datetime(2026, 11, 22, 12, tzinfo=timezone.utc)
     config = load_config_text("agents:\n  a1: {daily_usd: 1}\n")
     plan = make_plan(Resolver(config).budget("a1"), now, config.zone)
     result = await store.settle(SettleRequest("r1", "a1", 30, plan, 3, {}))
