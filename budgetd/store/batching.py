@@ -25,6 +25,13 @@ Where a batch runs:
   checkpoint, a report) or under synchronous=full. Batching every quick
   operation behind a callback (``call_soon``) gave about 5% more guarded
   calls per second at 8 threads and a higher p50; bench/RESULTS.md has both.
+
+After each transaction, before anyone is answered, the store's ``check``
+runs (the SQLite store: is the database file still the one it opened?). A
+commit into a file that was deleted or replaced "succeeds" into an inode
+that is gone: checking after the commit and failing the whole batch with
+StoreLost is the honest answer (nothing is acknowledged after the loss).
+From then on every operation fails with that StoreLost, unrun.
 """
 
 from __future__ import annotations
@@ -37,7 +44,7 @@ from typing import Any, TypeVar
 
 import aiosqlite
 
-from .base import StoreError
+from .base import StoreError, StoreLost
 
 log = logging.getLogger("budgetd.store.sqlite")
 
@@ -58,23 +65,43 @@ def _run_on_connection_thread(db: aiosqlite.Connection, fn: Callable[[sqlite3.Co
 
 
 class GroupCommitter:
-    def __init__(self, db: aiosqlite.Connection, inline: bool = False) -> None:
+    def __init__(self, db: aiosqlite.Connection, inline: bool = False,
+                 check: Callable[[], None] | None = None) -> None:
         """``inline``: quick batches may run on the event loop (the
         connection must allow use from another thread, and automatic
-        checkpoints must be off)."""
+        checkpoints must be off). ``check``: run after every transaction,
+        before its callers are answered; StoreLost from it fails the batch
+        and every operation after it."""
         self._db = db
         self._inline = inline
+        self._check = check
+        self.lost: StoreLost | None = None
         self._pending: list[tuple[Operation, asyncio.Future, bool]] = []
         self._draining = False
         self._commits = 0
 
+    def _verified(self, outcomes: list[tuple[bool, Any]]) -> list[tuple[bool, Any]]:
+        """The batch's outcomes, or StoreLost for every one of them."""
+        if self._check is None:
+            return outcomes
+        try:
+            self._check()
+        except StoreLost as err:
+            self.lost = err
+            return [(False, err)] * len(outcomes)
+        except Exception as err:  # could not tell (e.g. the directory unreadable): fail the batch, not the store
+            return _failed(err, len(outcomes))
+        return outcomes
+
     async def run(self, op: Operation, quick: bool = False) -> Any:
+        if self.lost is not None:
+            raise self.lost
         if quick and self._inline and not self._draining:
             # Nothing is queued and the connection is free: run it now, with
             # no task and no future. A batch could only gather operations
             # while this one waited, and on the loop it never waits; skipping
             # the hop saves a loop turn per call (see the module's docstring).
-            ok, value = _transaction_or_error(self._db._conn, [(op, None, quick)])[0]
+            ok, value = self._verified(_transaction_or_error(self._db._conn, [(op, None, quick)]))[0]
             self._committed()
             if ok:
                 return value
@@ -102,16 +129,20 @@ class GroupCommitter:
             while self._pending or self._checkpoint_due():
                 if self._checkpoint_due():
                     self._commits = 0
-                    await self._checkpoint()
+                    if self.lost is None:
+                        await self._checkpoint()
                     continue
                 batch, self._pending = self._pending, []
-                if self._inline and all(quick for _, _, quick in batch):
-                    outcomes = _transaction_or_error(self._db._conn, batch)
+                if self.lost is not None:
+                    outcomes = [(False, self.lost)] * len(batch)
+                elif self._inline and all(quick for _, _, quick in batch):
+                    outcomes = self._verified(_transaction_or_error(self._db._conn, batch))
                 else:
                     try:
                         outcomes = await _run_on_connection_thread(self._db, lambda conn: _transaction(conn, batch))
                     except Exception as err:
                         outcomes = _failed(err, len(batch))
+                    outcomes = self._verified(outcomes)
                 for (_, future, _), (ok, value) in zip(batch, outcomes):
                     if future.done():  # the caller went away (cancelled)
                         continue

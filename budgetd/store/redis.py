@@ -17,6 +17,19 @@ Key layout (prefix ``budgetd`` unless ``?prefix=`` says otherwise), with
 On a single Redis every key has the same tag. With ``?cluster=true`` the tag
 is the agent's group (or the agent's id if it has none), so that one script
 touches one slot: an agent may then belong to at most one group.
+
+A Redis that lost its data (restarted without persistence, flushed) is
+detected by a marker: ``{p}:{T}:instance`` holds a random id, written at open
+unless it exists (then adopted, so replicas sharing a Redis share it). The
+store raises StoreLost once the marker is gone or changed: at ``ping`` (every
+2 s in the daemon) and, on a new connection, before its first command (a
+restart drops every connection, so nothing is acknowledged into the emptied
+Redis). On Redis Cluster each master of the time of open holds a marker of
+its own, under a tag that hashes to one of its slots, so that any master
+restarted empty is noticed; a slot migrated later takes its marker along
+(still checked, on its new master), and a master added later gets a marker
+when budgetd opens the store again. (The check on a new connection is for a
+single Redis; on a cluster the ping finds a loss, within 2 s.)
 """
 
 from __future__ import annotations
@@ -24,13 +37,15 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import uuid
 from dataclasses import dataclass, replace
 from importlib import resources
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
-from redis.exceptions import RedisError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError, ResponseError
 
 from ..notices import model as notices
 from ..notices.model import Notice
@@ -51,6 +66,7 @@ from .base import (
     SettleResult,
     Store,
     StoreError,
+    StoreLost,
     StoreRefused,
 )
 
@@ -64,6 +80,7 @@ GROUP = "delivery"  # the consumer group that leases notices to one replica each
 LEDGER_MAXLEN = 1_000_000  # entries per tag, approximately (XADD MAXLEN ~)
 _SEEN_CACHE_LIMIT = 100_000
 _PIPED = frozenset({"hold", "settle", "release"})  # the hot path's scripts: over RedisPipe (not on Cluster)
+RUN_ID_CHECK_EVERY = 15  # pings (30 s in the daemon) between looks at the servers' run_id, for the log only
 
 
 def _script(name: str) -> str:
@@ -87,6 +104,23 @@ class _Encoded:
 
 def _ms(when) -> int:
     return int(when.timestamp() * 1000)
+
+
+@dataclass
+class _Marker:
+    """One marker key (see the module's docstring), as adopted at open."""
+
+    key: str
+    value: str
+    address: str  # host:port of the server that held it at open
+    run_id: str  # that server's run_id at open ("?" if unknown)
+
+
+def _run_id_of(info_text: str) -> str:
+    for line in info_text.splitlines():
+        if line.startswith("run_id:"):
+            return line.split(":", 1)[1].strip()
+    return "?"
 
 
 class RedisStore(Store):
@@ -114,19 +148,33 @@ class RedisStore(Store):
 
     # -- lifecycle ------------------------------------------------------------
     async def open(self) -> None:
+        self._lost = None
+        self._markers = None
+        self._pings = 0
         common = dict(decode_responses=True, socket_timeout=self.timeout, socket_connect_timeout=self.timeout)
         if self.cluster:
             self._client = RedisCluster.from_url(self._url, max_connections=self.max_connections, **common)
         else:
+            # Every new connection checks the marker before its first command
+            # (the cluster client takes no such hook: there, ping finds a loss).
             pool = aioredis.BlockingConnectionPool.from_url(
-                self._url, max_connections=self.max_connections, timeout=self.timeout, **common
+                self._url, max_connections=self.max_connections, timeout=self.timeout,
+                redis_connect_func=self._on_connect, **common
             )
             self._client = aioredis.Redis(connection_pool=pool)
             self._pipe = RedisPipe(pool, timeout=self.timeout * 2)
+            kwargs = pool.connection_kwargs
+            self._address = f"{kwargs.get('host', 'localhost')}:{kwargs.get('port', 6379)}" if "path" not in kwargs \
+                else kwargs["path"]
         self._scripts = {n: self._client.register_script(_script(n))
                          for n in ("hold", "settle", "release", "expire", "notify", "pause", "lift", "reconcile")}
         # An unreachable Redis does not stop the daemon: health says NOT_SERVING
-        # and calls answer UNAVAILABLE until it is back.
+        # and calls answer UNAVAILABLE until it is back (the first ping that
+        # reaches it then writes or adopts the markers).
+        try:
+            await self._adopt_markers()
+        except StoreError as err:
+            log.warning("redis unreachable at open; its data is checked once it answers: %s", err)
 
     async def close(self) -> None:
         if self._pipe is not None:
@@ -135,19 +183,145 @@ class RedisStore(Store):
             await self._client.aclose()
             self._client = None
 
+    # -- a Redis that lost its data ----------------------------------------------
+    _lost: StoreLost | None = None
+    _markers: list[_Marker] | None = None  # None: not yet written or adopted
+    _address = ""  # a single Redis's host:port
+    _pings = 0
+
+    async def _marker_places(self) -> list[tuple[str, object | None]]:
+        """The marker keys, each with the cluster node it lives on (None on a single Redis)."""
+        if not self.cluster:
+            return [(self._key("all", "instance"), None)]
+        await self._call(self._client.initialize())
+        places, wanted = [], {node.name: node for node in self._client.get_primaries()}
+        for i in range(16384 * 8):
+            key = self._key(f"m{i}", "instance")
+            node = self._client.get_node_from_key(key)
+            if node.name in wanted:
+                places.append((key, wanted.pop(node.name)))
+                if not wanted:
+                    break
+        return places
+
+    async def _adopt_markers(self) -> None:
+        markers = []
+        for key, node in await self._marker_places():
+            value = None
+            for _ in range(3):  # SET NX, then GET: the first writer's id, whoever wrote it
+                await self._call(self._client.set(key, uuid.uuid4().hex, nx=True))
+                value = await self._call(self._client.get(key))
+                if value is not None:
+                    break
+            if value is None:
+                raise StoreError(f"redis: the marker key {key} does not stay written")
+            info = await self._call(self._on(node, "INFO", "server"))
+            markers.append(_Marker(key, value, node.name if node is not None else self._address,
+                                   str(info.get("run_id", "?"))))
+            await self._warn_unless_kept_on_disk(node, markers[-1].address)
+        self._markers = markers
+
+    def _on(self, node, *command):
+        """A command to one cluster node (a single Redis: to it)."""
+        if node is None:
+            return self._client.execute_command(*command)
+        return self._client.execute_command(*command, target_nodes=node)
+
+    async def _warn_unless_kept_on_disk(self, node, address: str) -> None:
+        try:
+            save = (await self._call(self._on(node, "CONFIG", "GET", "save"))).get("save", "")
+            appendonly = (await self._call(self._on(node, "CONFIG", "GET", "appendonly"))).get("appendonly", "")
+        except StoreError as err:  # CONFIG disabled or renamed (managed Redis), or not allowed to this user
+            log.warning("could not tell whether Redis at %s keeps its data on disk (CONFIG GET failed: %s); "
+                        "without RDB or AOF persistence a restart of it loses every counter, hold and pause",
+                        address, err)
+            return
+        if save.strip() == "" and appendonly == "no":
+            log.warning("Redis at %s keeps nothing on disk (save \"\" and appendonly no): a restart of it loses "
+                        "every counter, hold and pause, and budgetd then refuses writes until it is restarted; "
+                        "turn on AOF (appendonly yes) or RDB snapshots", address)
+
+    def _loss(self, marker: _Marker, found: str | None, run_id: str) -> StoreLost:
+        what = "missing" if found is None else f"holds {found!r}, not {marker.value!r}"
+        if run_id not in ("?", marker.run_id):
+            how = f"restarted without its data (run_id {marker.run_id} → {run_id}, marker key {marker.key} {what})"
+        else:
+            how = (f"lost its data without a restart (run_id {marker.run_id} unchanged, marker key {marker.key} "
+                   f"{what}: flushed, or the key evicted)")
+        return StoreLost(f"Redis at {marker.address} {how}: the counters and holds acknowledged before are gone; "
+                         "refusing writes so nothing more is acknowledged into a store that forgot them")
+
+    async def _on_connect(self, connection) -> None:
+        """A new connection to a single Redis (after a restart, every one is
+        new): before its first command, the server must still hold the marker."""
+        await connection.on_connect()
+        if self._lost is not None:  # lost stays lost (redis-py retries a failed connect)
+            raise RedisConnectionError(str(self._lost))
+        if not self._markers:
+            return  # not written or adopted yet (this may be the connection that does it)
+        marker = self._markers[0]
+        try:
+            await connection.send_command("GET", marker.key)
+            found = await connection.read_response()
+            if found == marker.value:
+                return
+            await connection.send_command("INFO", "server")
+            run_id = _run_id_of(await connection.read_response())
+        except RedisError:
+            return  # cannot tell here (loading, a moved slot): ping decides
+        self._lost = self._loss(marker, found, run_id)
+        log.error("%s", self._lost)
+        raise RedisConnectionError(str(self._lost))  # redis-py drops the connection
+
     async def ping(self) -> None:
+        """One GET per marker: the server answers and still has its data."""
         if self._client is None:
             raise StoreError("the store is closed")
-        await self._call(self._client.ping())
+        if self._lost is not None:
+            raise self._lost
+        if self._markers is None:
+            await self._adopt_markers()
+            return
+        markers = self._markers
+        found = await asyncio.gather(*(self._call(self._client.get(m.key)) for m in markers))
+        self._pings += 1
+        look = self._pings % RUN_ID_CHECK_EVERY == 0
+        for marker, value in zip(markers, found):
+            if value == marker.value and not look:
+                continue
+            node = self._client.get_node_from_key(marker.key) if self.cluster else None
+            try:
+                run_id = str((await self._call(self._on(node, "INFO", "server"))).get("run_id", "?"))
+            except StoreError:
+                if value == marker.value:
+                    continue
+                run_id = "?"
+            if value != marker.value:
+                if self._lost is None:
+                    self._lost = self._loss(marker, value, run_id)
+                raise self._lost
+            if run_id != marker.run_id and run_id != "?":
+                log.info("Redis at %s restarted with its data (run_id %s → %s)", marker.address, marker.run_id,
+                         run_id)
+                marker.run_id = run_id
 
     async def _call(self, awaitable):
+        if self._lost is not None:
+            if hasattr(awaitable, "close"):
+                awaitable.close()  # never to be awaited
+            raise self._lost
         try:
             # asyncio.timeout, not wait_for: on Python 3.11 wait_for wraps
             # every call in a task of its own (a few percent of the daemon's time).
             async with self._in_flight, asyncio.timeout(self.timeout * 2):
-                return await awaitable
+                reply = await awaitable
         except (RedisError, OSError, asyncio.TimeoutError) as err:
+            if self._lost is not None:  # found on a new connection (_on_connect)
+                raise self._lost from None
             raise StoreError(f"redis: {type(err).__name__}: {err}") from None
+        if self._lost is not None:  # found while this call was out: not acknowledged
+            raise self._lost
+        return reply
 
     async def _run(self, name: str, keys: list[str], args: list) -> list:
         if self._pipe is not None and name in _PIPED:
@@ -155,13 +329,20 @@ class RedisStore(Store):
         return await self._call(self._scripts[name](keys=keys, args=[str(a) for a in args]))
 
     async def _piped(self, name: str, keys: list[str], args: list) -> list:
+        if self._lost is not None:
+            raise self._lost
         source, sha = self._sources[name]
         try:
             # The pipe's own watchdog bounds the wait (no timer per call); the
             # connect is bounded by redis-py's socket_connect_timeout.
-            return await self._pipe.evalsha(source, sha, keys, args)
+            reply = await self._pipe.evalsha(source, sha, keys, args)
         except (RedisError, OSError) as err:
+            if self._lost is not None:  # found on the pipe's new connection (_on_connect)
+                raise self._lost from None
             raise StoreError(f"redis: {type(err).__name__}: {err}") from None
+        if self._lost is not None:  # found while this call was out: not acknowledged
+            raise self._lost
+        return reply
 
     # -- keys -----------------------------------------------------------------
     def _tag(self, plan: Plan) -> str:

@@ -7,6 +7,14 @@ operation below runs inside a group-commit transaction (see batching.py),
 so each is atomic and acknowledged only after COMMIT. Under NORMAL, holds,
 settles and status reads run on the event loop, everything else on
 aiosqlite's connection thread.
+
+The file is checked after every transaction, before anyone is answered: it
+must still be the file opened (the device and inode of its path, taken at
+open). Once it was deleted or replaced, every operation raises StoreLost
+until the store is opened again (a commit into a deleted file "succeeds"
+into an inode nothing will read again). One os.stat per batch, a couple of
+microseconds; ping also checks the -wal file (the commits since the last
+checkpoint live there).
 """
 
 from __future__ import annotations
@@ -37,6 +45,7 @@ from .base import (
     SettleResult,
     Store,
     StoreError,
+    StoreLost,
 )
 from ..notices import model as notices
 from ..notices.model import Notice
@@ -176,6 +185,8 @@ class SqliteStore(Store):
         self._db: aiosqlite.Connection | None = None
         self._committer: GroupCommitter | None = None
         self._lock_file = None
+        self._opened_as: tuple[int, int] | None = None  # (device, inode) of the file at open
+        self._wal_opened_as: tuple[int, int] | None = None
 
     # -- lifecycle ------------------------------------------------------------
     async def open(self) -> None:
@@ -187,16 +198,18 @@ class SqliteStore(Store):
             # one at a time.
             inline = self._synchronous == "NORMAL"
             self._db = await aiosqlite.connect(self.path, isolation_level=None, check_same_thread=not inline)
+            self._opened_as = _identity(self.path)
             await self._db.execute("PRAGMA journal_mode=WAL")
             await self._db.execute(f"PRAGMA synchronous={self._synchronous}")
             await self._db.execute("PRAGMA busy_timeout=5000")
             if inline:
                 await self._db.execute("PRAGMA wal_autocheckpoint=0")  # the committer checkpoints off the loop
             await self._migrate()
-        except sqlite3.Error as err:
+            self._wal_opened_as = _identity(f"{self.path}-wal")  # written by now (WAL mode, the migration)
+        except (sqlite3.Error, OSError) as err:
             await self.close()
             raise StoreError(f"sqlite {self.path}: {err}") from err
-        self._committer = GroupCommitter(self._db, inline=inline)
+        self._committer = GroupCommitter(self._db, inline=inline, check=self._check_file)
 
     async def _migrate(self) -> None:
         (version,) = await (await self._db.execute("PRAGMA user_version")).fetchone()
@@ -221,7 +234,45 @@ class SqliteStore(Store):
             self._lock_file = None
 
     async def ping(self) -> None:
-        await self._run(lambda conn: conn.execute("SELECT 1").fetchone(), quick=True)
+        await self._run(lambda conn: conn.execute("SELECT 1").fetchone(), quick=True)  # checks the file after
+        self._check_wal()
+
+    def _check_file(self) -> None:
+        """Raise StoreLost unless the path still names the file opened (after
+        every transaction, before its callers are answered)."""
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            raise self._lost(self.path, self._opened_as, None) from None
+        except OSError as err:
+            raise StoreError(f"sqlite: cannot check {self.path}: {err}") from None
+        if (st.st_dev, st.st_ino) != self._opened_as:
+            raise self._lost(self.path, self._opened_as, st.st_ino)
+
+    def _check_wal(self) -> None:
+        """The -wal file too (at ping: every 2 s in the daemon). Deleted
+        alone, it takes the commits since the last checkpoint with it."""
+        if self._wal_opened_as is None or self._committer is None:
+            return
+        wal = f"{self.path}-wal"
+        try:
+            st = os.stat(wal)
+            now = st.st_ino if (st.st_dev, st.st_ino) != self._wal_opened_as else 0
+        except FileNotFoundError:
+            now = None
+        except OSError as err:
+            raise StoreError(f"sqlite: cannot check {wal}: {err}") from None
+        if now != 0:
+            self._committer.lost = self._lost(wal, self._wal_opened_as, now)
+            raise self._committer.lost
+
+    @staticmethod
+    def _lost(path: str, opened_as, inode_now: int | None) -> StoreLost:
+        what = "deleted" if inode_now is None else f"replaced (inode {inode_now} there now)"
+        return StoreLost(
+            f"the SQLite file {os.path.abspath(path)} was deleted or replaced while budgetd was running "
+            f"(opened as inode {opened_as[1]}; {what}); refusing writes so nothing more is acknowledged into "
+            "a file that no longer exists")
 
     async def _run(self, op, quick: bool = False):
         """``quick``: a few rows by key (may run on the event loop)."""
@@ -396,6 +447,15 @@ class SqliteStore(Store):
             return sorted(scope.split(":", 1)[1] for (scope,) in rows)
 
         return await self._run(query)
+
+
+def _identity(path: str) -> tuple[int, int] | None:
+    """(device, inode) of a file; None if there is none."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return st.st_dev, st.st_ino
 
 
 def _own_exclusively(path: str):
