@@ -1,8 +1,16 @@
-"""Notices end to end: a real budgetd, the real slack-sdk, a loopback Slack."""
+"""Notices end to end: a real budgetd, the real slack-sdk, a loopback Slack.
+
+Most tests run the daemon in-process with an injected clock. Its periodic
+jobs run once at its start, as always, and then not again for an hour: the
+test runs the due-checks and the delivery pass itself, at the clock it set,
+and asserts exactly what reached Slack by then. "Once, nothing more" is
+then a fact about the outbox (one more pass, later, posts nothing), not a
+guess that a sleep was long enough."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
 import uuid
@@ -11,6 +19,7 @@ from decimal import Decimal
 from zoneinfo import ZoneInfo
 
 import pytest
+from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_EXECUTED
 from budgetd_client import AsyncBudget, Budget
 
 from budgetd.config import load_config_text
@@ -18,6 +27,12 @@ from budgetd.server import Daemon, Intervals
 from fake_slack import FakeSlack
 
 NY = ZoneInfo("America/New_York")
+
+
+def days_ahead(days: int, hour: int, minute: int = 0, second: int = 0, zone=timezone.utc) -> datetime:
+    """That local time ``days`` days after the real today: a date that never ages."""
+    day = datetime.now(zone).date() + timedelta(days=days)
+    return datetime(day.year, day.month, day.day, hour, minute, second, tzinfo=zone)
 
 
 @pytest.fixture
@@ -36,76 +51,176 @@ def slack_config(slack: FakeSlack, **extra) -> str:
     return f'slack: {{webhook_url: "{slack.webhook_url}", {options}}}\n'
 
 
-def test_crossing_80_percent_warns_once_and_reaching_the_cap_posts_one_pause(start_daemon, slack):
-    daemon = start_daemon("warn_at: [0.8]\nagents:\n  capped: {daily_usd: 1.00}\n" + slack_config(slack))
-    budget = Budget(daemon.address)
-    spend(budget, "capped", "0.50")
-    spend(budget, "capped", "0.35")  # 85%: crosses 80%
-    spend(budget, "capped", "0.05")  # 90%: no new warning
-    [warning] = slack.wait_for("capped")
-    assert "80% of the daily cap" in warning and "spent $0.85 of $1.00" in warning and "$0.15 remaining" in warning
-    spend(budget, "capped", "0.10")  # 100%: paused
-    paused = slack.wait_for("paused", 1)
-    time.sleep(1.5)  # nothing more arrives
-    assert slack.texts("capped") == [warning, *paused] and len(paused) == 1
-    text = paused[0]
-    assert "*capped* is paused: daily cap of 1 USD reached" in text
-    assert "spent $1.00 of $1.00" in text and "`budgetctl resume capped`" in text and "Resumes by itself at" in text
+class FakeClock:
+    def __init__(self, now: datetime) -> None:
+        self.now = now.astimezone(timezone.utc)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def set(self, when: datetime) -> None:
+        self.now = when.astimezone(timezone.utc)
+
+    def advance(self, **delta) -> None:
+        self.now += timedelta(**delta)
+
+
+# After the runs at start, nothing periodic touches the outbox within a test.
+QUIET = Intervals(deliver=3600, rollover=3600, digest=3600, anomaly=3600, gauges=3600, retention=3600)
+
+
+async def start_and_settle(daemon: Daemon) -> None:
+    """Start the daemon and wait until each periodic job has finished its
+    first run (a start runs every job at once, to catch up)."""
+    ran: set[str] = set()
+    done = asyncio.Event()
+    await daemon.start()
+    # The scheduler's first pass is queued on the loop, not run yet: listening
+    # from here sees every first run.
+    jobs = {job.id for job in daemon.scheduler.get_jobs()}
+
+    def finished(event) -> None:
+        ran.add(event.job_id)
+        if ran >= jobs:
+            done.set()
+
+    daemon.scheduler.add_listener(finished, EVENT_JOB_EXECUTED | EVENT_JOB_ERROR)
+    await asyncio.wait_for(done.wait(), 20)
+
+
+class Running:
+    """An in-process daemon, a client of it over gRPC, and its notice work on demand."""
+
+    def __init__(self, daemon: Daemon, slack: FakeSlack) -> None:
+        self.daemon = daemon
+        self.slack = slack
+        self.budget = AsyncBudget(f"127.0.0.1:{daemon.port}")
+
+    async def deliver(self) -> list[str]:
+        """One delivery pass now: the texts it posted."""
+        before = len(self.slack.posts)
+        await self.daemon.deliverer.deliver_due()
+        return self.slack.texts()[before:]
+
+    async def due(self) -> list[str]:
+        """The due-checks, then one delivery pass, now: the texts posted."""
+        await self.daemon.checks.run_due()
+        return await self.deliver()
+
+
+@pytest.fixture
+async def running(tmp_path, slack):
+    started: list[Running] = []
+
+    async def start(clock, body: str, *, slack_settings: str | None = None, store_url: str | None = None) -> Running:
+        url = store_url or f"sqlite://{tmp_path}/b.db"
+        settings = slack_config(slack) if slack_settings is None else slack_settings
+        config = load_config_text(f'server: {{listen: "127.0.0.1:0"}}\nstore: {{url: "{url}"}}\n' + body + settings)
+        daemon = Daemon(config, clock=clock, intervals=QUIET)
+        await start_and_settle(daemon)
+        started.append(Running(daemon, slack))
+        return started[-1]
+
+    yield start
+    for run in started:
+        await run.budget.close()
+        await run.daemon.stop()  # a second stop (after a test's own) does nothing
+
+
+async def aspend(budget: AsyncBudget, agent: str, usd: str) -> None:
+    async with budget.guard(agent, estimate_usd=usd) as call:
+        call.record_usd(usd)
+
+
+async def test_crossing_80_percent_warns_once_and_reaching_the_cap_posts_one_pause(running, slack):
+    run = await running(FakeClock(days_ahead(1, 12)), "warn_at: [0.8]\nagents:\n  capped: {daily_usd: 1.00}\n")
+    await aspend(run.budget, "capped", "0.50")
+    await aspend(run.budget, "capped", "0.35")  # 85%: crosses 80%
+    await aspend(run.budget, "capped", "0.05")  # 90%: no new warning
+    [warning] = await run.due()
+    assert "*capped*" in warning and "80% of the daily cap" in warning
+    assert "spent $0.85 of $1.00" in warning and "$0.15 remaining" in warning
+
+    await aspend(run.budget, "capped", "0.10")  # 100%: paused
+    [paused] = await run.due()
+    assert "*capped* is paused: daily cap of 1 USD reached" in paused
+    assert "spent $1.00 of $1.00" in paused and "`budgetctl resume capped`" in paused
+    assert "Resumes by itself at" in paused
     blocks = slack.posts[-1]["blocks"]
     assert blocks[0]["type"] == "section" and "capped" in blocks[0]["text"]["text"]
 
-
-def test_bot_token_mode_posts_to_the_channel(start_daemon, slack):
-    daemon = start_daemon("agents:\n  capped: {daily_usd: 0.10}\n"
-                          f'slack: {{bot_token: "xoxb-test", channel: "C123", api_url: "{slack.api_url}", '
-                          "min_interval_seconds: 0}\n")
-    spend(Budget(daemon.address), "capped", "0.10")
-    slack.wait_for("is paused")
-    assert slack.posts[-1]["path"] == "/api/chat.postMessage" and slack.posts[-1]["channel"] == "C123"
+    # Later passes (past any lease or retry) find nothing more to say.
+    run.daemon.clock.advance(minutes=5)
+    assert await run.due() == []
+    assert slack.texts() == [warning, paused]
 
 
-def test_a_slack_outage_delays_the_pause_notice_and_it_arrives_once(start_daemon, slack):
-    daemon = start_daemon("agents:\n  capped: {daily_usd: 0.10}\n" + slack_config(slack, retry_max_seconds=1))
+async def test_bot_token_mode_posts_to_the_channel(running, slack):
+    run = await running(FakeClock(days_ahead(1, 12)), "agents:\n  capped: {daily_usd: 0.10}\n",
+                        slack_settings=f'slack: {{bot_token: "xoxb-test", channel: "C123", '
+                                       f'api_url: "{slack.api_url}", min_interval_seconds: 0}}\n')
+    await aspend(run.budget, "capped", "0.10")
+    [paused] = await run.due()
+    assert "*capped* is paused" in paused
+    assert [(p["path"], p["channel"]) for p in slack.posts] == [("/api/chat.postMessage", "C123")]
+
+
+async def test_a_slack_outage_delays_the_pause_notice_and_it_arrives_once(running, slack):
+    clock = FakeClock(days_ahead(1, 12))
+    run = await running(clock, "agents:\n  capped: {daily_usd: 0.10}\n" + slack_config(slack, retry_max_seconds=1),
+                        slack_settings="")
     slack.fail_with = 503
-    spend(Budget(daemon.address), "capped", "0.10")
-    deadline = time.monotonic() + 15
-    while slack.refused < 2:  # tried, refused, retried
-        assert time.monotonic() < deadline
-        time.sleep(0.1)
-    assert slack.posts == []
+    await aspend(run.budget, "capped", "0.10")
+    assert await run.deliver() == [] and slack.refused == 1  # tried, refused
+    assert await run.deliver() == [] and slack.refused == 1  # not tried again before its backoff (1 s)
+    clock.advance(seconds=1)
+    assert await run.deliver() == [] and slack.refused == 2  # retried, refused again
     slack.fail_with = None
-    slack.wait_for("is paused")
-    time.sleep(2.5)
-    assert len(slack.texts("is paused")) == 1
+    assert await run.deliver() == []  # the next try is a backoff away
+    clock.advance(seconds=1)
+    [paused] = await run.deliver()
+    assert "*capped* is paused" in paused
+    clock.advance(hours=1)
+    assert await run.due() == []
+    assert slack.texts() == [paused] and slack.refused == 2
 
 
-def test_a_permanent_refusal_is_logged_and_not_retried(start_daemon, slack):
-    daemon = start_daemon("agents:\n  capped: {daily_usd: 0.10}\n" + slack_config(slack, retry_max_seconds=1))
+async def test_a_permanent_refusal_is_logged_and_not_retried(running, slack, caplog):
+    clock = FakeClock(days_ahead(1, 12))
+    run = await running(clock, "agents:\n  capped: {daily_usd: 0.10}\n" + slack_config(slack, retry_max_seconds=1),
+                        slack_settings="")
     slack.fail_with = 404  # a revoked webhook
-    spend(Budget(daemon.address), "capped", "0.10")
-    deadline = time.monotonic() + 10
-    while slack.refused < 1:
-        assert time.monotonic() < deadline
-        time.sleep(0.1)
-    time.sleep(3)  # retries would have come by now (backoff is at most 1 s here)
+    await aspend(run.budget, "capped", "0.10")
+    with caplog.at_level(logging.WARNING, logger="budgetd.notices"):
+        assert await run.deliver() == []
+    assert slack.refused == 1
+    [dropped] = [r for r in caplog.records if r.name == "budgetd.notices"]
+    assert dropped.levelno == logging.ERROR
+    assert "notice dropped" in dropped.getMessage() and "slack answered 404" in dropped.getMessage()
+    for _ in range(3):  # many backoffs (at most 1 s here) later: no retry
+        clock.advance(minutes=10)
+        assert await run.due() == []
     assert slack.refused == 1 and slack.posts == []
-    assert "notice dropped" in daemon.log() and "slack answered 404" in daemon.log()
 
 
-def test_a_notice_waiting_through_a_restart_arrives_once(start_daemon, slack):
-    daemon = start_daemon("agents:\n  capped: {daily_usd: 0.10}\n" + slack_config(slack, retry_max_seconds=1))
+async def test_a_notice_waiting_through_a_restart_arrives_once(running, slack):
+    clock = FakeClock(days_ahead(1, 12))
+    body = "agents:\n  capped: {daily_usd: 0.10}\n" + slack_config(slack, retry_max_seconds=1)
+    first = await running(clock, body, slack_settings="")
     slack.fail_with = 503
-    spend(Budget(daemon.address), "capped", "0.10")
-    deadline = time.monotonic() + 15
-    while slack.refused < 1:
-        assert time.monotonic() < deadline
-        time.sleep(0.1)
-    assert daemon.terminate() == 0  # the notice is still waiting in the outbox
+    await aspend(first.budget, "capped", "0.10")
+    assert await first.deliver() == [] and slack.refused == 1
+    await first.daemon.stop()  # the notice is still waiting in the outbox
+
     slack.fail_with = None
-    daemon.start()
-    slack.wait_for("is paused")
-    time.sleep(2.5)
-    assert len(slack.texts("is paused")) == 1
+    clock.advance(seconds=2)  # its retry is due
+    second = await running(clock, body, slack_settings="")  # same store file
+    # The start's own delivery pass sent it.
+    [paused] = slack.texts()
+    assert "*capped* is paused" in paused
+    clock.advance(hours=1)
+    assert await second.due() == []
+    assert slack.texts() == [paused] and slack.refused == 1
 
 
 def test_a_watcher_sees_the_pause_within_one_second(start_daemon):
@@ -136,138 +251,110 @@ def test_a_watcher_sees_the_pause_within_one_second(start_daemon):
     assert at - committed < 1.0, f"the pause took {at - committed:.2f}s to arrive"
 
 
-# -- with an injected clock: the daemon in-process, the real client over gRPC ---------
-
-
-class FakeClock:
-    def __init__(self, now: datetime) -> None:
-        self.now = now.astimezone(timezone.utc)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def set(self, when: datetime) -> None:
-        self.now = when.astimezone(timezone.utc)
-
-
-FAST = Intervals(deliver=0.2, rollover=1, digest=1, anomaly=1)
-
-
-@pytest.fixture
-async def running(tmp_path, slack):
-    daemons = []
-
-    async def start(clock: FakeClock, body: str) -> AsyncBudget:
-        config = load_config_text(f'server: {{listen: "127.0.0.1:0"}}\nstore: {{url: "sqlite://{tmp_path}/b.db"}}\n'
-                                  + body + slack_config(slack))
-        daemon = Daemon(config, clock=clock, intervals=FAST)
-        await daemon.start()
-        daemons.append(daemon)
-        return AsyncBudget(f"127.0.0.1:{daemon.port}")
-
-    yield start
-    for daemon in daemons:
-        await daemon.stop()
-
-
-async def wait_for_post(slack: FakeSlack, containing: str, timeout: float = 10.0) -> str:
-    deadline = time.monotonic() + timeout
-    while not slack.texts(containing):
-        assert time.monotonic() < deadline, f"no post containing {containing!r}: {slack.texts()}"
-        await asyncio.sleep(0.05)
-    return slack.texts(containing)[0]
-
-
-async def aspend(budget: AsyncBudget, agent: str, usd: str) -> None:
-    async with budget.guard(agent, estimate_usd=usd) as call:
-        call.record_usd(usd)
-
-
 async def test_a_daily_capped_agent_resumes_at_local_midnight_and_a_manual_pause_stays(running, slack):
-    clock = FakeClock(datetime(2026, 11, 22, 23, 50, tzinfo=NY))
-    budget = await running(clock, "timezone: America/New_York\nagents:\n  nightly: {daily_usd: 1}\n"
-                                  "  held: {daily_usd: 1}\n")
+    evening = days_ahead(3, 23, 50, zone=NY)
+    midnight = days_ahead(4, 0, 0, 30, zone=NY)
+    clock = FakeClock(evening)
+    run = await running(clock, "timezone: America/New_York\nagents:\n  nightly: {daily_usd: 1}\n"
+                               "  held: {daily_usd: 1}\n")
+    budget = run.budget
     await aspend(budget, "nightly", "1.00")
     await budget.pause("held", reason="investigating")
-    paused = await wait_for_post(slack, "*nightly* is paused")
-    assert "Resumes by itself at 2026-11-23 00:00 America/New_York" in paused
+    posted = await run.due()
+    [paused] = [t for t in posted if "*nightly* is paused" in t]
+    assert f"Resumes by itself at {midnight:%Y-%m-%d} 00:00 America/New_York" in paused
+    assert await run.due() == []  # before midnight nothing lifts
 
-    clock.set(datetime(2026, 11, 23, 0, 0, 30, tzinfo=NY))
-    resumed = await wait_for_post(slack, "*nightly* is running again")
-    assert "daily window rolled over" in resumed
+    clock.set(midnight)
+    [resumed] = await run.due()
+    assert "*nightly* is running again" in resumed and "daily window rolled over" in resumed
     assert not (await budget.status("nightly")).paused
     await aspend(budget, "nightly", "0.10")
-    await asyncio.sleep(2)
+    clock.advance(hours=1)
+    assert await run.due() == []  # the manual pause does not lift with the window
     st = await budget.status("held")
     assert st.paused and st.pause_kind == "manual"
-    assert slack.texts("*held* is running again") == [] and len(slack.texts("*nightly* is running again")) == 1
-    await budget.close()
+    assert slack.texts("*held* is running again") == [] and slack.texts("*nightly* is running again") == [resumed]
 
 
 async def test_the_digest_is_sent_at_its_configured_time_and_lists_top_spenders(running, slack):
-    clock = FakeClock(datetime(2026, 11, 21, 12, 0, tzinfo=NY))
-    budget = await running(clock, 'timezone: America/New_York\ndigest: {at: "09:00"}\n'
-                                  "defaults: {daily_usd: 100}\n")
+    first_day = days_ahead(3, 12, zone=NY)
+    day = lambda n: (first_day.date() + timedelta(days=n)).isoformat()  # noqa: E731
+    clock = FakeClock(first_day)
+    run = await running(clock, 'timezone: America/New_York\ndigest: {at: "09:00"}\n'
+                               "defaults: {daily_usd: 100}\n")
+    # Started at noon, the daemon caught up that day's digest (of the day before) at its start.
+    await run.deliver()
+    [caught_up] = slack.texts()
+    assert f"Spend digest for {day(-1)}" in caught_up
     for agent, usd in [("small", "1.00"), ("big", "7.00"), ("middle", "3.00")]:
-        await aspend(budget, agent, usd)
-    clock.set(datetime(2026, 11, 22, 12, 0, tzinfo=NY))  # yesterday, for the digest of the 23rd
+        await aspend(run.budget, agent, usd)
+    clock.set(days_ahead(4, 12, zone=NY))
     for agent, usd in [("small", "2.00"), ("big", "20.00"), ("middle", "4.00")]:
-        await aspend(budget, agent, usd)
-    # Started at noon, the daemon caught up that day's digest (of the 20th).
-    await wait_for_post(slack, "Spend digest for 2026-11-20")
-    clock.set(datetime(2026, 11, 23, 8, 59, tzinfo=NY))
-    await asyncio.sleep(2.5)
-    assert slack.texts("Spend digest for 2026-11-22") == []  # not before 09:00 local
-    clock.set(datetime(2026, 11, 23, 9, 0, 5, tzinfo=NY))
-    digest = await wait_for_post(slack, "Spend digest for 2026-11-22")
-    assert "$26.00 in total" in digest and "+136% on 2026-11-21" in digest
+        await aspend(run.budget, agent, usd)
+
+    clock.set(days_ahead(5, 8, 59, zone=NY))
+    assert await run.due() == []  # not before 09:00 local
+    clock.set(days_ahead(5, 9, 0, 5, zone=NY))
+    [digest] = await run.due()
+    assert f"Spend digest for {day(1)}" in digest
+    assert "$26.00 in total" in digest and f"+136% on {day(0)}" in digest
     assert digest.index("*big* $20.00") < digest.index("*middle* $4.00") < digest.index("*small* $2.00")
-    await asyncio.sleep(2.5)
-    assert len(slack.texts("Spend digest for 2026-11-22")) == 1
-    await budget.close()
+    clock.set(days_ahead(5, 18, zone=NY))
+    assert await run.due() == []  # once a day
+    assert slack.texts("Spend digest") == [caught_up, digest]
 
 
 async def test_a_5x_hourly_spike_raises_one_anomaly_and_steady_traffic_none(running, slack):
-    start = datetime(2026, 11, 1, 0, 30, tzinfo=timezone.utc)
+    start = days_ahead(1, 0, 30)
     clock = FakeClock(start)
-    budget = await running(clock, "defaults: {daily_usd: 1000, monthly_usd: 100000}\n"
-                                  "anomaly: {factor: 3, floor_usd: 2}\n")
-    for hour in range(7 * 24):  # a week of $1 an hour
+    run = await running(clock, "defaults: {daily_usd: 1000, monthly_usd: 100000}\n"
+                               "anomaly: {factor: 3, floor_usd: 2}\n")
+    for hour in range(7 * 24):  # a week of $1 an hour, checked once a day
         clock.set(start + timedelta(hours=hour))
-        await aspend(budget, "steady", "1.00")
-        await aspend(budget, "spiky", "1.00")
+        await aspend(run.budget, "steady", "1.00")
+        await aspend(run.budget, "spiky", "1.00")
+        if hour % 24 == 23:
+            assert await run.due() == []
     clock.set(start + timedelta(hours=7 * 24))
-    await aspend(budget, "steady", "1.00")
+    await aspend(run.budget, "steady", "1.00")
     for _ in range(5):
-        await aspend(budget, "spiky", "1.00")  # 5x its hourly average
-    notice = await wait_for_post(slack, "*spiky* spent $5.00 in the last hour")
+        await aspend(run.budget, "spiky", "1.00")  # 5x its hourly average
+    [notice] = await run.due()
+    assert "*spiky* spent $5.00 in the last hour" in notice
     assert "5.0x its 7-day hourly average of $1.00" in notice
-    await asyncio.sleep(2.5)  # several more checks
-    assert len(slack.texts("in the last hour")) == 1
-    assert slack.texts("*steady*") == []
-    await budget.close()
+    clock.advance(minutes=20)  # the same hour, checked again
+    assert await run.due() == []
+    assert slack.texts() == [notice]
 
 
-def test_two_replicas_on_redis_deliver_each_notice_once(start_daemon, redis_server, slack):
+async def test_two_replicas_on_redis_deliver_each_notice_once(running, redis_server, slack):
     url = f"{redis_server.url}?prefix=t{uuid.uuid4().hex[:8]}"
-    body = "warn_at: [0.5]\nagents:\n  shared: {daily_usd: 1.00}\n" + slack_config(slack)
-    first, second = start_daemon(body, store_url=url), start_daemon(body, store_url=url)
-    seen = []
+    body = "warn_at: [0.5]\nagents:\n  shared: {daily_usd: 1.00}\n"
+    clock = FakeClock(datetime.now(timezone.utc))  # Redis keeps time by the real clock
+    first, second = await running(clock, body, store_url=url), await running(clock, body, store_url=url)
+    seen: list[str] = []
 
-    def watch_on_second():
-        for event in Budget(second.address).watch("shared"):
+    async def watch_on_second():
+        async for event in second.budget.watch("shared"):
             seen.append(event.kind)
             if event.kind == "paused":
-                break
+                return
 
-    watcher = threading.Thread(target=watch_on_second)
-    watcher.start()
-    time.sleep(0.5)
-    spend(Budget(first.address), "shared", "0.60")
-    spend(Budget(second.address), "shared", "0.40")
-    slack.wait_for("is paused")
-    slack.wait_for("50% of the daily cap")
-    time.sleep(3)  # both replicas deliver every second: any duplicate would be here by now
-    assert len(slack.texts("is paused")) == 1 and len(slack.texts("50% of the daily cap")) == 1
-    watcher.join(10)
-    assert seen[-1] == "paused" and "warning" in seen  # a pause made on one replica reaches the other's watchers
+    watcher = asyncio.create_task(watch_on_second())
+    deadline = time.monotonic() + 10
+    while "shared" not in second.daemon.events._subscribers:  # the stream is open on the second replica
+        assert time.monotonic() < deadline, "the watch did not subscribe"
+        await asyncio.sleep(0.02)
+    await aspend(first.budget, "shared", "0.60")
+    await aspend(second.budget, "shared", "0.40")
+    # Both replicas deliver at once, then each again: every notice is posted by one of them, once.
+    await asyncio.gather(first.deliver(), second.deliver())
+    await second.deliver()
+    await first.deliver()
+    texts = slack.texts()
+    assert len(texts) == 2, texts
+    assert len(slack.texts("*shared* is paused")) == 1 and len(slack.texts("50% of the daily cap")) == 1
+    # A pause made on one replica reaches the other's watchers.
+    await asyncio.wait_for(watcher, 10)
+    assert seen[-1] == "paused" and "warning" in seen

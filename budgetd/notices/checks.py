@@ -31,6 +31,11 @@ class Checks:
     def __init__(self, core: Core) -> None:
         self.core = core
 
+    async def run_due(self) -> int:
+        """Every check once, against the clock now: what the scheduler runs
+        every few seconds. Returns how many notices they wrote."""
+        return await self.rollover() + int(await self.digest()) + await self.anomalies()
+
     async def _agents(self, daily: str, monthly: str) -> list[str]:
         return await self.core.store.active_agents(daily, monthly)
 
