@@ -1,5 +1,6 @@
 """A loopback Slack: incoming-webhook posts and chat.postMessage, recorded.
-``fail_with`` makes it answer an error status (an outage) until cleared."""
+``fail_with`` makes it answer an error status (an outage) until cleared;
+``hold_next`` keeps the next request waiting (a send in flight) until released."""
 
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ class FakeSlack:
         self.posts: list[dict] = []  # accepted messages
         self.refused = 0  # attempts answered with an error
         self.fail_with: int | None = None
+        self.held = 0  # requests waiting at a gate now
+        self._gate: threading.Event | None = None
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
@@ -34,6 +37,13 @@ class FakeSlack:
     def __exit__(self, *exc) -> None:
         self._server.shutdown()
         self._server.server_close()
+
+    def hold_next(self) -> threading.Event:
+        """The next request waits (unanswered, unrecorded) until the returned event is set."""
+        gate = threading.Event()
+        with self._lock:
+            self._gate = gate
+        return gate
 
     def texts(self, containing: str = "") -> list[str]:
         with self._lock:
@@ -62,6 +72,13 @@ def _handler(slack: FakeSlack):
                 body = json.loads(raw or b"{}")
             else:
                 body = {k: v[-1] for k, v in parse_qs(raw.decode()).items()}
+            with slack._lock:
+                gate, slack._gate = slack._gate, None
+                slack.held += gate is not None
+            if gate is not None:
+                gate.wait(30)
+                with slack._lock:
+                    slack.held -= 1
             if slack.fail_with is not None:
                 with slack._lock:
                     slack.refused += 1

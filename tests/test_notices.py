@@ -333,6 +333,7 @@ async def test_two_replicas_on_redis_deliver_each_notice_once(running, redis_ser
     body = "warn_at: [0.5]\nagents:\n  shared: {daily_usd: 1.00}\n"
     clock = FakeClock(datetime.now(timezone.utc))  # Redis keeps time by the real clock
     first, second = await running(clock, body, store_url=url), await running(clock, body, store_url=url)
+    first.daemon.deliverer.owner, second.daemon.deliverer.owner = "host-1", "host-2"  # as on two hosts
     seen: list[str] = []
 
     async def watch_on_second():
@@ -348,12 +349,21 @@ async def test_two_replicas_on_redis_deliver_each_notice_once(running, redis_ser
         await asyncio.sleep(0.02)
     await aspend(first.budget, "shared", "0.60")
     await aspend(second.budget, "shared", "0.40")
-    # Both replicas deliver at once, then each again: every notice is posted by one of them, once.
+    # The first replica's send is in flight when the second passes over the
+    # outbox: the first holds both notices, the second leaves them alone.
+    release = slack.hold_next()
+    sending = asyncio.create_task(first.deliver())
+    deadline = time.monotonic() + 10
+    while slack.held == 0:
+        assert time.monotonic() < deadline, "the first replica sent nothing"
+        await asyncio.sleep(0.02)
+    assert await second.deliver() == []
+    release.set()
+    assert len(await sending) == 2
+    # Both at once, then each again: nothing more.
     await asyncio.gather(first.deliver(), second.deliver())
-    await second.deliver()
-    await first.deliver()
-    texts = slack.texts()
-    assert len(texts) == 2, texts
+    assert await second.deliver() == [] and await first.deliver() == []
+    assert len(slack.texts()) == 2, slack.texts()
     assert len(slack.texts("*shared* is paused")) == 1 and len(slack.texts("50% of the daily cap")) == 1
     # A pause made on one replica reaches the other's watchers.
     await asyncio.wait_for(watcher, 10)
