@@ -95,11 +95,39 @@ def test_settling_the_same_request_twice_counts_once(raw):
     with pytest.raises(grpc.RpcError) as err:
         stub.Authorize(pb.AuthorizeRequest(agent_id="a1", request_id=rid, estimate_nanos=1))
     assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
-    # Request ids are scoped to their agent: another agent cannot touch a1's call.
-    with pytest.raises(grpc.RpcError) as err:
-        stub.Commit(pb.CommitRequest(agent_id="a2", request_id=rid, actual_nanos=1))
-    assert err.value.code() == grpc.StatusCode.NOT_FOUND  # a2 has no budget in this config
-    assert Budget(daemon.address).status("a1").daily.spent_usd == D("0.123")
+    st = Budget(daemon.address).status("a1")
+    assert st.daily.spent_usd == D("0.123") and st.daily.reserved_usd == 0
+
+
+def test_a_request_id_is_scoped_to_its_agent(raw):
+    daemon, stub = raw("agents:\n  a1: {daily_usd: 10}\n  a2: {daily_usd: 10}\n")
+    budget = Budget(daemon.address)
+
+    def balances(agent: str) -> tuple[Decimal, Decimal]:
+        st = budget.status(agent).daily
+        return st.spent_usd, st.reserved_usd
+
+    rid = str(uuid.uuid4())
+    held = stub.Authorize(pb.AuthorizeRequest(agent_id="a1", request_id=rid, estimate_nanos=500_000_000))
+    assert held.decision == pb.DECISION_ALLOWED
+    # The same id under a2 is a call of a2's own: not a retry of a1's, nor a way to reach it.
+    assert not stub.Release(pb.ReleaseRequest(agent_id="a2", request_id=rid)).released
+    assert balances("a1") == (0, D("0.5"))
+    other = stub.Authorize(pb.AuthorizeRequest(agent_id="a2", request_id=rid, estimate_nanos=200_000_000))
+    assert other.decision == pb.DECISION_ALLOWED
+    assert balances("a2") == (0, D("0.2")) and balances("a1") == (0, D("0.5"))
+    counted = stub.Commit(pb.CommitRequest(agent_id="a2", request_id=rid, actual_nanos=100_000_000))
+    assert (counted.counted_nanos, counted.duplicate) == (100_000_000, False)
+    assert balances("a2") == (D("0.1"), 0)
+    assert balances("a1") == (0, D("0.5"))  # a1's hold is untouched
+    assert not stub.Release(pb.ReleaseRequest(agent_id="a2", request_id=rid)).released
+    assert balances("a1") == (0, D("0.5"))
+
+    # a1's call settles as its own, not as a duplicate of a2's.
+    first = stub.Commit(pb.CommitRequest(agent_id="a1", request_id=rid, actual_nanos=123_000_000))
+    assert (first.counted_nanos, first.duplicate) == (123_000_000, False)
+    assert balances("a1") == (D("0.123"), 0) and balances("a2") == (D("0.1"), 0)
+    budget.close()
 
 
 def wait_for(predicate, timeout: float = 10.0):
@@ -125,13 +153,16 @@ def test_hold_past_its_ttl_is_expired_by_the_sweeper(raw, policy):
 
     st = wait_for(lambda: (s := budget.status("slow")).daily.reserved_usd == 0 and s)
     assert st.daily.spent_usd == (D("0.4") if policy == "charge" else 0)
-    # Releasing an expired hold does nothing.
+    # Releasing an expired hold does nothing (a charge stays charged).
     assert not stub.Release(pb.ReleaseRequest(agent_id="slow", request_id=rid)).released
+    after = budget.status("slow").daily
+    assert (after.spent_usd, after.reserved_usd) == (st.daily.spent_usd, 0)
 
-    # A late commit after expiry is still counted, once.
+    # A late commit after expiry is still counted, once: in place of a charge.
     late = stub.Commit(pb.CommitRequest(agent_id="slow", request_id=rid, actual_nanos=300_000_000))
     assert late.counted_nanos == 300_000_000 and not late.duplicate
     assert budget.status("slow").daily.spent_usd == D("0.3")
-    stub.Commit(pb.CommitRequest(agent_id="slow", request_id=rid, actual_nanos=300_000_000))
+    again = stub.Commit(pb.CommitRequest(agent_id="slow", request_id=rid, actual_nanos=250_000_000))
+    assert (again.counted_nanos, again.duplicate) == (300_000_000, True)
     assert budget.status("slow").daily.spent_usd == D("0.3")
     budget.close()
