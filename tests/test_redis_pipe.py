@@ -16,7 +16,9 @@ from budgetd.config import Resolver, load_config_text
 from budgetd.plan import make_plan
 from budgetd.store import HoldRequest, SettleRequest, StoreError, open_store
 
-NOW = datetime(2026, 11, 22, 15, 0, tzinfo=timezone.utc)
+# From the real clock: the Redis server expires keys by its own clock, so a
+# fixed date would age into keys that expire as they are written.
+NOW = datetime.now(timezone.utc).replace(microsecond=0)
 NOW_MS = int(NOW.timestamp() * 1000)
 CONFIG = load_config_text("agents:\n  a1: {daily_usd: 1}\n")
 PLAN = make_plan(Resolver(CONFIG).budget("a1"), NOW, CONFIG.zone)
@@ -47,12 +49,28 @@ async def test_a_script_redis_forgot_is_loaded_again(server_and_store):
 
 async def test_a_lost_connection_fails_its_calls_and_the_next_call_reconnects(server_and_store):
     server, store = server_and_store
+    admin = redis.Redis.from_url(server.url, decode_responses=True)
     assert (await store.hold(hold("r1"))).allowed
-    redis.Redis.from_url(server.url).client_kill_filter(_type="normal", skipme=True)  # every client but this one
-    outcomes = await asyncio.gather(store.hold(hold("r2")), return_exceptions=True)
-    # The kill may land before or after the call is sent: a StoreError, or a hold on a new connection.
-    assert isinstance(outcomes[0], StoreError) or outcomes[0].allowed
-    assert (await store.hold(hold("r3"))).allowed
+    # The next hold is sent and waiting: Redis holds writes back while paused
+    # (CLIENT PAUSE WRITE; CLIENT KILL still runs).
+    admin.client_pause(5_000, all=False)
+    waiting = asyncio.create_task(store.hold(hold("r2")))
+    deadline = asyncio.get_running_loop().time() + 5
+    while not (piped := [c for c in admin.client_list() if c["cmd"] == "evalsha" and "b" in c["flags"]]):
+        assert asyncio.get_running_loop().time() < deadline, "the hold never reached Redis"
+        await asyncio.sleep(0.01)
+    # Its connection is lost under it: the call fails, as a lost connection (not a timeout).
+    admin.client_kill_filter(_id=piped[0]["id"])
+    with pytest.raises(StoreError, match="connection to redis lost"):
+        await asyncio.wait_for(waiting, 10)
+    admin.client_unpause()
+    # The next call opens a new connection and is answered.
+    assert (await asyncio.wait_for(store.hold(hold("r3")), 10)).allowed
+    [reopened] = [c["id"] for c in admin.client_list() if c["cmd"] == "evalsha"]
+    assert reopened != piped[0]["id"]
+    # The hold that was waiting never ran: r1 and r3 are held, r2 is not.
+    balance = (await store.read(PLAN)).balance(PLAN.limits[0])
+    assert balance.reserved_nanos == 10
 
 
 async def test_concurrent_calls_on_one_connection_get_their_own_replies(server_and_store):
