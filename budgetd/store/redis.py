@@ -241,14 +241,15 @@ class RedisStore(Store):
                         "every counter, hold and pause, and budgetd then refuses writes until it is restarted; "
                         "turn on AOF (appendonly yes) or RDB snapshots", address)
 
-    def _loss(self, marker: _Marker, found: str | None, run_id: str) -> StoreLost:
+    def _loss(self, marker: _Marker, found: str | None, run_id: str, address: str = "") -> StoreLost:
+        """``address``: the server that now serves the marker's slot (a Cluster's slots can move)."""
         what = "missing" if found is None else f"holds {found!r}, not {marker.value!r}"
         if run_id not in ("?", marker.run_id):
             how = f"restarted without its data (run_id {marker.run_id} → {run_id}, marker key {marker.key} {what})"
         else:
             how = (f"lost its data without a restart (run_id {marker.run_id} unchanged, marker key {marker.key} "
                    f"{what}: flushed, or the key evicted)")
-        return StoreLost(f"Redis at {marker.address} {how}: the counters and holds acknowledged before are gone; "
+        return StoreLost(f"Redis at {address or marker.address} {how}: the counters and holds acknowledged before are gone; "
                          "refusing writes so nothing more is acknowledged into a store that forgot them")
 
     async def _on_connect(self, connection) -> None:
@@ -298,7 +299,7 @@ class RedisStore(Store):
                 run_id = "?"
             if value != marker.value:
                 if self._lost is None:
-                    self._lost = self._loss(marker, value, run_id)
+                    self._lost = self._loss(marker, value, run_id, node.name if node is not None else "")
                 raise self._lost
             if run_id != marker.run_id and run_id != "?":
                 log.info("Redis at %s restarted with its data (run_id %s → %s)", marker.address, marker.run_id,
