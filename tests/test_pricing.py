@@ -13,7 +13,7 @@ from budgetd_client.usage import UsageEstimate
 from budgetd_client.v1 import budget_pb2 as pb
 from budgetd_client.v1 import budget_pb2_grpc as pb_grpc
 
-from budgetd.config import load_config_text
+from budgetd.config import ConfigError, load_config_text
 from budgetd.pricing import PriceTable
 from budgetd_client.usage import Usage
 
@@ -78,7 +78,8 @@ def test_unknown_model_with_fallback_price(start_daemon):
 
 
 def test_fallback_policy_needs_a_price():
-    with pytest.raises(Exception, match="fallback_price"):
+    with pytest.raises(ConfigError, match=r"^<config>: line 1: \(top level\): unknown_model: fallback needs "
+                                          r"fallback_price$"):
         load_config_text("unknown_model: fallback\n")
 
 
