@@ -204,6 +204,19 @@ async def poll_until_lost(store, timeout: float = 10) -> tuple[StoreLost, float]
         await asyncio.sleep(0.1)
 
 
+async def ping_until_it_answers(store, timeout: float = 10) -> None:
+    """Ping until the store answers; a StoreLost fails the test at once."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return await store.ping()
+        except StoreLost:
+            raise
+        except StoreError:
+            assert time.monotonic() < deadline, "the store did not answer again"
+            await asyncio.sleep(0.1)
+
+
 async def test_a_redis_restarted_without_its_data_is_lost_and_refuses_writes(tmp_path):
     server = RedisServer(tmp_path / "redis").start()  # --save "" --appendonly no
     store = open_store(server.url)
@@ -289,16 +302,7 @@ async def test_a_redis_restarted_with_its_data_is_not_lost(tmp_path, monkeypatch
         server.kill()
         server.start()
         caplog.set_level(logging.INFO, logger="budgetd.store")
-        deadline = time.monotonic() + 10
-        while True:  # answering again (it may be loading its file first)
-            try:
-                await store.ping()
-                break
-            except StoreLost:
-                raise
-            except StoreError:
-                assert time.monotonic() < deadline
-                await asyncio.sleep(0.1)
+        await ping_until_it_answers(store)  # it may be loading its file first
         for _ in range(3):
             await store.ping()
         assert await spent(store) == (40, 0)
@@ -306,6 +310,56 @@ async def test_a_redis_restarted_with_its_data_is_not_lost(tmp_path, monkeypatch
         assert (await store.hold(hold("r2"))).allowed
         assert any("restarted with its data" in r.getMessage() and r.levelno == logging.INFO for r in caplog.records)
     finally:
+        await store.close()
+        server.stop()
+
+
+async def test_a_redis_restarted_with_its_data_under_load_is_an_outage_not_a_loss(tmp_path):
+    """Calls that run while Redis is down, and while it loads its data again,
+    fail as a store error; none is reported lost, and every acknowledged
+    settle is counted."""
+    server = RedisServer(tmp_path / "redis", "--appendonly", "yes", "--appendfsync", "always").start()
+    filler = redis.Redis(port=server.port)
+    filler.eval("for i = 1, 300000 do redis.call('SET', 'fill:' .. i, i) end", 0)  # loading takes a while
+    filler.bgrewriteaof()
+    while filler.info("persistence")["aof_rewrite_in_progress"]:
+        time.sleep(0.05)
+    store = open_store(f"{server.url}?timeout=1")
+    acked, unexpected, stop = [], [], asyncio.Event()
+
+    async def load(worker: int) -> None:
+        i = 0
+        while not stop.is_set():
+            i += 1
+            rid = f"w{worker}-{i}"
+            try:
+                if (await store.hold(hold(rid, 1))).allowed and not (await store.settle(settle(rid, 1))).duplicate:
+                    acked.append(rid)
+            except StoreLost as err:
+                unexpected.append(repr(err))
+                return
+            except StoreError:
+                await asyncio.sleep(0.01)
+            except Exception as err:  # anything else is a bug
+                unexpected.append(repr(err))
+                return
+
+    try:
+        await store.open()
+        workers = [asyncio.create_task(load(k)) for k in range(8)]
+        await asyncio.sleep(0.5)
+        server.kill()
+        await asyncio.sleep(0.3)
+        await asyncio.to_thread(server.start)  # the workers keep calling while it loads
+        await asyncio.sleep(1.0)
+        stop.set()
+        await asyncio.gather(*workers)
+        assert unexpected == [], unexpected[:3]
+        await ping_until_it_answers(store)  # a pooled connection from before the restart fails once
+        spent_nanos, _ = await spent(store)
+        assert len(acked) > 50 and spent_nanos >= len(acked)
+    finally:
+        stop.set()
         await store.close()
         server.stop()
 

@@ -261,15 +261,15 @@ class RedisStore(Store):
         if not self._markers:
             return  # not written or adopted yet (this may be the connection that does it)
         marker = self._markers[0]
-        try:
-            await connection.send_command("GET", marker.key)
-            found = await connection.read_response()
-            if found == marker.value:
-                return
-            await connection.send_command("INFO", "server")
-            run_id = _run_id_of(await connection.read_response())
-        except RedisError:
-            return  # cannot tell here (loading, a moved slot): ping decides
+        # An error here (the server still loading its data, a timeout) fails
+        # the connect, as it would have failed the command: redis-py has
+        # dropped the connection by then.
+        await connection.send_command("GET", marker.key)
+        found = await connection.read_response()
+        if found == marker.value:
+            return
+        await connection.send_command("INFO", "server")
+        run_id = _run_id_of(await connection.read_response())
         self._lost = self._loss(marker, found, run_id)
         log.error("%s", self._lost)
         raise RedisConnectionError(str(self._lost))  # redis-py drops the connection
