@@ -75,7 +75,8 @@ def test_redis_killed_and_restarted_mid_load_loses_no_acknowledged_settle(start_
             w.join(60)
 
         assert unexpected == [], unexpected[:3]  # a store outage is UNAVAILABLE, nothing else
-        assert sum(unacked) > 0, "Redis was down, some calls must have failed"
+        # The daemon met the outage (whether its clients saw it, or retried through it).
+        assert "store error in" in daemon.log(), "Redis was down mid-load: calls must have met it"
         assert sum(acked) > 100
         st = budget.status("busy")
         spent_calls = st.daily.spent_usd / D("0.001")
