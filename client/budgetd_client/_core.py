@@ -8,7 +8,6 @@ messages this module makes (and ``_sync.py`` is generated from ``_async.py``).
 from __future__ import annotations
 
 import functools
-import json
 import os
 import uuid
 from collections.abc import Mapping
@@ -26,31 +25,29 @@ from .v1 import budget_pb2 as pb
 
 DEFAULT_ADDRESS = "localhost:50051"
 DEFAULT_TIMEOUT_SECONDS = 5.0
-SPOOL_LIMIT = 10_000  # fail-open settles kept in memory while budgetd is unreachable
+
+# A call that budgetd refused as unavailable (draining, its store down, the
+# connection reset) is tried again after a pause that doubles up to a cap,
+# until the call's one deadline. A refused connection is not a failure at all:
+# calls wait for budgetd (wait_for_ready) within their deadline.
+RETRY_FIRST_PAUSE = 0.05
+RETRY_MAX_PAUSE = 0.5
+# The background retrier's pause between rounds of kept settles (each attempt
+# itself waits for budgetd up to the timeout).
+KEPT_RETRY_MAX_PAUSE = 2.0
+# What a deadline-exceeded call spends asking the channel why (a probe that
+# budgetd answers UNIMPLEMENTED, or the channel refuses with its last error).
+PROBE_SECONDS = 0.05
+PROBE_METHOD = "/budgetd.v1.Budget/__probe__"
 
 WINDOW_NAMES = {pb.WINDOW_DAILY: "daily", pb.WINDOW_MONTHLY: "monthly"}
 PAUSE_KIND_NAMES = {pb.PAUSE_KIND_MANUAL: "manual", pb.PAUSE_KIND_CAP: "cap"}
 SCOPE_KIND_NAMES = {pb.SCOPE_KIND_AGENT: "agent", pb.SCOPE_KIND_GROUP: "group"}
 
-# Retrying UNAVAILABLE is safe for every method: holds and settles carry the
-# client's request id (a retry never holds or counts twice), and pause,
-# resume and status are idempotent.
-_SERVICE_CONFIG = json.dumps(
-    {
-        "methodConfig": [
-            {
-                "name": [{"service": "budgetd.v1.Budget"}, {"service": "budgetd.v1.Admin"}],
-                "retryPolicy": {
-                    "maxAttempts": 3,
-                    "initialBackoff": "0.05s",
-                    "maxBackoff": "0.5s",
-                    "backoffMultiplier": 2,
-                    "retryableStatusCodes": ["UNAVAILABLE"],
-                },
-            }
-        ]
-    }
-)
+# Codes after which the same call is tried again (within its deadline): every
+# method is safe to repeat (holds and settles carry the client's request id, so
+# a retry never holds or counts twice; pause, resume and reads are idempotent).
+TRANSIENT_CODES = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED})
 
 
 @dataclass(frozen=True)
@@ -87,17 +84,20 @@ class Settings:
     timeout: float
     fail_open: bool
     tls: Tls | None = None
+    spool_path: str | None = None  # where unacknowledged settles are kept across processes
 
     @classmethod
     def resolve(cls, address: str | None, token: str | None, timeout: float | None, fail_open: bool,
-                tls: Tls | None = None) -> Settings:
+                tls: Tls | None = None, spool_path: str | os.PathLike | None = None) -> Settings:
         address = address or os.environ.get("BUDGETD_ADDRESS") or DEFAULT_ADDRESS
         token = token if token is not None else os.environ.get("BUDGETD_TOKEN") or None
         timeout = DEFAULT_TIMEOUT_SECONDS if timeout is None else float(timeout)
         if not timeout > 0:
             raise ValueError(f"timeout: must be a positive number of seconds, got {timeout}")
+        spool = os.environ.get("BUDGETD_SPOOL") if spool_path is None else os.fspath(spool_path)
         return cls(address=address, token=token, timeout=timeout, fail_open=bool(fail_open),
-                   tls=tls if tls is not None else Tls.from_env())
+                   tls=tls if tls is not None else Tls.from_env(),
+                   spool_path=os.path.abspath(os.path.expanduser(spool)) if spool else None)
 
     @functools.cached_property  # read on every call; a frozen dataclass allows it (it writes __dict__)
     def metadata(self) -> tuple[tuple[str, str], ...] | None:
@@ -106,26 +106,61 @@ class Settings:
     @property
     def channel_options(self) -> list[tuple[str, object]]:
         return [
-            ("grpc.service_config", _SERVICE_CONFIG),
-            ("grpc.enable_retries", 1),
-            # gRPC's reconnect backoff grows to 120 s by default: after a daemon
-            # restart every call would fail fast for minutes. Retry within 1 s.
+            # A channel of its own: with gRPC's process-wide subchannel pool a
+            # new Budget shares the reconnect backoff of every other channel to
+            # the address, and after a restart waits out a backoff it never began.
+            ("grpc.use_local_subchannel_pool", 1),
+            # gRPC's reconnect backoff grows to 120 s by default; after a daemon
+            # restart calls would wait for minutes. Try again within 1 s.
             ("grpc.initial_reconnect_backoff_ms", 100),
-            ("grpc.min_reconnect_backoff_ms", 100),
             ("grpc.max_reconnect_backoff_ms", 1000),
+            # Also the least time a connection attempt gets (TCP and TLS).
+            ("grpc.min_reconnect_backoff_ms", 2000),
         ]
 
 
-def translate_rpc_error(err: grpc.RpcError) -> Exception:
-    """Map a gRPC failure to what the agent author catches."""
+def channel(settings: Settings, module=grpc):
+    """A channel to budgetd: ``module`` is ``grpc`` or ``grpc.aio``."""
+    if settings.tls is None:
+        return module.insecure_channel(settings.address, options=settings.channel_options)
+    return module.secure_channel(settings.address, settings.tls.credentials(), options=settings.channel_options)
+
+
+def is_transient(err: grpc.RpcError) -> bool:
+    """A failure after which the same call may be tried again."""
+    return (err.code() if hasattr(err, "code") else None) in TRANSIENT_CODES
+
+
+def translate_rpc_error(err: grpc.RpcError, *, address: str = "", timeout: float | None = None,
+                        why: str = "") -> Exception:
+    """Map a gRPC failure to what the agent author catches. ``timeout``: the
+    call's deadline (the call waited that long); ``why``: what the channel
+    said about the connection, when the deadline passed."""
     code = err.code() if hasattr(err, "code") else None
     details = err.details() if hasattr(err, "details") else str(err)
-    if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED):
-        return BudgetUnavailable(f"budgetd unavailable ({code.name}): {details}")
+    where = f"budgetd at {address}" if address else "budgetd"
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED or (code in TRANSIENT_CODES and timeout is not None):
+        within = f" within {timeout:g}s" if timeout is not None else " in time"
+        said = why if code == grpc.StatusCode.DEADLINE_EXCEEDED else details
+        return BudgetUnavailable(f"{where} did not answer{within}" + (f": {said}" if said else ""))
+    if code in TRANSIENT_CODES:
+        return BudgetUnavailable(f"{where} unavailable ({code.name}): {details}")
     if code == grpc.StatusCode.INVALID_ARGUMENT:
         return ValueError(details)
     name = code.name if code is not None else "UNKNOWN"
     return BudgetError(f"budgetd refused the call ({name}): {details}")
+
+
+def probe_answer(err: grpc.RpcError | None) -> str:
+    """What the probe of a channel whose call timed out says about it."""
+    code = err.code() if err is not None else None
+    if code == grpc.StatusCode.UNAVAILABLE:  # the channel's own last connection error
+        return f"not reachable ({err.details()})"
+    if code == grpc.StatusCode.UNIMPLEMENTED:
+        return "connected, but it did not answer in time (overloaded, or its store is slow)"
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return "still connecting (is it running, and is the address right?)"
+    return ""
 
 
 def _time(ts) -> datetime | None:
@@ -294,6 +329,29 @@ def status_request(agent_id: str) -> pb.GetStatusRequest:
 
 def watch_request(agent_id: str) -> pb.WatchRequest:
     return pb.WatchRequest(agent_id=limits.check_agent_id(agent_id))
+
+
+def describe_settle(request: pb.CommitRequest | pb.ReleaseRequest) -> str:
+    """A settle in a log line: what it would count, for which agent and call."""
+    if isinstance(request, pb.ReleaseRequest):
+        what = "release"
+    elif request.HasField("actual_nanos"):
+        what = f"commit of {nanos_to_usd(request.actual_nanos)} USD"
+    elif request.HasField("usage"):
+        u = request.usage
+        what = f"commit of {u.model} usage ({u.input_tokens} in, {u.output_tokens} out)"
+    else:
+        what = "commit of the amount held"
+    return f"{what} for {request.agent_id} (request {request.request_id})"
+
+
+def reconnected_event(agent_id: str, status: AgentStatus, lost_for: float, cause: str) -> Event:
+    """The client's own event: the watch stream was lost and is back."""
+    return Event(kind="reconnected", agent_id=agent_id, scope=f"agent:{agent_id}", window="daily",
+                 period=status.daily.period, spent_usd=status.daily.spent_usd, cap_usd=status.daily.cap_usd,
+                 reason=f"the watch was lost for {lost_for:.1f}s ({cause}); events in that time may have been "
+                        "missed: status is the agent's now",
+                 at=datetime.now(timezone.utc), status=status)
 
 
 def event(msg: pb.Event) -> Event:

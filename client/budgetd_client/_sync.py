@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Mapping
 
 import grpc
 
-from . import _core
+from . import _core, _spool
 from ._core import Call
 from .errors import BudgetError, BudgetUnavailable
 from .money import UsdLike
@@ -27,11 +28,20 @@ class Budget:
 
     ``address`` defaults to ``$BUDGETD_ADDRESS`` (else ``localhost:50051``),
     ``token`` to ``$BUDGETD_TOKEN``. ``timeout`` bounds every call, in
-    seconds. ``fail_open=True`` lets calls proceed when budgetd cannot be
-    reached (the default refuses them with ``BudgetUnavailable``).
+    seconds: a call waits for budgetd (through a restart, a drain, a refused
+    connection) and tries again until then, and only then raises
+    ``BudgetUnavailable``. ``fail_open=True`` lets calls proceed when budgetd
+    did not answer in time (the default refuses them with ``BudgetUnavailable``).
     ``tls=Tls(ca_file=..., cert_file=..., key_file=...)`` (or the
     ``BUDGETD_TLS_*`` variables) connects with TLS, mutual when a
     certificate is given.
+
+    A settle (the Commit or Release on leaving a guard) that budgetd did not
+    take in time is kept and sent again in the background until it is
+    acknowledged; ``spool_path`` (or ``$BUDGETD_SPOOL``) names a directory
+    where kept settles also go to disk, so they outlive the process: a later
+    Budget with the same path delivers them. ``close()`` makes one bounded
+    try to deliver what is kept; so does the interpreter's exit.
     """
 
     def __init__(
@@ -42,15 +52,20 @@ class Budget:
         timeout: float | None = None,
         fail_open: bool = False,
         tls: _core.Tls | None = None,
+        spool_path: str | None = None,
     ) -> None:
-        self.settings = _core.Settings.resolve(address, token, timeout, fail_open, tls)
+        self.settings = _core.Settings.resolve(address, token, timeout, fail_open, tls, spool_path)
         self._lock = threading.Lock()
         self._channel = None
         self._budget_stub = None
         self._admin_stub = None
         self._stub_pair = None  # (budget, admin) once the channel is made
-        # fail_open: settles budgetd could not take, sent again once it answers.
-        self._spool: list = []
+        self._closed = False
+        # Settles budgetd has not acknowledged, and what sends them again.
+        self._kept = _spool.Spool(self.settings)
+        self._retrier = self._kept.retrier = _spool.ThreadRetrier()
+        if self._kept.pending:  # left by an earlier process
+            self._retrier.start(self._retry_kept)
 
     def _stubs(self):
         # The channel is made on first use, so a Budget built before a fork
@@ -60,24 +75,54 @@ class Budget:
             return stubs
         with self._lock:
             if self._channel is None:
-                if self.settings.tls is None:
-                    self._channel = grpc.insecure_channel(
-                        self.settings.address, options=self.settings.channel_options
-                    )
-                else:
-                    self._channel = grpc.secure_channel(
-                        self.settings.address, self.settings.tls.credentials(), options=self.settings.channel_options
-                    )
+                self._channel = _core.channel(self.settings, grpc)
                 self._budget_stub = pb_grpc.BudgetStub(self._channel)
                 self._admin_stub = pb_grpc.AdminStub(self._channel)
                 self._stub_pair = (self._budget_stub, self._admin_stub)
-            return self._budget_stub, self._admin_stub
+                self._closed = False
+            stubs = self._budget_stub, self._admin_stub
+        if self._kept.pending:
+            self._retrier.start(self._retry_kept)
+        return stubs
 
-    def _rpc(self, method, request):
+    def _rpc(self, method, request, timeout: float | None = None):
+        """One call within one deadline: it waits for budgetd to be ready,
+        and what budgetd refuses as unavailable (draining, a reset
+        connection) is tried again after a short pause, until the deadline."""
+        started = time.monotonic()
+        timeout = self.settings.timeout if timeout is None else timeout
+        left = timeout
+        pause = _core.RETRY_FIRST_PAUSE
+        while True:
+            try:
+                return method(request, timeout=left, metadata=self.settings.metadata, wait_for_ready=True)
+            except grpc.RpcError as err:
+                if self._closed:
+                    raise BudgetUnavailable("the Budget was closed while the call was under way") from None
+                left = timeout - (time.monotonic() - started)
+                if _core.is_transient(err) and left > 0.01:
+                    time.sleep(min(pause, left - 0.005))
+                    pause = min(pause * 2, _core.RETRY_MAX_PAUSE)
+                    left = timeout - (time.monotonic() - started)
+                    continue
+                why = self._why_no_answer() if err.code() == grpc.StatusCode.DEADLINE_EXCEEDED else ""
+                final = _core.is_transient(err) or err.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+                raise _core.translate_rpc_error(err, address=self.settings.address,
+                                                timeout=timeout if final else None, why=why) from None
+
+    def _why_no_answer(self) -> str:
+        """After a deadline: ask the channel, without waiting, why (its last
+        connection error, or that budgetd is connected but slow)."""
+        channel = self._channel
+        if channel is None:
+            return ""
         try:
-            return method(request, timeout=self.settings.timeout, metadata=self.settings.metadata)
+            channel.unary_unary(_core.PROBE_METHOD)(b"", timeout=_core.PROBE_SECONDS)
         except grpc.RpcError as err:
-            raise _core.translate_rpc_error(err) from None
+            return _core.probe_answer(err)
+        except Exception:
+            return ""
+        return ""
 
     def guard(
         self,
@@ -92,7 +137,8 @@ class Budget:
         The hold is ``estimate_usd``, or ``estimate_usage`` (token bounds the
         daemon prices), or else the agent's configured ``estimate_usd``.
         Raises ``BudgetExceeded`` or ``AgentPaused`` on entry, before the
-        block runs.
+        block runs. Leaving the block never raises because budgetd is late:
+        a settle it did not take in time is kept and sent again (logged).
         """
         return Guard(self, Call(agent_id, estimate_usd, tags, estimate_usage))
 
@@ -108,16 +154,80 @@ class Budget:
     def watch(self, agent_id: str):
         """Events about the agent as they happen: paused, resumed, warning,
         anomaly (also for a group it belongs to). Iterate over it; stop
-        iterating (or close it) to unsubscribe. No timeout: it runs until then."""
-        budget, _ = self._stubs()
-        call = budget.Watch(_core.watch_request(agent_id), metadata=self.settings.metadata)
+        iterating (or close it) to unsubscribe. It runs until then.
+
+        Opening it waits for budgetd up to the timeout (then
+        ``BudgetUnavailable``). Once open it rides through restarts: when the
+        stream is lost (budgetd restarting or draining, the connection
+        broken) it logs a warning, reconnects with backoff for as long as it
+        takes, logs again, and yields ``Event(kind="reconnected")`` whose
+        ``status`` is the agent's status read on reconnecting: events in the
+        gap may have been missed, so check it (is the agent paused now?). A
+        refusal (permission denied, unknown agent, a bad id) raises.
+        ``close()`` on the Budget ends the iteration.
+        """
+        request = _core.watch_request(agent_id)
+        call, _ = self._open_watch(request, agent_id, time.monotonic() + self.settings.timeout)
         try:
-            for message in call:
-                yield _core.event(message)
-        except grpc.RpcError as err:
-            raise _core.translate_rpc_error(err) from None
+            while True:
+                try:
+                    for message in call:
+                        yield _core.event(message)
+                    cause = "the stream ended"
+                except grpc.RpcError as err:
+                    if not _core.is_transient(err):
+                        raise _core.translate_rpc_error(err) from None
+                    cause = f"{err.code().name}: {err.details()}"
+                call.cancel()
+                if self._closed:
+                    return
+                lost_at = time.monotonic()
+                log.warning("budgetd: the watch of %s was lost (%s); reconnecting", agent_id, cause)
+                call, status = self._open_watch(request, agent_id, None)
+                if call is None:
+                    return
+                lost_for = time.monotonic() - lost_at
+                log.warning("budgetd: the watch of %s is back after %.1fs; events in that time may have been "
+                            "missed", agent_id, lost_for)
+                yield _core.reconnected_event(agent_id, status, lost_for, cause)
         finally:
+            if call is not None:
+                call.cancel()
+
+    def _open_watch(self, request, agent_id: str, deadline: float | None):
+        """Open a Watch stream and read the agent's status behind it (so the
+        stream is known to be served, and a refusal says why). Tried again
+        with backoff until ``deadline`` (None: until it works, or close())."""
+        pause = _core.RETRY_FIRST_PAUSE
+        while True:
+            budget, _ = self._stubs()
+            call = budget.Watch(request, metadata=self.settings.metadata, wait_for_ready=True)
+            try:
+                left = self.settings.timeout if deadline is None else max(0.01, deadline - time.monotonic())
+                status = _core.agent_status(self._rpc(budget.GetStatus, _core.status_request(agent_id), left))
+                if not call.done():
+                    return call, status
+                code = call.code()
+                if code not in _core.TRANSIENT_CODES:  # refused: let the stream say why
+                    return call, status
+                failure = f"{code.name}: {call.details()}"
+            except BudgetUnavailable as err:
+                call.cancel()
+                if deadline is not None:
+                    raise
+                failure = str(err)
+            except BaseException:
+                call.cancel()
+                raise
             call.cancel()
+            if self._closed:
+                return None, None
+            if deadline is not None and time.monotonic() + pause >= deadline:
+                raise BudgetUnavailable(f"budgetd at {self.settings.address} would not open a watch within "
+                                        f"{self.settings.timeout:g}s: {failure}")
+            log.debug("budgetd: watch of %s not open yet (%s)", agent_id, failure)
+            time.sleep(pause)
+            pause = min(pause * 2, _core.KEPT_RETRY_MAX_PAUSE)
 
     def list_status(self) -> list[AgentStatus]:
         _, admin = self._stubs()
@@ -146,32 +256,65 @@ class Budget:
         _, admin = self._stubs()
         return _core.config_info(self._rpc(admin.GetConfig, pb.GetConfigRequest()))
 
-    def _keep_for_later(self, request) -> None:
-        with self._lock:
-            if len(self._spool) >= _core.SPOOL_LIMIT:
-                log.error("budgetd: fail-open spool full; dropping the settle of %s", self._spool[0].request_id)
-                self._spool.pop(0)
-            self._spool.append(request)
+    def _keep(self, request, why: str) -> None:
+        """Keep a settle budgetd did not take, and have it sent again."""
+        where = self._kept.keep(request)
+        log.warning("budgetd: the %s was not acknowledged (%s); kept %s and sent again until budgetd takes it",
+                    _core.describe_settle(request), why, where)
+        self._retrier.start(self._retry_kept)
 
-    def _flush_spool(self) -> None:
-        """Send the settles kept while budgetd was unreachable (each carries
-        its request id: one that had landed is not counted twice)."""
-        with self._lock:
-            pending, self._spool = self._spool, []
-        stub, _ = self._stubs()
-        for i, request in enumerate(pending):
-            try:
-                self._rpc(stub.Commit, request)
-            except BudgetUnavailable:
-                with self._lock:
-                    self._spool = pending[i:] + self._spool
+    def _deliver_kept(self, name: str, request, timeout: float) -> bool:
+        """Send one kept settle; False when budgetd did not answer in time."""
+        budget, _ = self._stubs()
+        method = budget.Release if isinstance(request, pb.ReleaseRequest) else budget.Commit
+        try:
+            self._rpc(method, request, timeout)
+        except BudgetUnavailable:
+            return False
+        except (BudgetError, ValueError) as err:
+            self._kept.refused(name, err)
+            return True
+        self._kept.delivered(name)
+        return True
+
+    def _retry_kept(self) -> None:
+        """The retrier's loop: send the kept settles, oldest first, until none
+        is left (each attempt waits for budgetd up to the timeout; between
+        rounds a pause that doubles up to a cap)."""
+        pause = _core.RETRY_FIRST_PAUSE
+        while not self._retrier.stopping and not self._closed:
+            batch = self._kept.batch()
+            if not batch:
                 return
-            except BudgetError as err:
-                log.error("budgetd: a kept settle was refused: %s", err)
+            for name, request in batch:
+                if self._retrier.stopping or self._closed:
+                    return
+                if not self._deliver_kept(name, request, self.settings.timeout):
+                    break
+            else:
+                pause = _core.RETRY_FIRST_PAUSE
+                continue
+            self._retrier.sleep(pause)
+            pause = min(pause * 2, _core.KEPT_RETRY_MAX_PAUSE)
+
+    def _flush_kept(self, seconds: float) -> None:
+        """Send the kept settles within ``seconds`` overall."""
+        deadline = time.monotonic() + seconds
+        for name, request in self._kept.batch():
+            left = deadline - time.monotonic()
+            if left <= 0.01 or not self._deliver_kept(name, request, left):
+                return
 
     def close(self) -> None:
+        """Stop the retrier, try once more (up to min(timeout, 5 s)) to
+        deliver the kept settles, and close the connection."""
+        self._retrier.stop()
+        if self._kept.pending and self._channel is not None:
+            self._flush_kept(min(self.settings.timeout, _spool.EXIT_FLUSH_SECONDS))
+            self._kept.report_left("at close")
         with self._lock:
             channel, self._channel, self._stub_pair = self._channel, None, None
+            self._closed = True
         if channel is not None:
             channel.close()
 
@@ -196,26 +339,28 @@ class Guard:
         except BudgetUnavailable:
             if not self._budget.settings.fail_open:
                 raise
-            log.warning("budgetd unreachable; %s proceeds unguarded (fail_open)", self._call.agent_id)
+            log.warning("budgetd did not answer; %s proceeds unguarded (fail_open)", self._call.agent_id)
             return self._call
         self._call.authorized(resp)
-        if self._budget._spool:
-            self._budget._flush_spool()
         return self._call
 
     def __exit__(self, exc_type, exc, tb) -> bool:
+        budget = self._budget
         request = self._call.exit_request(failed=exc_type is not None)
-        stub, _ = self._budget._stubs()
+        if self._call.held_nanos is None:
+            # fail_open, and budgetd did not answer a moment ago: keep the settle
+            # (the retrier sends it when budgetd is back) rather than wait again.
+            budget._keep(request, "fail_open: budgetd did not answer the hold")
+            return False
+        stub, _ = budget._stubs()
         method = stub.Release if isinstance(request, pb.ReleaseRequest) else stub.Commit
         try:
-            self._budget._rpc(method, request)
-        except BudgetError as err:
-            # Never hide the block's own exception behind ours; under
-            # fail_open an unreachable daemon must not fail a finished call.
-            fail_open = self._budget.settings.fail_open and isinstance(err, BudgetUnavailable)
-            if fail_open and isinstance(request, pb.CommitRequest):
-                self._budget._keep_for_later(request)
-            elif exc_type is None and not fail_open:
+            budget._rpc(method, request)
+        except BudgetUnavailable as err:
+            budget._keep(request, str(err))  # late is not lost: never raise for it
+        except (BudgetError, ValueError) as err:
+            # Refused. Never hide the block's own exception behind ours.
+            if exc_type is None:
                 raise
             log.warning("budgetd: could not settle %s for %s: %s", self._call.request_id, self._call.agent_id, err)
         return False

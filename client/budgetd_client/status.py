@@ -41,9 +41,14 @@ class AgentStatus:
 
 @dataclass(frozen=True)
 class Event:
-    """Something that happened to an agent, from ``budget.watch(agent_id)``."""
+    """Something that happened to an agent, from ``budget.watch(agent_id)``.
 
-    kind: str  # "paused", "resumed", "warning", "anomaly"
+    ``kind="reconnected"`` is the client's own: the stream was lost (budgetd
+    restarted) and is back; events in between may have been missed, and
+    ``status`` is the agent's status read on reconnecting (None otherwise).
+    """
+
+    kind: str  # "paused", "resumed", "warning", "anomaly", or "reconnected"
     agent_id: str
     scope: str  # "agent:NAME" or "group:NAME"
     window: str  # "daily", "monthly", or "" (manual pause or resume)
@@ -52,6 +57,7 @@ class Event:
     cap_usd: Decimal | None
     reason: str
     at: datetime | None
+    status: AgentStatus | None = None  # only on "reconnected"
 
 
 @dataclass(frozen=True)
