@@ -124,3 +124,14 @@ class DaemonProcess:
                 self.terminate(10)
             except subprocess.TimeoutExpired:
                 self.kill()
+
+
+def wait_until(condition, timeout: float = 10.0, interval: float = 0.05, what: str = "the condition"):
+    """Poll ``condition()`` until it returns something true (returned), or fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"timed out after {timeout}s waiting for {what}"
+        time.sleep(interval)

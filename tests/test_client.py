@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from decimal import Decimal
 
 import pytest
@@ -26,16 +27,32 @@ def test_nanodollars_become_exact_decimal_dollars():
     assert str(nanos_to_usd(4_750_000)) == "0.00475"
 
 
-def test_unreachable_daemon_fails_closed_by_default_and_open_when_asked():
+def test_unreachable_daemon_fails_closed_by_default_and_open_when_asked_after_the_timeout():
     address = f"127.0.0.1:{free_port()}"  # nothing listens here
     ran = []
-    with pytest.raises(BudgetUnavailable):
+    started = time.monotonic()
+    with pytest.raises(BudgetUnavailable, match=r"did not answer within 1s: not reachable .*Connection refused"):
         with Budget(address, timeout=1).guard("a1", estimate_usd="0.01"):
             ran.append("closed")
-    with Budget(address, timeout=1, fail_open=True).guard("a1", estimate_usd="0.01") as call:
+    assert 0.95 < time.monotonic() - started < 1.5  # it waited for budgetd, for the whole timeout
+    started = time.monotonic()
+    budget = Budget(address, timeout=1, fail_open=True)
+    with budget.guard("a1", estimate_usd="0.01") as call:
         ran.append("open")
         call.record_usd("0.01")
     assert ran == ["open"]
+    assert 0.95 < time.monotonic() - started < 1.5  # one wait: the settle is kept, not waited for again
+    assert len(budget._kept) == 1
+    budget._kept.delivered(next(iter(budget._kept.pending)))  # not left for the test process's exit
+
+
+async def test_async_calls_wait_their_timeout_then_say_budgetd_did_not_answer():
+    address = f"127.0.0.1:{free_port()}"
+    async with AsyncBudget(address, timeout=0.5) as budget:
+        started = time.monotonic()
+        with pytest.raises(BudgetUnavailable, match=rf"budgetd at {address} did not answer within 0.5s"):
+            await budget.status("a1")
+        assert 0.45 < time.monotonic() - started < 1.0
 
 
 async def test_async_guard_settles_releases_and_reports_pauses(start_daemon):

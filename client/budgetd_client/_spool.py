@@ -70,6 +70,7 @@ class Spool:
         self.retrier: ThreadRetrier | TaskRetrier | None = None
         self._lock = threading.Lock()
         self._on_disk_only = False  # memory was full: some kept settles are only in files
+        self._delivered = 0  # since the spool was last empty
         if self.path is not None:
             self.path.mkdir(parents=True, exist_ok=True)
             with self._lock:
@@ -175,10 +176,14 @@ class Spool:
                     pass
                 except OSError as err:  # it would be sent again: harmless, counted once
                     log.warning("budgetd: could not delete the delivered spool file %s: %s", name, err)
-            self.pending.pop(name, None)
+            self._delivered += self.pending.pop(name, None) is not None
             empty = not self.pending and not self._on_disk_only
+            delivered, self._delivered = (self._delivered, 0) if empty else (0, self._delivered)
+        log.info("budgetd: a kept settle was delivered: %s", name)
         if empty:
             self._live(False)
+            if delivered:
+                log.warning("budgetd: budgetd acknowledged the %d kept settles; none is left", delivered)
 
     def refused(self, name: str, err: Exception) -> None:
         """budgetd refused the settle (not unavailable): it would refuse it
