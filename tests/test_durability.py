@@ -45,8 +45,10 @@ def test_kill_9_under_load_keeps_every_acknowledged_settle(start_daemon, tmp_pat
         daemon.kill()
         for w in workers:
             w.join(60)
-        budget.close()
         daemon.start()
+        # A guard whose settle the daemon did not take before it died kept it
+        # and counted as done: closing the client delivers what it kept.
+        budget.close()
         calls = Budget(daemon.address).status("busy").daily.spent_usd / D("0.001")
         assert sum(acked) > 50
         assert sum(acked) <= calls <= sum(acked) + len(workers), (sum(acked), calls)
