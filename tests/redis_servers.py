@@ -3,6 +3,7 @@ test can kill -9 and restart them. Never the machine's own Redis."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import time
@@ -11,6 +12,21 @@ from pathlib import Path
 import redis
 
 from helpers import free_port, free_port_pair
+
+
+def redis_env() -> dict[str, str]:
+    """The environment for redis-server and redis-cli. Debian builds them with
+    jemalloc, which cannot start under libfaketime (its clock_gettime recurses
+    at malloc init). A suite run with a faked clock (``faketime -f +365d make
+    test``) therefore runs Redis on the real clock while the tests and budgetd
+    run on the faked one."""
+    env = dict(os.environ)
+    preload = [lib for lib in env.get("LD_PRELOAD", "").split(":") if lib and "faketime" not in lib]
+    if preload:
+        env["LD_PRELOAD"] = ":".join(preload)
+    else:
+        env.pop("LD_PRELOAD", None)
+    return env
 
 
 class RedisServer:
@@ -35,7 +51,7 @@ class RedisServer:
         self.proc = subprocess.Popen(
             ["redis-server", *port_args, "--bind", "127.0.0.1", "--dir", str(self.workdir),
              "--save", "", "--appendonly", "no", "--protected-mode", "no", "--logfile", "redis.log", *self.extra],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=redis_env(),
         )
         client = redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=1, **self.client_kwargs)
         deadline = time.monotonic() + timeout
@@ -75,7 +91,8 @@ class RedisCluster:
         for node in self.nodes:
             node.start()
         subprocess.run(["redis-cli", "--cluster", "create", *(f"127.0.0.1:{n.port}" for n in self.nodes),
-                        "--cluster-replicas", "0", "--cluster-yes"], check=True, capture_output=True, timeout=60)
+                        "--cluster-replicas", "0", "--cluster-yes"], check=True, capture_output=True, timeout=60,
+                       env=redis_env())
         client = redis.Redis(port=self.nodes[0].port, decode_responses=True)
         deadline = time.monotonic() + 30
         while client.execute_command("CLUSTER INFO").get("cluster_state") != "ok":
