@@ -13,6 +13,7 @@ from pathlib import Path
 from .config import Config, ConfigError, load_config_text
 from .notices.model import Notice
 from .service import Active, to_ms
+from .store import StoreError, StoreRefused
 from .windows import current_periods
 
 log = logging.getLogger("budgetd.reload")
@@ -79,11 +80,22 @@ class Reloader:
         now = core.clock()
         daily, monthly = current_periods(now, core.active.config.zone)
         agents = set(await core.store.active_agents(daily.key, monthly.key)) | set(core.active.resolver.exact_agent_ids)
+        failed: list[str] = []
         for agent_id in sorted(agents):
             plan = core.plan_or_none(agent_id)
-            if plan is not None:
-                for notice in await core.store.reconcile(plan, to_ms(now)):
-                    log.warning("config change %s %s", notice.kind, notice.scope)
+            if plan is None:
+                continue
+            try:  # one agent the store cannot reconcile must not leave the rest unreconciled
+                notices = await core.store.reconcile(plan, to_ms(now))
+            except (StoreError, StoreRefused) as err:
+                failed.append(agent_id)
+                log.error("config change: could not reconcile %s: %s", agent_id, err)
+                continue
+            for notice in notices:
+                log.warning("config change %s %s", notice.kind, notice.scope)
+        if failed:
+            log.error("config change: %d agent(s) not reconciled with the new caps; send SIGHUP to try "
+                      "again once the store answers", len(failed), extra={"agents": failed[:20]})
 
     async def _reject(self, error: str, digest: str) -> bool:
         self.last_error = error

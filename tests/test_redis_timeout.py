@@ -16,7 +16,7 @@ from budgetd.config import Resolver, load_config_text
 from budgetd.plan import make_plan
 from budgetd.store import HoldRequest, StoreError, open_store
 
-NOW = datetime(2026, 11, 22, 15, 0, tzinfo=timezone.utc)
+NOW = datetime.now(timezone.utc)  # Redis expires counters by its own clock: no fixed date
 NOW_MS = int(NOW.timestamp() * 1000)
 CONFIG = load_config_text("agents:\n  a1: {daily_usd: 1}\n")
 PLAN = make_plan(Resolver(CONFIG).budget("a1"), NOW, CONFIG.zone)

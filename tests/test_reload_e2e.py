@@ -68,3 +68,22 @@ def test_a_cap_lowered_below_the_spend_pauses_and_raised_again_resumes(start_dae
     assert len(slack.wait_for("running again", count=2)) == 2
     assert "store unavailable" not in daemon.log()
     budget.close()
+
+
+def test_an_agent_the_store_refuses_does_not_leave_the_others_unreconciled(start_daemon, redis_cluster):
+    # On Redis Cluster an agent in two groups is refused (its keys cannot share
+    # one hash slot); it sorts first, so a reconcile that stopped at it would
+    # leave b1 running over its new cap.
+    body = ('agents:\n  a0: {{daily_usd: 5}}\n  b1: {{daily_usd: {cap}}}\n'
+            'groups:\n  g1: {{members: [a0]}}\n  g2: {{members: [a0]}}\n')
+    url = f"{redis_cluster.url}&prefix=t{uuid.uuid4().hex[:8]}"
+    daemon = start_daemon(body.format(cap="2.00"), store_url=url)
+    budget = Budget(daemon.address)
+    with budget.guard("b1", estimate_usd="0.50") as call:
+        call.record_usd("0.50")
+    daemon.write_config(body.format(cap="0.40"))
+    daemon.proc.send_signal(signal.SIGHUP)
+    wait_until(lambda: budget.status("b1").paused)
+    wait_until(lambda: "1 agent(s) not reconciled" in daemon.log())
+    assert "could not reconcile a0" in daemon.log()
+    budget.close()
