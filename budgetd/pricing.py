@@ -15,10 +15,10 @@ import json
 import re
 import warnings
 from dataclasses import dataclass
-from decimal import ROUND_CEILING, Decimal
+from decimal import Decimal
 
 import genai_prices
-from budgetd_client.money import NANOS_PER_USD
+from budgetd_client.money import ceil_nanos
 from budgetd_client.usage import Usage
 
 from .config.schema import Config, PriceOverride
@@ -39,7 +39,7 @@ class Price:
 
 
 def usd_to_nanos_ceil(usd: Decimal) -> int:
-    return int((usd * NANOS_PER_USD).to_integral_value(rounding=ROUND_CEILING))
+    return ceil_nanos(usd)  # exact at any number of digits
 
 
 def base_model(model: str) -> str:

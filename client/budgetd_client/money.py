@@ -8,7 +8,7 @@ spells a decimal number) and are converted exactly once, here.
 from __future__ import annotations
 
 import math
-from decimal import ROUND_CEILING, Decimal, InvalidOperation
+from decimal import Decimal, InvalidOperation
 
 NANOS_PER_USD = 10**9
 #: The largest amount one call may hold or settle. Anything bigger is a bug in
@@ -46,10 +46,24 @@ def usd_to_nanos(amount: UsdLike, *, field: str = "amount", limit: int = MAX_CAL
     usd = to_decimal(amount, field=field)
     if usd < 0:
         raise ValueError(f"{field}: must not be negative, got {usd}")
-    nanos = int((usd * NANOS_PER_USD).to_integral_value(rounding=ROUND_CEILING))
-    if nanos > limit:
+    if usd > Decimal(limit) / NANOS_PER_USD:  # compared exactly, before any arithmetic that could round
         raise ValueError(f"{field}: {usd} USD is over the limit of {nanos_to_usd(limit)} USD")
-    return nanos
+    return ceil_nanos(usd)
+
+
+def ceil_nanos(usd: Decimal) -> int:
+    """``ceil(usd * 1e9)`` of a finite, non-negative amount, in integers:
+    Decimal arithmetic would round to its context's 28 digits first, and a
+    longer amount could come out short."""
+    if usd.is_signed() and usd:
+        raise ValueError(f"a cost cannot be negative, got {usd}")
+    if not usd:
+        return 0
+    if usd.adjusted() < -9:  # under one nanodollar (and positive): one, rounded up
+        return 1
+    _, digits, exponent = usd.as_tuple()
+    coefficient, shift = int("".join(map(str, digits))), exponent + 9
+    return coefficient * 10**shift if shift >= 0 else -(-coefficient // 10**-shift)
 
 
 def nanos_to_usd(nanos: int) -> Decimal:
