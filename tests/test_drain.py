@@ -15,7 +15,7 @@ from budgetd_client.v1 import budget_pb2 as pb
 from budgetd_client.v1 import budget_pb2_grpc as pb_grpc
 from grpc_health.v1 import health_pb2
 
-from helpers import health_status
+from helpers import health_status, wait_until
 
 CONFIG = "reservation_ttl_seconds: 60\nagents:\n  a1: {daily_usd: 100}\n"
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -23,13 +23,6 @@ NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 def authorize(stub, request_id: str, nanos: int) -> pb.AuthorizeResponse:
     return stub.Authorize(pb.AuthorizeRequest(agent_id="a1", request_id=request_id, estimate_nanos=nanos), timeout=5)
-
-
-def wait_until(condition, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.02)
 
 
 def test_a_hold_granted_before_sigterm_and_committed_during_the_drain_is_counted(start_daemon):

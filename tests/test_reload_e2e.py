@@ -5,7 +5,6 @@ budgetd per store, edited as an operator edits budgets.yaml."""
 from __future__ import annotations
 
 import signal
-import time
 import uuid
 from decimal import Decimal
 
@@ -13,6 +12,7 @@ import pytest
 from budgetd_client import AgentPaused, Budget
 
 from fake_slack import FakeSlack
+from helpers import wait_until
 
 
 @pytest.fixture
@@ -29,13 +29,6 @@ def store_url(request):
     if request.param == "redis":
         return f"{request.getfixturevalue('redis_server').url}?prefix={prefix}"
     return f"{request.getfixturevalue('redis_cluster').url}&prefix={prefix}"
-
-
-def wait_until(predicate, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "not within the time allowed"
-        time.sleep(0.05)
 
 
 def test_a_cap_lowered_below_the_spend_pauses_and_raised_again_resumes(start_daemon, slack, store_url):
