@@ -86,9 +86,9 @@ def test_a_refused_kept_settle_is_dropped_not_retried_and_a_full_memory_spool_sa
 
 
 AGENT = textwrap.dedent("""
-    import logging, os, sys, time
+    import asyncio, logging, os, sys, time
     from pathlib import Path
-    from budgetd_client import Budget
+    from budgetd_client import AsyncBudget, Budget
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
     mode, address = sys.argv[1], sys.argv[2]
@@ -99,6 +99,15 @@ AGENT = textwrap.dedent("""
             sys.stdin.readline()
             call.record_usd("0.004")
         print("left", flush=True)
+    elif mode == "settle-async":  # the same with AsyncBudget; the loop ends with no close()
+        async def main():
+            budget = AsyncBudget(address, timeout=float(sys.argv[3]), spool_path=os.environ.get("SPOOL_ARG"))
+            async with budget.guard("a1", estimate_usd="0.01") as call:
+                print("held", flush=True)
+                await asyncio.to_thread(sys.stdin.readline)
+                call.record_usd("0.004")
+            print("left", flush=True)
+        asyncio.run(main())
     else:  # "deliver": a new agent process; it makes no call, the retrier delivers
         budget = Budget(address, timeout=5)  # the spool from BUDGETD_SPOOL
         spool = Path(os.environ["BUDGETD_SPOOL"])
@@ -117,9 +126,10 @@ def agent(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> subp
                             env={**os.environ, **(env or {})})
 
 
-def settle_while_down(tmp_path: Path, daemon, timeout: str, env: dict[str, str], restart_on_left: bool = False):
+def settle_while_down(tmp_path: Path, daemon, timeout: str, env: dict[str, str], restart_on_left: bool = False,
+                      mode: str = "settle"):
     """An agent process holds, budgetd is killed, the agent settles and exits."""
-    proc = agent(tmp_path, "settle", daemon.address, timeout, env=env)
+    proc = agent(tmp_path, mode, daemon.address, timeout, env=env)
     assert proc.stdout.readline() == "held\n", proc.stderr.read()
     daemon.kill()
     proc.stdin.write("\n")
@@ -164,12 +174,13 @@ def test_a_file_spool_carries_a_settle_to_the_next_agent_process_which_delivers_
     assert spent_and_reserved(daemon.address) == (D("0.004"), 0)
 
 
-def test_a_settle_kept_in_memory_is_delivered_at_exit_if_budgetd_is_back_in_time(start_daemon, tmp_path):
+@pytest.mark.parametrize("mode", ["settle", "settle-async"])
+def test_a_settle_kept_in_memory_is_delivered_at_exit_if_budgetd_is_back_in_time(start_daemon, tmp_path, mode):
     daemon = start_daemon(CONFIG)
     # No spool path: the settle is in memory only; the process ends right after
-    # keeping it, and its at-exit flush (up to min(timeout, 5 s)) delivers it
-    # to the daemon restarted meanwhile.
-    err = settle_while_down(tmp_path, daemon, "3", {}, restart_on_left=True)
+    # keeping it (for AsyncBudget its loop is gone by then), and its at-exit
+    # flush (up to min(timeout, 5 s)) delivers it to the daemon restarted meanwhile.
+    err = settle_while_down(tmp_path, daemon, "3", {}, restart_on_left=True, mode=mode)
     assert "kept in memory only" in err and "LOST" not in err
     assert spent_and_reserved(daemon.address) == (D("0.004"), 0)
 

@@ -92,25 +92,34 @@ class AsyncBudget:
         and what budgetd refuses as unavailable (draining, a reset
         connection) is tried again after a short pause, until the deadline."""
         started = time.monotonic()
-        timeout = self.settings.timeout if timeout is None else timeout
-        left = timeout
+        timeout = timeout or self.settings.timeout
+        try:
+            return await method(request, timeout=timeout, metadata=self.settings.metadata, wait_for_ready=True)
+        except grpc.RpcError as err:
+            failure = err
+        return await self._rpc_again(method, request, started, timeout, failure)
+
+    async def _rpc_again(self, method, request, started: float, timeout: float, err: grpc.RpcError):
+        """The rest of ``_rpc`` after its first attempt failed (off the hot path)."""
         pause = _core.RETRY_FIRST_PAUSE
         while True:
+            if self._closed:
+                raise BudgetUnavailable("the Budget was closed while the call was under way") from None
+            left = timeout - (time.monotonic() - started)
+            if not (_core.is_transient(err) and left > 0.01):
+                break
+            await asyncio.sleep(min(pause, left - 0.005))
+            pause = min(pause * 2, _core.RETRY_MAX_PAUSE)
             try:
+                left = max(0.001, timeout - (time.monotonic() - started))
                 return await method(request, timeout=left, metadata=self.settings.metadata, wait_for_ready=True)
-            except grpc.RpcError as err:
-                if self._closed:
-                    raise BudgetUnavailable("the Budget was closed while the call was under way") from None
-                left = timeout - (time.monotonic() - started)
-                if _core.is_transient(err) and left > 0.01:
-                    await asyncio.sleep(min(pause, left - 0.005))
-                    pause = min(pause * 2, _core.RETRY_MAX_PAUSE)
-                    left = timeout - (time.monotonic() - started)
-                    continue
-                why = await self._why_no_answer() if err.code() == grpc.StatusCode.DEADLINE_EXCEEDED else ""
-                final = _core.is_transient(err) or err.code() == grpc.StatusCode.DEADLINE_EXCEEDED
-                raise _core.translate_rpc_error(err, address=self.settings.address,
-                                                timeout=timeout if final else None, why=why) from None
+            except grpc.RpcError as again:
+                err = again
+        code = err.code()
+        why = await self._why_no_answer() if code == grpc.StatusCode.DEADLINE_EXCEEDED else ""
+        final = _core.is_transient(err) or code == grpc.StatusCode.DEADLINE_EXCEEDED
+        raise _core.translate_rpc_error(err, address=self.settings.address, timeout=timeout if final else None,
+                                        why=why) from None
 
     async def _why_no_answer(self) -> str:
         """After a deadline: ask the channel, without waiting, why (its last
