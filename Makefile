@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 RUN_DIR := $(CURDIR)/var
 
-.PHONY: install run test bench profile generate check-generated clean
+.PHONY: install run test test-clock-ahead bench profile generate check-generated clean
 
 $(STAMP): pyproject.toml client/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,14 @@ run: $(STAMP)
 
 test: $(STAMP) check-generated
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+# The suite with the wall clock a year ahead (CLOCK_AHEAD=+400d for another
+# offset): no test may depend on a date a real clock passes. The monotonic
+# clock stays real, so timeouts and sleeps behave.
+CLOCK_AHEAD ?= +365d
+test-clock-ahead: $(STAMP)
+	LD_PRELOAD="$$($(BIN)/python -c 'import glob, os, libfaketime; print(glob.glob(os.path.join(os.path.dirname(libfaketime.__file__), "vendor/libfaketime/src/libfaketime.so*"))[0])')" \
+	  FAKETIME="$(CLOCK_AHEAD)" DONT_FAKE_MONOTONIC=1 $(BIN)/pytest $(PYTEST_ARGS)
 
 # Generated code is committed; regenerate after editing proto/ or _async.py.
 generate: $(STAMP)
