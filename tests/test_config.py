@@ -24,6 +24,16 @@ BAD_CONFIGS = {
     "sub-nanodollar": ("agents:\n  a1: {daily_usd: 0.0000000001}\n", "line 2: agents.a1.daily_usd", "9 decimal"),
     "NaN": ("agents:\n  a1: {daily_usd: .nan}\n", "line 2: agents.a1.daily_usd", "finite"),
     "bad policy": ("on_reservation_expiry: refund\n", "line 1: on_reservation_expiry", "release"),
+    # An editor's truncate-then-write read half way must not load as "no agents".
+    "empty file": ("", "budgets.yaml: (top level)", "the file is empty"),
+    "only comments": ("  \n# agents come later\n\n", "budgets.yaml: (top level)", "the file is empty"),
+    "two documents": ("agents:\n  a1: {}\n---\nagents:\n  a2: {}\n", "line 3: (top level)", "second YAML document"),
+    "port out of range": ("server:\n  listen: 0.0.0.0:99999\n", "line 2: server.listen", "from 0 to 65535"),
+    "bad metrics port": ("server:\n  metrics_listen: 127.0.0.1:http\n", "line 2: server.metrics_listen",
+                         "from 0 to 65535"),
+    "bad IPv4 host": ("server:\n  listen: 300.0.0.1:50051\n", "line 2: server.listen", "not an IPv4 address"),
+    "bad host name": ("server:\n  listen: bad..host:50051\n", "line 2: server.listen", "not a host name"),
+    "IPv6 unbracketed": ("server:\n  listen: '::1:50051'\n", "line 2: server.listen", "in brackets"),
     "missing env": ("store:\n  url: ${BUDGETD_TEST_UNSET_VARIABLE}\n", "line 2: store.url", "BUDGETD_TEST_UNSET_VARIABLE"),
 }
 
@@ -43,6 +53,11 @@ def test_check_config_and_budgetd_refuse_with_key_path_and_line(tmp_path, name):
                             capture_output=True, text=True, timeout=60)
     assert daemon.returncode == 1
     assert check.stderr.strip() in daemon.stderr
+
+
+@pytest.mark.parametrize("listen", ["0.0.0.0:0", "[::]:65535", "localhost:50051", "budgetd_1.internal:443"])
+def test_listen_addresses_gRPC_binds_are_accepted(listen):
+    assert load_config_text(f"server: {{listen: '{listen}', metrics_listen: '{listen}'}}\n").server.listen == listen
 
 
 def test_example_config_is_valid_and_check_config_says_ok():

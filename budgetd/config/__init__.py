@@ -20,6 +20,9 @@ __all__ = ["AgentBudget", "Config", "ConfigError", "Issue", "Resolver", "load_co
 
 def load_config_text(text: str, source: str = "<config>", environ: dict[str, str] | None = None) -> Config:
     parsed = parse(text, source, environ)
+    if parsed.empty:
+        raise ConfigError(source, [Issue("", None, "the file is empty (or holds only comments): refused, as "
+                                                   "a config with no budgets would refuse every agent")])
     if not isinstance(parsed.data, dict):
         raise ConfigError(source, [Issue("", parsed.line_of(()), "the top level must be a mapping of keys")])
     try:

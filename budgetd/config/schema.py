@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import ipaddress
 import re
 from decimal import Decimal
 from typing import Annotated, Literal
@@ -61,6 +62,34 @@ AgentKey = Annotated[str, AfterValidator(check_agent_key)]
 GroupName = Annotated[str, AfterValidator(_check_group_name)]
 
 
+# Underscores too: container names (docker compose) are used as host names.
+_HOSTNAME_LABEL = re.compile(r"(?!-)[A-Za-z0-9_-]{1,63}(?<!-)")
+
+
+def check_host_port(value: str) -> str:
+    """HOST:PORT as gRPC binds it: an IPv4 address, a hostname, or [IPv6]."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not host:
+        raise ValueError(f"{value!r} is not HOST:PORT")
+    if not port.isascii() or not port.isdigit() or int(port) > 65535:
+        raise ValueError(f"{value!r}: the port must be a number from 0 to 65535, got {port!r}")
+    if host.startswith("[") and host.endswith("]"):
+        try:
+            ipaddress.IPv6Address(host[1:-1])
+        except ValueError:
+            raise ValueError(f"{value!r}: {host} is not an IPv6 address") from None
+    elif re.fullmatch(r"[0-9.]+", host):  # all digits and dots: meant as IPv4, so it must be one
+        try:
+            ipaddress.IPv4Address(host)
+        except ValueError:
+            raise ValueError(f"{value!r}: {host} is not an IPv4 address") from None
+    elif ":" in host:
+        raise ValueError(f"{value!r}: an IPv6 address goes in brackets, e.g. [::1]:50051")
+    elif len(host) > 253 or not all(_HOSTNAME_LABEL.fullmatch(label) for label in host.split(".")):
+        raise ValueError(f"{value!r}: {host!r} is not a host name, an IPv4 address or an [IPv6] address")
+    return value
+
+
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -84,9 +113,7 @@ class ServerConfig(Strict):
     @field_validator("listen", "metrics_listen")
     @classmethod
     def _host_port(cls, value: str | None) -> str | None:
-        if value is not None and not re.fullmatch(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+):\d{1,5}", value):
-            raise ValueError(f"{value!r} is not HOST:PORT")
-        return value
+        return None if value is None else check_host_port(value)
 
 
 class StoreConfig(Strict):

@@ -56,6 +56,10 @@ def dotted(path: Path) -> str:
 class Source:
     data: object
     lines: dict[Path, int] = field(default_factory=dict)
+    # No document, or one that is empty: nothing or only comments. Kept
+    # apart from {} so that an editor's truncate-then-write, read half way,
+    # is refused instead of loading a config with no agents.
+    empty: bool = False
 
     def line_of(self, path: Path) -> int | None:
         """The line of the deepest known prefix of ``path``."""
@@ -157,6 +161,8 @@ class _Builder:
         scalar_event, alias_event = yaml.ScalarEvent, yaml.AliasEvent
         map_start, seq_start = yaml.MappingStartEvent, yaml.SequenceStartEvent
         map_end, seq_end = yaml.MappingEndEvent, yaml.SequenceEndEvent
+        document_start = yaml.DocumentStartEvent
+        documents = 0
         stack: list[tuple] = []  # the enclosing containers' states
         # The innermost open container (None at the top level), its path, the
         # key waiting for its value (mappings), its anchor, its merge keys'
@@ -204,6 +210,11 @@ class _Builder:
                     issues.append(Issue("", event.start_mark.line + 1, f"unknown alias *{event.anchor}"))
                 value = anchors.get(event.anchor)
             else:  # stream and document events
+                if kind is document_start:
+                    documents += 1
+                    if documents == 2:  # PyYAML's safe_load would refuse it; the last must not silently win
+                        issues.append(Issue("", event.start_mark.line + 1,
+                                            "a second YAML document (---): budgets.yaml is one document"))
                 continue
 
             # Place the value in the innermost container.
@@ -227,6 +238,7 @@ class _Builder:
                 lines[path + (key,)] = key_line
                 container[key] = value
                 key = _NO_KEY
+        result.empty = root is _NO_KEY or root is None
         result.data = {} if root is _NO_KEY else root
 
 
