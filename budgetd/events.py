@@ -1,6 +1,10 @@
 """Live events for ``Watch``: one poller per daemon reads the outbox as it
 grows (so a pause written by any replica reaches this one's watchers) and
-fans events out to the subscribers of that agent, or of a group it is in."""
+fans events out to the subscribers of that agent, or of a group it is in.
+
+A stream is authorized when it opens, and again whenever the config changes
+(``reauthorize``): a token revoked or narrowed in budgets.yaml must not keep
+receiving an agent's events on a stream it opened before."""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ import asyncio
 import logging
 from collections import defaultdict
 
+from .auth import PermissionDenied, Unauthenticated, identify, require
 from .notices.model import Notice
 from .service import Core
 from .store import StoreError
@@ -23,7 +28,9 @@ class EventHub:
 
     def __init__(self, core: Core) -> None:
         self.core = core
-        self._subscribers: dict[str, set[asyncio.Queue]] = defaultdict(set)
+        # agent id -> {queue: the authorization metadata its stream opened with}
+        self._subscribers: dict[str, dict[asyncio.Queue, tuple]] = defaultdict(dict)
+        self._authorized_for = core.active  # the config the subscribers were last checked against
         self._cursor: object | None = None
         self._task: asyncio.Task | None = None
 
@@ -42,23 +49,52 @@ class EventHub:
         """End every open Watch stream now (a drain must not wait for them)."""
         for queues in list(self._subscribers.values()):
             for queue in queues:
-                if queue.full():
-                    queue.get_nowait()
-                queue.put_nowait(self.CLOSED)
+                _put_last(queue, self.CLOSED)
 
-    def subscribe(self, agent_id: str) -> asyncio.Queue:
+    def reauthorize(self) -> int:
+        """Check every open stream against the config in force now; end those
+        whose token it no longer allows (the stream reads the refusal and
+        ends with UNAUTHENTICATED or PERMISSION_DENIED). Returns how many.
+        Run after each config swap (the poller also notices a swap itself)."""
+        active = self._authorized_for = self.core.active
+        auth = active.config.auth
+        if auth is None:  # auth turned off: every caller is trusted
+            return 0
+        ended = 0
+        for agent_id, queues in list(self._subscribers.items()):
+            for queue, metadata in list(queues.items()):
+                try:
+                    require(identify(auth, metadata), agent_id=agent_id)
+                except (Unauthenticated, PermissionDenied) as refusal:
+                    del queues[queue]  # no more events; the stream ends at the refusal
+                    _put_last(queue, refusal)
+                    ended += 1
+            if not queues:
+                del self._subscribers[agent_id]
+        if ended:
+            log.warning("config change: ended %d watch stream(s) whose token is no longer allowed", ended)
+        return ended
+
+    def subscribe(self, agent_id: str, metadata=()) -> asyncio.Queue:
+        """``metadata``: the stream's invocation metadata; only its
+        authorization is kept, for ``reauthorize``."""
         queue: asyncio.Queue = asyncio.Queue(QUEUE_LIMIT)
-        self._subscribers[agent_id].add(queue)
+        self._subscribers[agent_id][queue] = tuple((k, v) for k, v in (metadata or ()) if k == "authorization")
         return queue
 
     def unsubscribe(self, agent_id: str, queue: asyncio.Queue) -> None:
-        self._subscribers[agent_id].discard(queue)
-        if not self._subscribers[agent_id]:
+        queues = self._subscribers.get(agent_id)
+        if queues is None:
+            return
+        queues.pop(queue, None)
+        if not queues:
             del self._subscribers[agent_id]
 
     async def _poll_forever(self) -> None:
         while True:
             await asyncio.sleep(POLL_SECONDS)
+            if self.core.active is not self._authorized_for:  # a reload swapped the config
+                self.reauthorize()
             try:
                 if self._cursor is None:
                     _, self._cursor = await self.core.store.events_after(None)
@@ -75,9 +111,7 @@ class EventHub:
             if not self._concerns(event, agent_id):
                 continue
             for queue in queues:
-                if queue.full():  # a watcher that does not read loses its oldest event, not the daemon
-                    queue.get_nowait()
-                queue.put_nowait(event)
+                _put_last(queue, event)
 
     def _concerns(self, event: Notice, agent_id: str) -> bool:
         if event.agent_id == agent_id and event.scope in ("", f"agent:{agent_id}"):
@@ -86,3 +120,9 @@ class EventHub:
             plan = self.core.plan_or_none(agent_id)
             return plan is not None and any(s.key == event.scope for s in plan.scopes)
         return False
+
+
+def _put_last(queue: asyncio.Queue, item) -> None:
+    if queue.full():  # a watcher that does not read loses its oldest event, not the daemon
+        queue.get_nowait()
+    queue.put_nowait(item)

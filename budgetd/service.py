@@ -7,12 +7,14 @@ with INVALID_ARGUMENT before anything is touched.
 from __future__ import annotations
 
 import asyncio
+import difflib
 import functools
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
+from fnmatch import fnmatchcase
 
 import grpc
 from budgetd_client import limits
@@ -23,6 +25,7 @@ from budgetd_client.v1 import budget_pb2_grpc as pb_grpc
 from . import wire
 from .auth import PermissionDenied, Unauthenticated, identify, require
 from .config import Config, Resolver
+from .config.schema import GLOB_CHARS
 from .plan import Plan, PlanCache
 from .pricing import PriceTable, UnknownModel
 from .store import HoldRequest, Pricing, RequestConflict, SettleRequest, Store, StoreError, StoreRefused
@@ -55,12 +58,22 @@ class Active:
     prices: PriceTable
     plans: PlanCache
     warn_at: tuple  # the config's, one tuple for every settle (stores cache per plan and warn_at)
+    exact_ids: frozenset = frozenset()  # agents the config names by their exact id
+    patterns: tuple = ()  # the agents: keys that are globs, in file order (the first match wins)
 
     @classmethod
     def of(cls, config: Config) -> Active:
         resolver = Resolver(config)
         return cls(config, resolver, PriceTable(config), PlanCache(resolver.budget, config.zone),
-                   tuple(config.warn_at))
+                   tuple(config.warn_at), frozenset(resolver.exact_agent_ids),
+                   tuple(k for k in config.agents if GLOB_CHARS.search(k)))
+
+    def budget_source(self, agent_id: str) -> str:
+        """Where the agent's caps come from (as the Resolver picks them)."""
+        if agent_id in self.exact_ids:
+            return "configured"
+        pattern = next((p for p in self.patterns if fnmatchcase(agent_id, p)), None)
+        return f"pattern:{pattern}" if pattern is not None else "defaults"
 
 
 def to_ms(when: datetime) -> int:
@@ -186,7 +199,32 @@ class Core:
 
     async def status(self, agent_id: str) -> pb.AgentStatus:
         plan = self.plan(agent_id, self.clock())
-        return wire.agent_status(plan, await self.store.read(plan))
+        msg = wire.agent_status(plan, await self.store.read(plan))
+        msg.budget_source = self.active.budget_source(agent_id)
+        return msg
+
+    async def require_known(self, agent_id: str, doing: str, may_see: Callable[[str], bool] | None = None) -> None:
+        """Refuse (NOT_FOUND) an operator command for an agent that is neither
+        in the config by its exact id nor ever seen: a typo would otherwise
+        pause, resume or show a defaults budget nobody uses. Seen: spend or
+        holds in a current window, a pause, or a ledger row (the ledger is
+        read only when the cheaper answers say no, so a typo costs one scan).
+        ``may_see``: which ids the caller may be told of (a scoped token)."""
+        if agent_id in self.active.exact_ids:
+            return
+        daily, monthly = current_periods(self.clock(), self.active.config.zone)
+        seen = set(await self.store.active_agents(daily.key, monthly.key))
+        if agent_id in seen:
+            return
+        seen |= {key for key, _, _ in await self.store.report("agent", "0001-01-01", "9999-12-31")}
+        if agent_id in seen:
+            return
+        known = sorted(a for a in self.active.exact_ids | seen if may_see is None or may_see(a))
+        close = difflib.get_close_matches(agent_id, known, n=3)
+        hint = (f"did you mean {' or '.join(repr(c) for c in close)}?" if close
+                else "`budgetctl status` lists the agents budgetd knows")
+        raise UnknownAgent(f"agent {agent_id!r} is not in the config and budgetd has never seen it (no spend, "
+                           f"holds, pause or ledger rows); {hint} ({doing})")
 
     async def sweep(self) -> int:
         """Expire holds past their deadline (the scheduler calls this)."""
@@ -292,7 +330,10 @@ class BudgetService(pb_grpc.BudgetServicer):
 
     @rpc
     async def GetStatus(self, request: pb.GetStatusRequest, context) -> pb.AgentStatus:
-        return await self.core.status(limits.check_agent_id(request.agent_id))
+        agent_id = limits.check_agent_id(request.agent_id)
+        if request.known_only:  # an operator asking: a typo is refused, not shown as a defaults budget
+            await self.core.require_known(agent_id, "nothing to show", _visible_to(self.core, context))
+        return await self.core.status(agent_id)
 
     async def Watch(self, request: pb.WatchRequest, context):
         try:
@@ -306,9 +347,14 @@ class BudgetService(pb_grpc.BudgetServicer):
             if code is None:
                 raise
             await context.abort(code, str(err))
-        queue = self.events.subscribe(agent_id)
+        # The stream's metadata is kept: a config change that revokes its token ends it.
+        queue = self.events.subscribe(agent_id, context.invocation_metadata())
         try:
             while (event := await queue.get()) is not self.events.CLOSED:
+                if isinstance(event, (Unauthenticated, PermissionDenied)):
+                    code = next(code for kind, code in _ERRORS if isinstance(event, kind))
+                    await context.abort(code, f"the watch of {agent_id!r} ended: after a config change its "
+                                              f"token is no longer allowed (revoked, or it lost access): {event}")
                 yield wire.event(event)
             # Told at once, so a watch does not hold the drain; the client reconnects.
             await context.abort(grpc.StatusCode.UNAVAILABLE, "budgetd is draining (shutting down): watch again")
@@ -325,6 +371,7 @@ class AdminService(pb_grpc.AdminServicer):
     async def Pause(self, request: pb.PauseRequest, context) -> pb.AgentStatus:
         agent_id = limits.check_agent_id(request.agent_id)
         reason = limits.check_reason(request.reason) or "paused by an operator"
+        await self.core.require_known(agent_id, "nothing was paused")
         now = self.core.clock()
         await self.core.store.pause(self.core.plan(agent_id, now), reason, to_ms(now))
         log.warning("paused by operator", extra={"agent": agent_id, "reason": reason})
@@ -333,6 +380,7 @@ class AdminService(pb_grpc.AdminServicer):
     @rpc(admin=True)
     async def Resume(self, request: pb.ResumeRequest, context) -> pb.AgentStatus:
         agent_id = limits.check_agent_id(request.agent_id)
+        await self.core.require_known(agent_id, "nothing was resumed")
         now = self.core.clock()
         if await self.core.store.resume(self.core.plan(agent_id, now), to_ms(now)):
             log.warning("resumed by operator", extra={"agent": agent_id})
@@ -369,9 +417,21 @@ class AdminService(pb_grpc.AdminServicer):
             limits.check_tags({by: ""}, field="by")  # a tag key: the same rule as tags
         today = current_periods(self.core.clock(), self.core.active.config.zone)[0].key
         since, until = (_day(request.since, "since") or today), (_day(request.until, "until") or today)
+        if since > until:  # an empty range is a mistake to say, not an empty report
+            raise ValueError(f"since {since} is after until {until}" + (" (today)" if not request.until else "")
+                             + ": the range is empty; give since on or before until")
         rows = await self.core.store.report(by, since, until)
         return pb.ReportResponse(rows=[pb.ReportRow(key=k or "", cost_nanos=c, calls=n) for k, c, n in rows],
                                  total_nanos=sum(c for _, c, _ in rows), since=since, until=until)
+
+
+def _visible_to(core: Core, context) -> Callable[[str], bool] | None:
+    """Which agent ids the caller's token may be told of (None: all)."""
+    auth = core.active.config.auth
+    who = identify(auth, context.invocation_metadata()) if auth is not None else None
+    if who is None or who.role == "admin":
+        return None
+    return lambda agent_id: any(fnmatchcase(agent_id, pattern) for pattern in who.agents)
 
 
 def _day(text: str, field: str) -> str:

@@ -1,6 +1,8 @@
 """`budgetctl`: see spend, pause, resume, check a config.
 
-Address and token default from BUDGETD_ADDRESS and BUDGETD_TOKEN.
+Address and token default from BUDGETD_ADDRESS and BUDGETD_TOKEN; the
+address is host:port, http://host:port or https://host:port (TLS). Every
+failure is one line on stderr and exit status 1, never a traceback.
 """
 
 from __future__ import annotations
@@ -13,8 +15,21 @@ import sys
 from decimal import Decimal
 
 from budgetd_client import AgentStatus, Budget, BudgetError, WindowStatus
+from budgetd_client._core import unreachable
 
 from ..config import ConfigError, load_config
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
+def _on_defaults(st: AgentStatus) -> bool:
+    return st.budget_source == "defaults"
+
+
+def _ran_today(st: AgentStatus) -> bool:
+    return st.paused or bool(st.daily.spent_usd or st.daily.reserved_usd)
 
 
 def _usd(amount: Decimal | None) -> str:
@@ -33,7 +48,9 @@ def status_table(statuses: list[AgentStatus]) -> str:
     header = ("AGENT", "WINDOW", "PERIOD", "SPENT", "RESERVED", "CAP", "REMAINING", "STATE")
     rows = [header]
     for st in statuses:
-        windows: list[tuple[str, WindowStatus]] = [(st.agent_id, st.daily), ("", st.monthly)]
+        # "(defaults)": nothing in the config names it (a new agent, or a typo in its id).
+        who = f"{st.agent_id} (defaults)" if _on_defaults(st) else st.agent_id
+        windows: list[tuple[str, WindowStatus]] = [(who, st.daily), ("", st.monthly)]
         for group in st.groups:
             windows += [(f"  group {group.name}", group.daily), ("", group.monthly)]
         for i, (who, w) in enumerate(windows):
@@ -49,7 +66,8 @@ def _jsonable(st: AgentStatus) -> dict:
                 for k, v in vars(w).items()}
 
     return {
-        "agent_id": st.agent_id, "paused": st.paused, "pause_kind": st.pause_kind, "pause_reason": st.pause_reason,
+        "agent_id": st.agent_id, "budget_source": st.budget_source,
+        "paused": st.paused, "pause_kind": st.pause_kind, "pause_reason": st.pause_reason,
         "paused_by": st.paused_by, "resumes_at": st.resumes_at.isoformat() if st.resumes_at else None,
         "daily": window(st.daily), "monthly": window(st.monthly),
         "groups": [{"name": g.name, "daily": window(g.daily), "monthly": window(g.monthly)} for g in st.groups],
@@ -98,7 +116,8 @@ def _health(budget: Budget) -> int:
                 health_pb2.HealthCheckRequest(), timeout=budget.settings.timeout
             )
         except grpc.RpcError as err:
-            print(f"budgetctl: {budget.settings.address}: {err.code().name}", file=sys.stderr)
+            said = unreachable(err.details() or "") if err.code() == grpc.StatusCode.UNAVAILABLE else err.code().name
+            print(f"budgetctl: budgetd at {address}: {said}", file=sys.stderr)
             return 1
     name = health_pb2.HealthCheckResponse.ServingStatus.Name(answer.status)
     print(f"{budget.settings.address}: {name}")
@@ -114,6 +133,9 @@ def main(argv: list[str] | None = None) -> int:
     status = commands.add_parser("status", help="spend, holds, caps and pauses")
     status.add_argument("agent", nargs="?", help="one agent (default: every known agent)")
     status.add_argument("--format", choices=["table", "json"], default="table")
+    status.add_argument("--unconfigured", action="store_true",
+                        help="only agents running on defaults (not named in the config) that spent, held or were "
+                             "paused today: new agents, or typos in agent ids")
     pause = commands.add_parser("pause", help="pause an agent until resumed")
     pause.add_argument("agent")
     pause.add_argument("--reason", default="", help="shown to the agent and in status")
@@ -124,7 +146,8 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("health", help="exit 0 when budgetd reports SERVING (for probes)")
     report = commands.add_parser("report", help="spend from the ledger, grouped")
     report.add_argument("--by", default="agent",
-                        help="agent, model, feature, route, customer, environment, day, group or any tag key")
+                        help="optional (default: agent): agent, model, feature, route, customer, environment, day, "
+                             "group or any tag key")
     report.add_argument("--since", default="", help="first local day, YYYY-MM-DD (default: today)")
     report.add_argument("--until", default="", help="last local day, YYYY-MM-DD (default: today)")
     report.add_argument("--format", choices=["table", "csv", "json"], default="table")
@@ -136,20 +159,29 @@ def main(argv: list[str] | None = None) -> int:
         except ConfigError as err:
             print(err, file=sys.stderr)
             return 1
-        print(f"{args.file}: OK ({len(config.agents)} agents, {len(config.groups)} groups, timezone {config.timezone})")
+        print(f"{args.file}: OK ({_plural(len(config.agents), 'agent')}, {_plural(len(config.groups), 'group')}, "
+              f"timezone {config.timezone})")
         return 0
 
-    budget = Budget(args.address, token=args.token, timeout=args.timeout)
+    try:
+        budget = Budget(args.address, token=args.token, timeout=args.timeout)
+    except ValueError as err:  # an address or timeout we cannot use
+        print(f"budgetctl: {err}", file=sys.stderr)
+        return 1
     if args.command == "health":
         return _health(budget)
     try:
         if args.command == "status":
-            statuses = [budget.status(args.agent)] if args.agent else budget.list_status()
+            # One agent asked for by name: a typo is refused ("did you mean"), not shown as a defaults budget.
+            statuses = [budget.status(args.agent, known_only=True)] if args.agent else budget.list_status()
+            if args.unconfigured:
+                statuses = [st for st in statuses if _on_defaults(st) and _ran_today(st)]
             if args.format == "json":
                 print(json.dumps([_jsonable(st) for st in statuses], indent=2))
             else:
                 print(_config_line(budget.config()))
-                print(status_table(statuses) if statuses else "no agents")
+                empty = "no agents on defaults today" if args.unconfigured else "no agents"
+                print(status_table(statuses) if statuses else empty)
         elif args.command == "report":
             print(render_report(budget.report(args.by, args.since, args.until), args.format))
         elif args.command == "pause":

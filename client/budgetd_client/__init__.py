@@ -10,7 +10,7 @@
 from ._async import AsyncBudget, AsyncGuard
 from ._core import Call, Tls
 from ._sync import Budget, Guard
-from .errors import AgentPaused, BudgetError, BudgetExceeded, BudgetUnavailable
+from .errors import AgentPaused, BudgetError, BudgetExceeded, BudgetUnavailable, UnknownAgent
 from .status import AgentStatus, Event, GroupStatus, WindowStatus
 
 __all__ = [
@@ -27,5 +27,6 @@ __all__ = [
     "GroupStatus",
     "Guard",
     "Tls",
+    "UnknownAgent",
     "WindowStatus",
 ]

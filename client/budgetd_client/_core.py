@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ from datetime import datetime, timezone
 import grpc
 
 from . import limits
-from .errors import AgentPaused, BudgetError, BudgetExceeded, BudgetUnavailable
+from .errors import AgentPaused, BudgetError, BudgetExceeded, BudgetUnavailable, UnknownAgent
 from .money import UsdLike, nanos_to_usd, usd_to_nanos
 from .status import AgentStatus, ConfigInfo, Event, GroupStatus, Report, ReportRow, WindowStatus
 from .usage import Usage, UsageEstimate, usage_from_response
@@ -77,6 +78,62 @@ class Tls:
         )
 
 
+# gRPC's own target forms, passed through as they are (a unix socket, an
+# explicit resolver); anything else must be host:port.
+GRPC_TARGET_SCHEMES = ("unix:", "unix-abstract:", "dns:", "ipv4:", "ipv6:", "vsock:")
+_HOST_PORT = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+):(\d{1,5})")
+
+# What a newcomer needs after "cannot reach": how to start it, how to point at it.
+START_HINT = ("is it running? Start it with `make run` (or `budgetd --config budgets.yaml`), "
+              "or set BUDGETD_ADDRESS (budgetctl: --address) to where it listens")
+
+
+def parse_address(address: str, source: str) -> tuple[str, bool | None]:
+    """An address as people write it -> (gRPC target, TLS or not).
+
+    Accepted: ``host:port`` (TLS as the client's TLS settings say),
+    ``http://host:port`` (plaintext) and ``https://host:port`` (TLS), a
+    trailing ``/`` allowed; gRPC's own targets (``unix:/path``, ``dns:///h:p``)
+    as they are. The second item is True for https, False for http, None
+    otherwise. Anything else is refused with a message that names ``source``
+    (where the address came from) and the expected form."""
+    text = address.strip()
+    if text.startswith(GRPC_TARGET_SCHEMES):
+        return text, None
+    tls = None
+    for scheme, secure in (("http://", False), ("https://", True)):
+        if text.lower().startswith(scheme):
+            text, tls = text[len(scheme):].rstrip("/"), secure
+    match = _HOST_PORT.fullmatch(text)
+    if match is None or not 0 < int(match.group(2)) < 65536:
+        raise ValueError(
+            f"{source}: {address!r} is not an address of budgetd: expected host:port (e.g. localhost:50051), "
+            "http://host:port (plaintext) or https://host:port (TLS)")
+    return text, tls
+
+
+def unreachable_reason(details: str) -> str:
+    """gRPC's "failed to connect to all addresses; last error: ..." in a few
+    words a newcomer recognises (the raw text when it is none of these)."""
+    d = details.lower()
+    if "connection refused" in d:
+        return "Connection refused: nothing listens there"
+    if any(w in d for w in ("dns", "name or service not known", "domain name", "resolve", "no address")):
+        return "the host name did not resolve"
+    if any(w in d for w in ("ssl", "tls", "handshake", "certificate")):
+        return ("the TLS handshake failed: does budgetd use TLS (server.tls), and does the client "
+                "(https:// or BUDGETD_TLS=1)?")
+    if "timeout" in d or "timed out" in d:
+        return "the connection attempt timed out"
+    if "no route" in d or "unreachable" in d:
+        return "no route to the host"
+    return details
+
+
+def unreachable(details: str) -> str:
+    return f"cannot reach it ({unreachable_reason(details)}); {START_HINT}"
+
+
 @dataclass(frozen=True)
 class Settings:
     address: str
@@ -89,14 +146,20 @@ class Settings:
     @classmethod
     def resolve(cls, address: str | None, token: str | None, timeout: float | None, fail_open: bool,
                 tls: Tls | None = None, spool_path: str | os.PathLike | None = None) -> Settings:
-        address = address or os.environ.get("BUDGETD_ADDRESS") or DEFAULT_ADDRESS
+        source = "address" if address else "BUDGETD_ADDRESS" if os.environ.get("BUDGETD_ADDRESS") else "default"
+        address, wants_tls = parse_address(address or os.environ.get("BUDGETD_ADDRESS") or DEFAULT_ADDRESS, source)
+        tls = tls if tls is not None else Tls.from_env()
+        if wants_tls is True and tls is None:
+            tls = Tls()  # https:// with nothing more said: the system's CAs
+        elif wants_tls is False and tls is not None:
+            raise ValueError(f"{source}: http:// asks for plaintext, but TLS settings are given (tls= or "
+                             "BUDGETD_TLS*): use https://host:port or host:port")
         token = token if token is not None else os.environ.get("BUDGETD_TOKEN") or None
         timeout = DEFAULT_TIMEOUT_SECONDS if timeout is None else float(timeout)
         if not timeout > 0:
             raise ValueError(f"timeout: must be a positive number of seconds, got {timeout}")
         spool = os.environ.get("BUDGETD_SPOOL") if spool_path is None else os.fspath(spool_path)
-        return cls(address=address, token=token, timeout=timeout, fail_open=bool(fail_open),
-                   tls=tls if tls is not None else Tls.from_env(),
+        return cls(address=address, token=token, timeout=timeout, fail_open=bool(fail_open), tls=tls,
                    spool_path=os.path.abspath(os.path.expanduser(spool)) if spool else None)
 
     @functools.cached_property  # read on every call; a frozen dataclass allows it (it writes __dict__)
@@ -142,11 +205,15 @@ def translate_rpc_error(err: grpc.RpcError, *, address: str = "", timeout: float
     if code == grpc.StatusCode.DEADLINE_EXCEEDED or (code in TRANSIENT_CODES and timeout is not None):
         within = f" within {timeout:g}s" if timeout is not None else " in time"
         said = why if code == grpc.StatusCode.DEADLINE_EXCEEDED else details
+        if "failed to connect" in said:  # the channel's raw text: say it plainly
+            said = unreachable(said)
         return BudgetUnavailable(f"{where} did not answer{within}" + (f": {said}" if said else ""))
     if code in TRANSIENT_CODES:
         return BudgetUnavailable(f"{where} unavailable ({code.name}): {details}")
     if code == grpc.StatusCode.INVALID_ARGUMENT:
         return ValueError(details)
+    if code == grpc.StatusCode.NOT_FOUND:
+        return UnknownAgent(f"budgetd refused the call (NOT_FOUND): {details}")
     name = code.name if code is not None else "UNKNOWN"
     return BudgetError(f"budgetd refused the call ({name}): {details}")
 
@@ -155,11 +222,11 @@ def probe_answer(err: grpc.RpcError | None) -> str:
     """What the probe of a channel whose call timed out says about it."""
     code = err.code() if err is not None else None
     if code == grpc.StatusCode.UNAVAILABLE:  # the channel's own last connection error
-        return f"not reachable ({err.details()})"
+        return unreachable(err.details() or "")
     if code == grpc.StatusCode.UNIMPLEMENTED:
         return "connected, but it did not answer in time (overloaded, or its store is slow)"
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
-        return "still connecting (is it running, and is the address right?)"
+        return f"still connecting; {START_HINT}"
     return ""
 
 
@@ -215,8 +282,8 @@ def agent_status(msg: pb.AgentStatus) -> AgentStatus:
     return AgentStatus(
         agent_id=msg.agent_id,
         paused=msg.paused,
-        pause_reason=msg.pause_reason,
-        pause_kind=PAUSE_KIND_NAMES.get(msg.pause_kind),
+        pause_reason=msg.pause_reason if msg.paused else None,
+        pause_kind=PAUSE_KIND_NAMES.get(msg.pause_kind) if msg.paused else None,
         paused_by=_scope_name(msg.paused_scope) if msg.paused else None,
         resumes_at=_time(msg.resumes_at),
         daily=window_status(msg.daily),
@@ -225,6 +292,7 @@ def agent_status(msg: pb.AgentStatus) -> AgentStatus:
             GroupStatus(name=g.scope.name, daily=window_status(g.daily), monthly=window_status(g.monthly))
             for g in msg.groups
         ),
+        budget_source=msg.budget_source,
     )
 
 
@@ -323,8 +391,8 @@ def resume_request(agent_id: str) -> pb.ResumeRequest:
     return pb.ResumeRequest(agent_id=limits.check_agent_id(agent_id))
 
 
-def status_request(agent_id: str) -> pb.GetStatusRequest:
-    return pb.GetStatusRequest(agent_id=limits.check_agent_id(agent_id))
+def status_request(agent_id: str, known_only: bool = False) -> pb.GetStatusRequest:
+    return pb.GetStatusRequest(agent_id=limits.check_agent_id(agent_id), known_only=known_only)
 
 
 def watch_request(agent_id: str) -> pb.WatchRequest:

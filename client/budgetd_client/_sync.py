@@ -26,8 +26,11 @@ log = logging.getLogger("budgetd_client")
 class Budget:
     """A connection to budgetd. One per process; safe to share between threads.
 
-    ``address`` defaults to ``$BUDGETD_ADDRESS`` (else ``localhost:50051``),
-    ``token`` to ``$BUDGETD_TOKEN``. ``timeout`` bounds every call, in
+    ``address`` defaults to ``$BUDGETD_ADDRESS`` (else ``localhost:50051``):
+    ``host:port``, ``http://host:port`` (plaintext) or ``https://host:port``
+    (TLS, with the system's CAs unless ``tls`` says more); anything else
+    raises ValueError naming where the address came from. ``token``
+    defaults to ``$BUDGETD_TOKEN``. ``timeout`` bounds every call, in
     seconds: a call waits for budgetd (through a restart, a drain, a refused
     connection) and tries again until then, and only then raises
     ``BudgetUnavailable``. ``fail_open=True`` lets calls proceed when budgetd
@@ -156,9 +159,13 @@ class Budget:
         embeddings.create are guarded (streams too); all else passes through."""
         return wrap_openai(self, client, agent_id, tags)
 
-    def status(self, agent_id: str) -> AgentStatus:
+    def status(self, agent_id: str, *, known_only: bool = False) -> AgentStatus:
+        """The agent's spend, holds, caps and pause. ``known_only=True`` (what
+        operators want) raises ``UnknownAgent`` for an agent neither in the
+        config nor ever seen, naming the closest known ids, where the default
+        answers with the ``defaults`` budget an agent of that id would get."""
         budget, _ = self._stubs()
-        return _core.agent_status(self._rpc(budget.GetStatus, _core.status_request(agent_id)))
+        return _core.agent_status(self._rpc(budget.GetStatus, _core.status_request(agent_id, known_only)))
 
     def watch(self, agent_id: str):
         """Events about the agent as they happen: paused, resumed, warning,
@@ -172,7 +179,10 @@ class Budget:
         takes, logs again, and yields ``Event(kind="reconnected")`` whose
         ``status`` is the agent's status read on reconnecting: events in the
         gap may have been missed, so check it (is the agent paused now?). A
-        refusal (permission denied, unknown agent, a bad id) raises.
+        refusal (permission denied, unknown agent, a bad id) raises, and so
+        does a token that is revoked or loses access while the stream is
+        open (budgetd ends it UNAUTHENTICATED or PERMISSION_DENIED): it is
+        not reconnected.
         ``close()`` on the Budget ends the iteration.
         """
         request = _core.watch_request(agent_id)

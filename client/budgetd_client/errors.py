@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import datetime
 from decimal import Decimal
 
+from .money import plain
+
 
 class BudgetError(Exception):
     """Base of every budgetd refusal or failure."""
@@ -31,8 +33,9 @@ class BudgetExceeded(BudgetError):
         self.resets_at = resets_at
         owner = "" if scope == f"agent:{agent_id}" else f" (via {scope})"
         super().__init__(
-            f"{agent_id}: {window} budget{owner} exceeded: {remaining_usd} USD of "
-            f"{cap_usd} USD remains; resets at {resets_at.isoformat() if resets_at else 'never'}"
+            f"{agent_id}: {window} budget{owner} exceeded: {plain(remaining_usd)} USD of "
+            f"{'no cap' if cap_usd is None else plain(cap_usd) + ' USD'} remains; "
+            f"resets at {resets_at.isoformat() if resets_at else 'never'}"
         )
 
 
@@ -61,3 +64,11 @@ class AgentPaused(BudgetError):
 
 class BudgetUnavailable(BudgetError):
     """budgetd could not be reached or did not answer in time (fail closed)."""
+
+
+class UnknownAgent(BudgetError):
+    """budgetd has no such agent (NOT_FOUND): a call for an agent with no
+    budget when the config has no ``defaults``, or an operator command
+    (pause, resume, ``status(..., known_only=True)``) for an agent neither in
+    the config nor ever seen: a typo, most likely, and the message suggests
+    the closest known ids. Nothing was changed."""

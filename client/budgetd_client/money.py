@@ -45,9 +45,9 @@ def usd_to_nanos(amount: UsdLike, *, field: str = "amount", limit: int = MAX_CAL
     caller's favour). Refuses negative, non-finite and oversized amounts."""
     usd = to_decimal(amount, field=field)
     if usd < 0:
-        raise ValueError(f"{field}: must not be negative, got {usd}")
+        raise ValueError(f"{field}: must not be negative, got {plain(usd)}")
     if usd > Decimal(limit) / NANOS_PER_USD:  # compared exactly, before any arithmetic that could round
-        raise ValueError(f"{field}: {usd} USD is over the limit of {nanos_to_usd(limit)} USD")
+        raise ValueError(f"{field}: {plain(usd)} USD is over the limit of {nanos_to_usd(limit)} USD")
     return ceil_nanos(usd)
 
 
@@ -56,7 +56,7 @@ def ceil_nanos(usd: Decimal) -> int:
     Decimal arithmetic would round to its context's 28 digits first, and a
     longer amount could come out short."""
     if usd.is_signed() and usd:
-        raise ValueError(f"a cost cannot be negative, got {usd}")
+        raise ValueError(f"a cost cannot be negative, got {plain(usd)}")
     if not usd:
         return 0
     if usd.adjusted() < -9:  # under one nanodollar (and positive): one, rounded up
@@ -66,6 +66,40 @@ def ceil_nanos(usd: Decimal) -> int:
     return coefficient * 10**shift if shift >= 0 else -(-coefficient // 10**-shift)
 
 
-def nanos_to_usd(nanos: int) -> Decimal:
-    """Nanodollars -> exact Decimal dollars (no trailing-zero noise)."""
-    return (Decimal(nanos) / NANOS_PER_USD).normalize() if nanos else Decimal(0)
+class Dollars(Decimal):
+    """A Decimal that prints as a plain decimal: ``50``, ``0.000000001``.
+
+    A plain Decimal prints round and tiny amounts in exponent form (``5E+1``,
+    ``1E-9``), which reads as a bug in a status line or a JSON field. Only
+    printing differs: it compares, hashes and computes as the Decimal it is
+    (arithmetic on it gives plain Decimals)."""
+
+    __slots__ = ()
+
+    def __str__(self) -> str:
+        return format(self, "f")
+
+    def __repr__(self) -> str:
+        return f"Decimal('{self}')"
+
+    def __format__(self, spec: str) -> str:
+        # No presentation type (``{d}``, ``{d:>10}``, ``{d:,}``): Decimal would
+        # choose exponent form for the same amounts; fixed-point instead.
+        if not spec or (spec[-1] not in "eEfFgGn%" and "." not in spec):
+            spec += "f"
+        return super().__format__(spec)
+
+
+def plain(amount: Decimal) -> str:
+    """Any Decimal amount as text without an exponent (for messages)."""
+    return format(amount.normalize() if amount else Decimal(0), "f")
+
+
+def nanos_to_usd(nanos: int) -> Dollars:
+    """Nanodollars -> exact Decimal dollars with no trailing-zero noise,
+    printing plainly (``50``, not ``5E+1``)."""
+    if not nanos:
+        return Dollars(0)
+    usd = (Decimal(nanos) / NANOS_PER_USD).normalize()
+    # normalize() makes 50 into 5E+1 (exponent 1): back to exponent 0.
+    return Dollars(usd.quantize(1) if usd.as_tuple().exponent > 0 else usd)

@@ -1,4 +1,5 @@
-"""What ``Budget.status`` returns: plain frozen dataclasses in Decimal dollars."""
+"""What ``Budget.status`` returns: plain frozen dataclasses in Decimal dollars
+(which print plainly: ``50``, ``0.000000001``, never ``5E+1``)."""
 
 from __future__ import annotations
 
@@ -30,13 +31,17 @@ class GroupStatus:
 class AgentStatus:
     agent_id: str
     paused: bool
-    pause_reason: str
-    pause_kind: str | None  # "manual", "cap" or None
+    pause_reason: str | None  # None when not paused (as pause_kind)
+    pause_kind: str | None  # "manual", "cap"; None when not paused
     paused_by: str | None  # "agent:NAME" or "group:NAME" when paused
     resumes_at: datetime | None  # when a cap pause lifts by itself
     daily: WindowStatus
     monthly: WindowStatus
     groups: tuple[GroupStatus, ...] = ()
+    # Where its caps come from: "configured" (its exact id is in the config),
+    # "pattern:GLOB" (an agents: pattern matched it) or "defaults" (nothing
+    # in the config names it: a new agent, or a typo in its id).
+    budget_source: str = ""
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x62udgetd_client/v1/budget.proto\x12\nbudgetd.v1\x1a\x1fgoogle/protobuf/timestamp.proto\":\n\x05Scope\x12#\n\x04kind\x18\x01 \x01(\x0e\x32\x15.budgetd.v1.ScopeKind\x12\x0c\n\x04name\x18\x02 \x01(\t\"\xf6\x01\n\x10\x41uthorizeRequest\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\x18\n\x0e\x65stimate_nanos\x18\x03 \x01(\x03H\x00\x12\x33\n\x0e\x65stimate_usage\x18\x05 \x01(\x0b\x32\x19.budgetd.v1.UsageEstimateH\x00\x12\x34\n\x04tags\x18\x04 \x03(\x0b\x32&.budgetd.v1.AuthorizeRequest.TagsEntry\x1a+\n\tTagsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\n\n\x08\x65stimate\"\xc1\x02\n\x05Usage\x12\r\n\x05model\x18\x01 \x01(\t\x12\x10\n\x08provider\x18\x02 \x01(\t\x12\x14\n\x0cinput_tokens\x18\x03 \x01(\x03\x12\x1b\n\x13\x63\x61\x63hed_input_tokens\x18\x04 \x01(\x03\x12\x1a\n\x12\x63\x61\x63he_write_tokens\x18\x05 \x01(\x03\x12\x1a\n\x12input_audio_tokens\x18\x06 \x01(\x03\x12\x1a\n\x12input_image_tokens\x18\x07 \x01(\x03\x12\x15\n\routput_tokens\x18\x08 \x01(\x03\x12\x18\n\x10reasoning_tokens\x18\t \x01(\x03\x12\x1b\n\x13output_audio_tokens\x18\n \x01(\x03\x12\x14\n\x0cservice_tier\x18\x0b \x01(\t\x12\r\n\x05\x62\x61tch\x18\x0c \x01(\x08\x12\x1d\n\x15\x63\x61\x63he_write_1h_tokens\x18\r \x01(\x03\"\x99\x01\n\rUsageEstimate\x12\r\n\x05model\x18\x01 \x01(\t\x12\x10\n\x08provider\x18\x02 \x01(\t\x12\x14\n\x0cinput_tokens\x18\x03 \x01(\x03\x12\x1a\n\routput_tokens\x18\x04 \x01(\x03H\x00\x88\x01\x01\x12\x14\n\x0cservice_tier\x18\x05 \x01(\t\x12\r\n\x05\x62\x61tch\x18\x06 \x01(\x08\x42\x10\n\x0e_output_tokens\"\xfd\x01\n\x06\x44\x65nial\x12 \n\x05scope\x18\x01 \x01(\x0b\x32\x11.budgetd.v1.Scope\x12\"\n\x06window\x18\x02 \x01(\x0e\x32\x12.budgetd.v1.Window\x12\x16\n\tcap_nanos\x18\x03 \x01(\x03H\x00\x88\x01\x01\x12\x17\n\x0fremaining_nanos\x18\x04 \x01(\x03\x12-\n\tresets_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\npause_kind\x18\x06 \x01(\x0e\x32\x15.budgetd.v1.PauseKind\x12\x14\n\x0cpause_reason\x18\x07 \x01(\tB\x0c\n\n_cap_nanos\"\xa8\x01\n\x11\x41uthorizeResponse\x12&\n\x08\x64\x65\x63ision\x18\x01 \x01(\x0e\x32\x14.budgetd.v1.Decision\x12\x12\n\nheld_nanos\x18\x02 \x01(\x03\x12\x33\n\x0fhold_expires_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\"\n\x06\x64\x65nial\x18\x04 \x01(\x0b\x32\x12.budgetd.v1.Denial\"\xdb\x01\n\rCommitRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x10\n\x08\x61gent_id\x18\x02 \x01(\t\x12\x16\n\x0c\x61\x63tual_nanos\x18\x03 \x01(\x03H\x00\x12\"\n\x05usage\x18\x05 \x01(\x0b\x32\x11.budgetd.v1.UsageH\x00\x12\x31\n\x04tags\x18\x04 \x03(\x0b\x32#.budgetd.v1.CommitRequest.TagsEntry\x1a+\n\tTagsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x08\n\x06\x61\x63tual\"a\n\x0e\x43ommitResponse\x12\x15\n\rcounted_nanos\x18\x01 \x01(\x03\x12\x11\n\tduplicate\x18\x02 \x01(\x08\x12\x0e\n\x06paused\x18\x03 \x01(\x08\x12\x15\n\rprice_version\x18\x04 \x01(\t\"6\n\x0eReleaseRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x10\n\x08\x61gent_id\x18\x02 \x01(\t\"#\n\x0fReleaseResponse\x12\x10\n\x08released\x18\x01 \x01(\x08\"$\n\x10GetStatusRequest\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\"\xa5\x02\n\x0cWindowStatus\x12\"\n\x06window\x18\x01 \x01(\x0e\x32\x12.budgetd.v1.Window\x12\x0e\n\x06period\x18\x02 \x01(\t\x12\x13\n\x0bspent_nanos\x18\x03 \x01(\x03\x12\x16\n\x0ereserved_nanos\x18\x04 \x01(\x03\x12\x16\n\tcap_nanos\x18\x05 \x01(\x03H\x00\x88\x01\x01\x12\x1c\n\x0fremaining_nanos\x18\x06 \x01(\x03H\x01\x88\x01\x01\x12-\n\tstarts_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\tresets_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x0c\n\n_cap_nanosB\x12\n\x10_remaining_nanos\"\x83\x01\n\x0bScopeStatus\x12 \n\x05scope\x18\x01 \x01(\x0b\x32\x11.budgetd.v1.Scope\x12\'\n\x05\x64\x61ily\x18\x02 \x01(\x0b\x32\x18.budgetd.v1.WindowStatus\x12)\n\x07monthly\x18\x03 \x01(\x0b\x32\x18.budgetd.v1.WindowStatus\"\xc6\x02\n\x0b\x41gentStatus\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x0e\n\x06paused\x18\x02 \x01(\x08\x12)\n\npause_kind\x18\x03 \x01(\x0e\x32\x15.budgetd.v1.PauseKind\x12\x14\n\x0cpause_reason\x18\x04 \x01(\t\x12\'\n\x0cpaused_scope\x18\x05 \x01(\x0b\x32\x11.budgetd.v1.Scope\x12.\n\nresumes_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\'\n\x05\x64\x61ily\x18\x07 \x01(\x0b\x32\x18.budgetd.v1.WindowStatus\x12)\n\x07monthly\x18\x08 \x01(\x0b\x32\x18.budgetd.v1.WindowStatus\x12\'\n\x06groups\x18\t \x03(\x0b\x32\x17.budgetd.v1.ScopeStatus\" \n\x0cWatchRequest\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\"\xb6\x01\n\x05\x45vent\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x10\n\x08\x61gent_id\x18\x02 \x01(\t\x12\r\n\x05scope\x18\x03 \x01(\t\x12\x0e\n\x06window\x18\x04 \x01(\t\x12\x0e\n\x06period\x18\x05 \x01(\t\x12\x13\n\x0bspent_nanos\x18\x06 \x01(\x03\x12\x11\n\tcap_nanos\x18\x07 \x01(\x03\x12\x0e\n\x06reason\x18\x08 \x01(\t\x12&\n\x02\x61t\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"0\n\x0cPauseRequest\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"!\n\rResumeRequest\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\"\x13\n\x11ListStatusRequest\"\x12\n\x10GetConfigRequest\"\xa6\x01\n\nConfigInfo\x12\x12\n\ngeneration\x18\x01 \x01(\x03\x12-\n\tloaded_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06source\x18\x03 \x01(\t\x12\x12\n\nlast_error\x18\x04 \x01(\t\x12\x31\n\rlast_error_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"9\n\rReportRequest\x12\n\n\x02\x62y\x18\x01 \x01(\t\x12\r\n\x05since\x18\x02 \x01(\t\x12\r\n\x05until\x18\x03 \x01(\t\";\n\tReportRow\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x12\n\ncost_nanos\x18\x02 \x01(\x03\x12\r\n\x05\x63\x61lls\x18\x03 \x01(\x03\"h\n\x0eReportResponse\x12#\n\x04rows\x18\x01 \x03(\x0b\x32\x15.budgetd.v1.ReportRow\x12\x13\n\x0btotal_nanos\x18\x02 \x01(\x03\x12\r\n\x05since\x18\x03 \x01(\t\x12\r\n\x05until\x18\x04 \x01(\t\"=\n\x12ListStatusResponse\x12\'\n\x06\x61gents\x18\x01 \x03(\x0b\x32\x17.budgetd.v1.AgentStatus*F\n\x06Window\x12\x16\n\x12WINDOW_UNSPECIFIED\x10\x00\x12\x10\n\x0cWINDOW_DAILY\x10\x01\x12\x12\n\x0eWINDOW_MONTHLY\x10\x02*S\n\tScopeKind\x12\x1a\n\x16SCOPE_KIND_UNSPECIFIED\x10\x00\x12\x14\n\x10SCOPE_KIND_AGENT\x10\x01\x12\x14\n\x10SCOPE_KIND_GROUP\x10\x02*o\n\x08\x44\x65\x63ision\x12\x18\n\x14\x44\x45\x43ISION_UNSPECIFIED\x10\x00\x12\x14\n\x10\x44\x45\x43ISION_ALLOWED\x10\x01\x12\x17\n\x13\x44\x45\x43ISION_DENIED_CAP\x10\x02\x12\x1a\n\x16\x44\x45\x43ISION_DENIED_PAUSED\x10\x03*R\n\tPauseKind\x12\x1a\n\x16PAUSE_KIND_UNSPECIFIED\x10\x00\x12\x15\n\x11PAUSE_KIND_MANUAL\x10\x01\x12\x12\n\x0ePAUSE_KIND_CAP\x10\x02\x32\xd3\x02\n\x06\x42udget\x12H\n\tAuthorize\x12\x1c.budgetd.v1.AuthorizeRequest\x1a\x1d.budgetd.v1.AuthorizeResponse\x12?\n\x06\x43ommit\x12\x19.budgetd.v1.CommitRequest\x1a\x1a.budgetd.v1.CommitResponse\x12\x42\n\x07Release\x12\x1a.budgetd.v1.ReleaseRequest\x1a\x1b.budgetd.v1.ReleaseResponse\x12\x42\n\tGetStatus\x12\x1c.budgetd.v1.GetStatusRequest\x1a\x17.budgetd.v1.AgentStatus\x12\x36\n\x05Watch\x12\x18.budgetd.v1.WatchRequest\x1a\x11.budgetd.v1.Event0\x01\x32\xd2\x02\n\x05\x41\x64min\x12:\n\x05Pause\x12\x18.budgetd.v1.PauseRequest\x1a\x17.budgetd.v1.AgentStatus\x12<\n\x06Resume\x12\x19.budgetd.v1.ResumeRequest\x1a\x17.budgetd.v1.AgentStatus\x12K\n\nListStatus\x12\x1d.budgetd.v1.ListStatusRequest\x1a\x1e.budgetd.v1.ListStatusResponse\x12\x41\n\tGetConfig\x12\x1c.budgetd.v1.GetConfigRequest\x1a\x16.budgetd.v1.ConfigInfo\x12?\n\x06Report\x12\x19.budgetd.v1.ReportRequest\x1a\x1a.budgetd.v1.ReportResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x62udgetd_client/v1/budget.proto\x12\nbudgetd.v1\x1a\x1fgoogle/protobuf/timestamp.proto\":\n\x05Scope\x12#\n\x04kind\x18\x01 \x01(\x0e\x32\x15.budgetd.v1.ScopeKind\x12\x0c\n\x04name\x18\x02 \x01(\t\"\xf6\x01\n\x10\x41uthorizeRequest\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\x18\n\x0e\x65stimate_nanos\x18\x03 \x01(\x03H\x00\x12\x33\n\x0e\x65stimate_usage\x18\x05 \x01(\x0b\x32\x19.budgetd.v1.UsageEstimateH\x00\x12\x34\n\x04tags\x18\x04 \x03(\x0b\x32&.budgetd.v1.AuthorizeRequest.TagsEntry\x1a+\n\tTagsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\n\n\x08\x65stimate\"\xc1\x02\n\x05Usage\x12\r\n\x05model\x18\x01 \x01(\t\x12\x10\n\x08provider\x18\x02 \x01(\t\x12\x14\n\x0cinput_tokens\x18\x03 \x01(\x03\x12\x1b\n\x13\x63\x61\x63hed_input_tokens\x18\x04 \x01(\x03\x12\x1a\n\x12\x63\x61\x63he_write_tokens\x18\x05 \x01(\x03\x12\x1a\n\x12input_audio_tokens\x18\x06 \x01(\x03\x12\x1a\n\x12input_image_tokens\x18\x07 \x01(\x03\x12\x15\n\routput_tokens\x18\x08 \x01(\x03\x12\x18\n\x10reasoning_tokens\x18\t \x01(\x03\x12\x1b\n\x13output_audio_tokens\x18\n \x01(\x03\x12\x14\n\x0cservice_tier\x18\x0b \x01(\t\x12\r\n\x05\x62\x61tch\x18\x0c \x01(\x08\x12\x1d\n\x15\x63\x61\x63he_write_1h_tokens\x18\r \x01(\x03\"\x99\x01\n\rUsageEstimate\x12\r\n\x05model\x18\x01 \x01(\t\x12\x10\n\x08provider\x18\x02 \x01(\t\x12\x14\n\x0cinput_tokens\x18\x03 \x01(\x03\x12\x1a\n\routput_tokens\x18\x04 \x01(\x03H\x00\x88\x01\x01\x12\x14\n\x0cservice_tier\x18\x05 \x01(\t\x12\r\n\x05\x62\x61tch\x18\x06 \x01(\x08\x42\x10\n\x0e_output_tokens\"\xfd\x01\n\x06\x44\x65nial\x12 \n\x05scope\x18\x01 \x01(\x0b\x32\x11.budgetd.v1.Scope\x12\"\n\x06window\x18\x02 \x01(\x0e\x32\x12.budgetd.v1.Window\x12\x16\n\tcap_nanos\x18\x03 \x01(\x03H\x00\x88\x01\x01\x12\x17\n\x0fremaining_nanos\x18\x04 \x01(\x03\x12-\n\tresets_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\npause_kind\x18\x06 \x01(\x0e\x32\x15.budgetd.v1.PauseKind\x12\x14\n\x0cpause_reason\x18\x07 \x01(\tB\x0c\n\n_cap_nanos\"\xa8\x01\n\x11\x41uthorizeResponse\x12&\n\x08\x64\x65\x63ision\x18\x01 \x01(\x0e\x32\x14.budgetd.v1.Decision\x12\x12\n\nheld_nanos\x18\x02 \x01(\x03\x12\x33\n\x0fhold_expires_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\"\n\x06\x64\x65nial\x18\x04 \x01(\x0b\x32\x12.budgetd.v1.Denial\"\xdb\x01\n\rCommitRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x10\n\x08\x61gent_id\x18\x02 \x01(\t\x12\x16\n\x0c\x61\x63tual_nanos\x18\x03 \x01(\x03H\x00\x12\"\n\x05usage\x18\x05 \x01(\x0b\x32\x11.budgetd.v1.UsageH\x00\x12\x31\n\x04tags\x18\x04 \x03(\x0b\x32#.budgetd.v1.CommitRequest.TagsEntry\x1a+\n\tTagsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x08\n\x06\x61\x63tual\"a\n\x0e\x43ommitResponse\x12\x15\n\rcounted_nanos\x18\x01 \x01(\x03\x12\x11\n\tduplicate\x18\x02 \x01(\x08\x12\x0e\n\x06paused\x18\x03 \x01(\x08\x12\x15\n\rprice_version\x18\x04 \x01(\t\"6\n\x0eReleaseRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x10\n\x08\x61gent_id\x18\x02 \x01(\t\"#\n\x0fReleaseResponse\x12\x10\n\x08released\x18\x01 \x01(\x08\"8\n\x10GetStatusRequest\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x12\n\nknown_only\x18\x02 \x01(\x08\"\xa5\x02\n\x0cWindowStatus\x12\"\n\x06window\x18\x01 \x01(\x0e\x32\x12.budgetd.v1.Window\x12\x0e\n\x06period\x18\x02 \x01(\t\x12\x13\n\x0bspent_nanos\x18\x03 \x01(\x03\x12\x16\n\x0ereserved_nanos\x18\x04 \x01(\x03\x12\x16\n\tcap_nanos\x18\x05 \x01(\x03H\x00\x88\x01\x01\x12\x1c\n\x0fremaining_nanos\x18\x06 \x01(\x03H\x01\x88\x01\x01\x12-\n\tstarts_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\tresets_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x0c\n\n_cap_nanosB\x12\n\x10_remaining_nanos\"\x83\x01\n\x0bScopeStatus\x12 \n\x05scope\x18\x01 \x01(\x0b\x32\x11.budgetd.v1.Scope\x12\'\n\x05\x64\x61ily\x18\x02 \x01(\x0b\x32\x18.budgetd.v1.WindowStatus\x12)\n\x07monthly\x18\x03 \x01(\x0b\x32\x18.budgetd.v1.WindowStatus\"\xdd\x02\n\x0b\x41gentStatus\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x0e\n\x06paused\x18\x02 \x01(\x08\x12)\n\npause_kind\x18\x03 \x01(\x0e\x32\x15.budgetd.v1.PauseKind\x12\x14\n\x0cpause_reason\x18\x04 \x01(\t\x12\'\n\x0cpaused_scope\x18\x05 \x01(\x0b\x32\x11.budgetd.v1.Scope\x12.\n\nresumes_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\'\n\x05\x64\x61ily\x18\x07 \x01(\x0b\x32\x18.budgetd.v1.WindowStatus\x12)\n\x07monthly\x18\x08 \x01(\x0b\x32\x18.budgetd.v1.WindowStatus\x12\'\n\x06groups\x18\t \x03(\x0b\x32\x17.budgetd.v1.ScopeStatus\x12\x15\n\rbudget_source\x18\n \x01(\t\" \n\x0cWatchRequest\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\"\xb6\x01\n\x05\x45vent\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x10\n\x08\x61gent_id\x18\x02 \x01(\t\x12\r\n\x05scope\x18\x03 \x01(\t\x12\x0e\n\x06window\x18\x04 \x01(\t\x12\x0e\n\x06period\x18\x05 \x01(\t\x12\x13\n\x0bspent_nanos\x18\x06 \x01(\x03\x12\x11\n\tcap_nanos\x18\x07 \x01(\x03\x12\x0e\n\x06reason\x18\x08 \x01(\t\x12&\n\x02\x61t\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"0\n\x0cPauseRequest\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"!\n\rResumeRequest\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\"\x13\n\x11ListStatusRequest\"\x12\n\x10GetConfigRequest\"\xa6\x01\n\nConfigInfo\x12\x12\n\ngeneration\x18\x01 \x01(\x03\x12-\n\tloaded_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06source\x18\x03 \x01(\t\x12\x12\n\nlast_error\x18\x04 \x01(\t\x12\x31\n\rlast_error_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"9\n\rReportRequest\x12\n\n\x02\x62y\x18\x01 \x01(\t\x12\r\n\x05since\x18\x02 \x01(\t\x12\r\n\x05until\x18\x03 \x01(\t\";\n\tReportRow\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x12\n\ncost_nanos\x18\x02 \x01(\x03\x12\r\n\x05\x63\x61lls\x18\x03 \x01(\x03\"h\n\x0eReportResponse\x12#\n\x04rows\x18\x01 \x03(\x0b\x32\x15.budgetd.v1.ReportRow\x12\x13\n\x0btotal_nanos\x18\x02 \x01(\x03\x12\r\n\x05since\x18\x03 \x01(\t\x12\r\n\x05until\x18\x04 \x01(\t\"=\n\x12ListStatusResponse\x12\'\n\x06\x61gents\x18\x01 \x03(\x0b\x32\x17.budgetd.v1.AgentStatus*F\n\x06Window\x12\x16\n\x12WINDOW_UNSPECIFIED\x10\x00\x12\x10\n\x0cWINDOW_DAILY\x10\x01\x12\x12\n\x0eWINDOW_MONTHLY\x10\x02*S\n\tScopeKind\x12\x1a\n\x16SCOPE_KIND_UNSPECIFIED\x10\x00\x12\x14\n\x10SCOPE_KIND_AGENT\x10\x01\x12\x14\n\x10SCOPE_KIND_GROUP\x10\x02*o\n\x08\x44\x65\x63ision\x12\x18\n\x14\x44\x45\x43ISION_UNSPECIFIED\x10\x00\x12\x14\n\x10\x44\x45\x43ISION_ALLOWED\x10\x01\x12\x17\n\x13\x44\x45\x43ISION_DENIED_CAP\x10\x02\x12\x1a\n\x16\x44\x45\x43ISION_DENIED_PAUSED\x10\x03*R\n\tPauseKind\x12\x1a\n\x16PAUSE_KIND_UNSPECIFIED\x10\x00\x12\x15\n\x11PAUSE_KIND_MANUAL\x10\x01\x12\x12\n\x0ePAUSE_KIND_CAP\x10\x02\x32\xd3\x02\n\x06\x42udget\x12H\n\tAuthorize\x12\x1c.budgetd.v1.AuthorizeRequest\x1a\x1d.budgetd.v1.AuthorizeResponse\x12?\n\x06\x43ommit\x12\x19.budgetd.v1.CommitRequest\x1a\x1a.budgetd.v1.CommitResponse\x12\x42\n\x07Release\x12\x1a.budgetd.v1.ReleaseRequest\x1a\x1b.budgetd.v1.ReleaseResponse\x12\x42\n\tGetStatus\x12\x1c.budgetd.v1.GetStatusRequest\x1a\x17.budgetd.v1.AgentStatus\x12\x36\n\x05Watch\x12\x18.budgetd.v1.WatchRequest\x1a\x11.budgetd.v1.Event0\x01\x32\xd2\x02\n\x05\x41\x64min\x12:\n\x05Pause\x12\x18.budgetd.v1.PauseRequest\x1a\x17.budgetd.v1.AgentStatus\x12<\n\x06Resume\x12\x19.budgetd.v1.ResumeRequest\x1a\x17.budgetd.v1.AgentStatus\x12K\n\nListStatus\x12\x1d.budgetd.v1.ListStatusRequest\x1a\x1e.budgetd.v1.ListStatusResponse\x12\x41\n\tGetConfig\x12\x1c.budgetd.v1.GetConfigRequest\x1a\x16.budgetd.v1.ConfigInfo\x12?\n\x06Report\x12\x19.budgetd.v1.ReportRequest\x1a\x1a.budgetd.v1.ReportResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,14 +36,14 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_AUTHORIZEREQUEST_TAGSENTRY']._serialized_options = b'8\001'
   _globals['_COMMITREQUEST_TAGSENTRY']._loaded_options = None
   _globals['_COMMITREQUEST_TAGSENTRY']._serialized_options = b'8\001'
-  _globals['_WINDOW']._serialized_start=3309
-  _globals['_WINDOW']._serialized_end=3379
-  _globals['_SCOPEKIND']._serialized_start=3381
-  _globals['_SCOPEKIND']._serialized_end=3464
-  _globals['_DECISION']._serialized_start=3466
-  _globals['_DECISION']._serialized_end=3577
-  _globals['_PAUSEKIND']._serialized_start=3579
-  _globals['_PAUSEKIND']._serialized_end=3661
+  _globals['_WINDOW']._serialized_start=3352
+  _globals['_WINDOW']._serialized_end=3422
+  _globals['_SCOPEKIND']._serialized_start=3424
+  _globals['_SCOPEKIND']._serialized_end=3507
+  _globals['_DECISION']._serialized_start=3509
+  _globals['_DECISION']._serialized_end=3620
+  _globals['_PAUSEKIND']._serialized_start=3622
+  _globals['_PAUSEKIND']._serialized_end=3704
   _globals['_SCOPE']._serialized_start=79
   _globals['_SCOPE']._serialized_end=137
   _globals['_AUTHORIZEREQUEST']._serialized_start=140
@@ -69,37 +69,37 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RELEASERESPONSE']._serialized_start=1672
   _globals['_RELEASERESPONSE']._serialized_end=1707
   _globals['_GETSTATUSREQUEST']._serialized_start=1709
-  _globals['_GETSTATUSREQUEST']._serialized_end=1745
-  _globals['_WINDOWSTATUS']._serialized_start=1748
-  _globals['_WINDOWSTATUS']._serialized_end=2041
-  _globals['_SCOPESTATUS']._serialized_start=2044
-  _globals['_SCOPESTATUS']._serialized_end=2175
-  _globals['_AGENTSTATUS']._serialized_start=2178
-  _globals['_AGENTSTATUS']._serialized_end=2504
-  _globals['_WATCHREQUEST']._serialized_start=2506
-  _globals['_WATCHREQUEST']._serialized_end=2538
-  _globals['_EVENT']._serialized_start=2541
-  _globals['_EVENT']._serialized_end=2723
-  _globals['_PAUSEREQUEST']._serialized_start=2725
-  _globals['_PAUSEREQUEST']._serialized_end=2773
-  _globals['_RESUMEREQUEST']._serialized_start=2775
-  _globals['_RESUMEREQUEST']._serialized_end=2808
-  _globals['_LISTSTATUSREQUEST']._serialized_start=2810
-  _globals['_LISTSTATUSREQUEST']._serialized_end=2829
-  _globals['_GETCONFIGREQUEST']._serialized_start=2831
-  _globals['_GETCONFIGREQUEST']._serialized_end=2849
-  _globals['_CONFIGINFO']._serialized_start=2852
-  _globals['_CONFIGINFO']._serialized_end=3018
-  _globals['_REPORTREQUEST']._serialized_start=3020
-  _globals['_REPORTREQUEST']._serialized_end=3077
-  _globals['_REPORTROW']._serialized_start=3079
-  _globals['_REPORTROW']._serialized_end=3138
-  _globals['_REPORTRESPONSE']._serialized_start=3140
-  _globals['_REPORTRESPONSE']._serialized_end=3244
-  _globals['_LISTSTATUSRESPONSE']._serialized_start=3246
-  _globals['_LISTSTATUSRESPONSE']._serialized_end=3307
-  _globals['_BUDGET']._serialized_start=3664
-  _globals['_BUDGET']._serialized_end=4003
-  _globals['_ADMIN']._serialized_start=4006
-  _globals['_ADMIN']._serialized_end=4344
+  _globals['_GETSTATUSREQUEST']._serialized_end=1765
+  _globals['_WINDOWSTATUS']._serialized_start=1768
+  _globals['_WINDOWSTATUS']._serialized_end=2061
+  _globals['_SCOPESTATUS']._serialized_start=2064
+  _globals['_SCOPESTATUS']._serialized_end=2195
+  _globals['_AGENTSTATUS']._serialized_start=2198
+  _globals['_AGENTSTATUS']._serialized_end=2547
+  _globals['_WATCHREQUEST']._serialized_start=2549
+  _globals['_WATCHREQUEST']._serialized_end=2581
+  _globals['_EVENT']._serialized_start=2584
+  _globals['_EVENT']._serialized_end=2766
+  _globals['_PAUSEREQUEST']._serialized_start=2768
+  _globals['_PAUSEREQUEST']._serialized_end=2816
+  _globals['_RESUMEREQUEST']._serialized_start=2818
+  _globals['_RESUMEREQUEST']._serialized_end=2851
+  _globals['_LISTSTATUSREQUEST']._serialized_start=2853
+  _globals['_LISTSTATUSREQUEST']._serialized_end=2872
+  _globals['_GETCONFIGREQUEST']._serialized_start=2874
+  _globals['_GETCONFIGREQUEST']._serialized_end=2892
+  _globals['_CONFIGINFO']._serialized_start=2895
+  _globals['_CONFIGINFO']._serialized_end=3061
+  _globals['_REPORTREQUEST']._serialized_start=3063
+  _globals['_REPORTREQUEST']._serialized_end=3120
+  _globals['_REPORTROW']._serialized_start=3122
+  _globals['_REPORTROW']._serialized_end=3181
+  _globals['_REPORTRESPONSE']._serialized_start=3183
+  _globals['_REPORTRESPONSE']._serialized_end=3287
+  _globals['_LISTSTATUSRESPONSE']._serialized_start=3289
+  _globals['_LISTSTATUSRESPONSE']._serialized_end=3350
+  _globals['_BUDGET']._serialized_start=3707
+  _globals['_BUDGET']._serialized_end=4046
+  _globals['_ADMIN']._serialized_start=4049
+  _globals['_ADMIN']._serialized_end=4387
 # @@protoc_insertion_point(module_scope)

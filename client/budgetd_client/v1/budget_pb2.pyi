@@ -201,10 +201,12 @@ class ReleaseResponse(_message.Message):
     def __init__(self, released: _Optional[bool] = ...) -> None: ...
 
 class GetStatusRequest(_message.Message):
-    __slots__ = ("agent_id",)
+    __slots__ = ("agent_id", "known_only")
     AGENT_ID_FIELD_NUMBER: _ClassVar[int]
+    KNOWN_ONLY_FIELD_NUMBER: _ClassVar[int]
     agent_id: str
-    def __init__(self, agent_id: _Optional[str] = ...) -> None: ...
+    known_only: bool
+    def __init__(self, agent_id: _Optional[str] = ..., known_only: _Optional[bool] = ...) -> None: ...
 
 class WindowStatus(_message.Message):
     __slots__ = ("window", "period", "spent_nanos", "reserved_nanos", "cap_nanos", "remaining_nanos", "starts_at", "resets_at")
@@ -237,7 +239,7 @@ class ScopeStatus(_message.Message):
     def __init__(self, scope: _Optional[_Union[Scope, _Mapping]] = ..., daily: _Optional[_Union[WindowStatus, _Mapping]] = ..., monthly: _Optional[_Union[WindowStatus, _Mapping]] = ...) -> None: ...
 
 class AgentStatus(_message.Message):
-    __slots__ = ("agent_id", "paused", "pause_kind", "pause_reason", "paused_scope", "resumes_at", "daily", "monthly", "groups")
+    __slots__ = ("agent_id", "paused", "pause_kind", "pause_reason", "paused_scope", "resumes_at", "daily", "monthly", "groups", "budget_source")
     AGENT_ID_FIELD_NUMBER: _ClassVar[int]
     PAUSED_FIELD_NUMBER: _ClassVar[int]
     PAUSE_KIND_FIELD_NUMBER: _ClassVar[int]
@@ -247,6 +249,7 @@ class AgentStatus(_message.Message):
     DAILY_FIELD_NUMBER: _ClassVar[int]
     MONTHLY_FIELD_NUMBER: _ClassVar[int]
     GROUPS_FIELD_NUMBER: _ClassVar[int]
+    BUDGET_SOURCE_FIELD_NUMBER: _ClassVar[int]
     agent_id: str
     paused: bool
     pause_kind: PauseKind
@@ -256,7 +259,8 @@ class AgentStatus(_message.Message):
     daily: WindowStatus
     monthly: WindowStatus
     groups: _containers.RepeatedCompositeFieldContainer[ScopeStatus]
-    def __init__(self, agent_id: _Optional[str] = ..., paused: _Optional[bool] = ..., pause_kind: _Optional[_Union[PauseKind, str]] = ..., pause_reason: _Optional[str] = ..., paused_scope: _Optional[_Union[Scope, _Mapping]] = ..., resumes_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., daily: _Optional[_Union[WindowStatus, _Mapping]] = ..., monthly: _Optional[_Union[WindowStatus, _Mapping]] = ..., groups: _Optional[_Iterable[_Union[ScopeStatus, _Mapping]]] = ...) -> None: ...
+    budget_source: str
+    def __init__(self, agent_id: _Optional[str] = ..., paused: _Optional[bool] = ..., pause_kind: _Optional[_Union[PauseKind, str]] = ..., pause_reason: _Optional[str] = ..., paused_scope: _Optional[_Union[Scope, _Mapping]] = ..., resumes_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., daily: _Optional[_Union[WindowStatus, _Mapping]] = ..., monthly: _Optional[_Union[WindowStatus, _Mapping]] = ..., groups: _Optional[_Iterable[_Union[ScopeStatus, _Mapping]]] = ..., budget_source: _Optional[str] = ...) -> None: ...
 
 class WatchRequest(_message.Message):
     __slots__ = ("agent_id",)

@@ -322,7 +322,9 @@ class AdminServicer:
     """
 
     def Pause(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Pause and Resume refuse NOT_FOUND an agent neither in the config (its
+        exact id) nor ever seen, with the closest known ids ("did you mean").
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
