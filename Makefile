@@ -5,11 +5,15 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-RUN_DIR := $(CURDIR)/var
+RUN_DIR ?= $(CURDIR)/var
+# Where `make run` listens (config/budgets.yaml reads it) and `make budgetctl` connects.
+DEFAULT_LISTEN := 127.0.0.1:50051
+BUDGETD_LISTEN ?= $(DEFAULT_LISTEN)
 
-.PHONY: install run test test-clock-ahead bench profile generate check-generated clean
+.PHONY: install run budgetctl test test-clock-ahead bench profile generate check-generated clean
 
 $(STAMP): pyproject.toml client/pyproject.toml
+	@echo "installing dependencies into $(VENV) (first run, or after a pyproject.toml changed: a minute or so)"
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e ./client -e '.[test,bench]'
@@ -17,9 +21,19 @@ $(STAMP): pyproject.toml client/pyproject.toml
 
 install: $(STAMP)
 
+# `exec`: budgetd replaces the recipe's shell, so it is make's own child. Make
+# passes a SIGTERM on to it and waits for its drain; Ctrl-C reaches it directly;
+# and `kill <pid>` of the PID budgetd prints stops it. Without exec the shell in
+# between died on SIGTERM and left budgetd running, holding the SQLite file.
 run: $(STAMP)
 	mkdir -p $(RUN_DIR)
-	BUDGETD_STORE_URL="sqlite://$(RUN_DIR)/budgetd.db" $(BIN)/budgetd --config config/budgets.yaml
+	@exec env BUDGETD_STORE_URL="sqlite://$(RUN_DIR)/budgetd.db" BUDGETD_LISTEN="$(BUDGETD_LISTEN)" \
+	  BUDGETD_STATUS_HINT='make budgetctl ARGS=status$(if $(filter-out $(DEFAULT_LISTEN),$(BUDGETD_LISTEN)), BUDGETD_LISTEN=$(BUDGETD_LISTEN))' \
+	  $(BIN)/budgetd --config config/budgets.yaml
+
+# budgetctl against `make run`'s daemon: make budgetctl ARGS="status"
+budgetctl: $(STAMP)
+	BUDGETD_ADDRESS="$(BUDGETD_LISTEN)" $(BIN)/budgetctl $(ARGS)
 
 test: $(STAMP) check-generated
 	$(BIN)/pytest $(PYTEST_ARGS)

@@ -5,12 +5,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
+import resource
 import signal
 import sys
 
 from .. import __version__, logs
 from ..config import ConfigError, load_config
-from ..server import Daemon
+from ..server import Daemon, store_shown
 from ..store import StoreError
 
 log = logging.getLogger("budgetd")
@@ -23,6 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--version", action="version", version=f"budgetd {__version__}")
     args = parser.parse_args(argv)
     logs.setup(args.log_level)
+    raise_open_files_limit()
     try:
         config = load_config(args.config)
     except ConfigError as err:
@@ -33,6 +36,26 @@ def main(argv: list[str] | None = None) -> int:
     except (StoreError, OSError) as err:
         print(f"budgetd: {err}", file=sys.stderr)
         return 1
+
+
+def raise_open_files_limit() -> None:
+    """Every client connection is a file descriptor: a soft limit of 1,024 (a
+    common default) would leave budgetd unable to accept a connection, so
+    unable to answer any new caller, once about a thousand are open, idle or
+    not. The hard limit is what this process may use without privileges."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard
+    if target == resource.RLIM_INFINITY:
+        target = max(soft, 1_048_576) if soft != resource.RLIM_INFINITY else soft
+    if soft == target:
+        log.info("open files limit", extra={"soft": soft, "hard": hard})
+        return
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    except (ValueError, OSError) as err:  # macOS caps it below an "unlimited" hard limit
+        log.warning("open files limit left as it was", extra={"soft": soft, "hard": hard, "error": str(err)})
+        return
+    log.info("open files limit raised", extra={"was": soft, "now": target, "hard": hard})
 
 
 def _run(main):
@@ -49,6 +72,7 @@ def _run(main):
 async def _serve(config, path: str) -> int:
     daemon = Daemon(config, config_path=path)
     await daemon.start()
+    print(banner(daemon, path), file=sys.stderr, flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -67,3 +91,30 @@ async def _serve(config, path: str) -> int:
         await draining
     again.cancel()
     return 0
+
+
+def banner(daemon: Daemon, path: str) -> str:
+    """What a person who just started budgetd wants to know next, in words
+    (the JSON "listening" line is for log collectors)."""
+    server = daemon.config.server
+    host = server.listen.rsplit(":", 1)[0]
+    address = f"{host}:{daemon.port}"
+    pid = os.getpid()
+    status = os.environ.get("BUDGETD_STATUS_HINT") or f"budgetctl --address {address} status"
+    spent = "what each agent spent" + (" (BUDGETD_TOKEN: an admin token)" if daemon.config.auth else "")
+    lines = [
+        f"budgetd {__version__} is listening on {address} (pid {pid})",
+        f"  config:  {path}",
+        f"  store:   {store_shown(daemon.config.store.url)}",
+    ]
+    if daemon.metrics_port is not None:
+        lines.append(f"  metrics: http://{server.metrics_listen.rsplit(':', 1)[0]}:{daemon.metrics_port}/metrics")
+    steps = [
+        (status, spent),
+        (f"kill -HUP {pid}", f"reload {path} (an edit is also picked up within a second)"),
+        (f"kill {pid}, or Ctrl-C", "stop (calls in flight finish first)"),
+    ]
+    width = max(len(command) for command, _ in steps)
+    lines.append("next:")
+    lines += [f"  {command.ljust(width)}   {what}" for command, what in steps]
+    return "\n".join(lines)
