@@ -1,11 +1,18 @@
-"""Prometheus metrics, served on ``server.metrics_listen`` (/metrics).
+"""Prometheus metrics, served on ``server.metrics_listen`` (/metrics), behind
+the same bearer tokens as the gRPC port when there are any.
 
 Counters and histograms are updated on the hot path (a few microseconds);
 the per-agent gauges are refreshed by a periodic job from the store."""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+import socket
+import threading
+from collections.abc import Callable
+from socketserver import ThreadingMixIn
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
 
 MAX_AGENT_SERIES = 1000  # spend/cap gauges for at most this many agents (cardinality)
 
@@ -43,12 +50,52 @@ class Metrics:
             child = self._latency_of[method] = self.rpc_latency.labels(method)
         return child
 
-    def serve(self, listen: str) -> int:
+    def serve(self, listen: str, access: Access) -> int:
+        """Serve /metrics on ``listen`` (HOST:PORT) from a thread; returns the port."""
         host, port = listen.rsplit(":", 1)
-        self._server, _ = start_http_server(int(port), host.strip("[]"), registry=self.registry)
+        host = host.strip("[]")
+
+        class Server(_Server):
+            address_family = socket.getaddrinfo(host, int(port), type=socket.SOCK_STREAM)[0][0]
+
+        self._server = make_server(host, int(port), _guarded(make_wsgi_app(self.registry), access),
+                                   server_class=Server, handler_class=_QuietHandler)
+        threading.Thread(target=self._server.serve_forever, name="metrics", daemon=True).start()
         return self._server.server_port
 
     def stop(self) -> None:
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
+
+
+# access(Authorization header or None) -> None to serve, or (HTTP status, why) to refuse.
+Access = Callable[[str | None], "tuple[int, str] | None"]
+_REASONS = {401: "401 Unauthorized", 403: "403 Forbidden"}
+
+
+def _guarded(app, access: Access):
+    def guarded(environ, start_response):
+        refused = access(environ.get("HTTP_AUTHORIZATION"))
+        if refused is None:
+            return app(environ, start_response)
+        status, why = refused
+        headers = [("Content-Type", "text/plain; charset=utf-8")]
+        if status == 401:
+            headers.append(("WWW-Authenticate", 'Bearer realm="budgetd metrics"'))
+        start_response(_REASONS[status], headers)
+        return [f"{why}\n".encode()]
+
+    return guarded
+
+
+class _Server(ThreadingMixIn, WSGIServer):
+    """One thread per scrape, so a slow scraper does not hold up another."""
+
+    daemon_threads = True
+    allow_reuse_address = True
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format, *args):  # noqa: A002 - every scrape on stderr would drown the JSON log
+        pass

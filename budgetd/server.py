@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import os
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
@@ -15,6 +16,7 @@ from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from .auth import PermissionDenied, Unauthenticated, identify, require
 from .config import Config
 from .events import EventHub
 from .metrics import MAX_AGENT_SERIES, Metrics
@@ -36,6 +38,19 @@ SERVICE_NAMES = (
 MAX_MESSAGE_BYTES = 64 * 1024
 HEALTH_CHECK_SECONDS = 2.0
 MAX_CONCURRENT_STREAMS = 1000  # per client connection
+# A connection with no call open this long is closed (GOAWAY; a client
+# reconnects when it next calls): idle connections of clients that went away
+# would otherwise hold file descriptors forever. BUDGETD_CONNECTION_IDLE_SECONDS
+# overrides it (there is no config key yet).
+CONNECTION_IDLE_SECONDS = 300.0
+# A connection must finish its TLS and HTTP/2 handshake within this (or the
+# idle time, when shorter): a socket that connects and says nothing is closed.
+HANDSHAKE_SECONDS = 20.0
+# Connections with calls open (a Watch is often quiet) are pinged this often,
+# and closed when a ping goes unanswered this long: a peer that vanished
+# without closing its socket does not hold a descriptor past that.
+KEEPALIVE_SECONDS = 60.0
+KEEPALIVE_TIMEOUT_SECONDS = 20.0
 
 
 @dataclass(frozen=True)
@@ -128,11 +143,15 @@ class Daemon:
         self._stopping = False
 
     async def start(self) -> None:
+        metrics_listen = self.config.server.metrics_listen
+        if metrics_listen and not may_listen(self.config, metrics_listen):  # before anything is opened
+            raise OSError(f"server.metrics_listen {metrics_listen}: {REFUSED_WITHOUT_AUTH}")
         await self.store.open()
         options = [
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", 16 * 1024 * 1024),
             ("grpc.max_concurrent_streams", MAX_CONCURRENT_STREAMS),
+            *connection_options(),
         ]
         if self.config.store.url.startswith("sqlite://"):
             # gRPC turns SO_REUSEPORT on by default; a second daemon would then
@@ -155,7 +174,7 @@ class Daemon:
         await self.check_health()
         await self.events.start()
         if self.config.server.metrics_listen:
-            self.metrics_port = self.metrics.serve(self.config.server.metrics_listen)
+            self.metrics_port = self._serve_metrics(self.config.server.metrics_listen)
         self.metrics.generation.set(1)
         ttl = self.config.reservation_ttl_seconds
         now = datetime.now(timezone.utc)
@@ -176,14 +195,34 @@ class Daemon:
             self.scheduler.add_job(_logged(job), "interval", seconds=seconds, next_run_time=now, id=job.__name__)
         self.scheduler.start()
         log.info("listening", extra={"listen": self.config.server.listen, "port": self.port,
-                                     "store": self.config.store.url.split("?")[0]})
+                                     "store": store_shown(self.config.store.url)})
+
+    def _serve_metrics(self, listen: str) -> int:
+        try:
+            return self.metrics.serve(listen, self.metrics_access)
+        except OSError as err:
+            raise OSError(f"cannot serve metrics on {listen}: {err}") from None
+
+    def metrics_access(self, authorization: str | None) -> tuple[int, str] | None:
+        """None when a scrape with this Authorization header may read
+        /metrics, else (HTTP status, why). Decided by the tokens in force, so
+        a reload that changes them applies to the next scrape."""
+        config = self.core.active.config
+        if config.auth is None and not may_listen(config, self.config.server.metrics_listen):
+            # A reload took the auth section away from a port opened with one.
+            return 403, "auth was removed from the config: restart budgetd to serve metrics here without it"
+        try:
+            require(identify(config.auth, [("authorization", authorization)] if authorization else []), admin=True)
+        except Unauthenticated as err:
+            return 401, str(err)
+        except PermissionDenied as err:
+            return 403, str(err)
+        return None
 
     def _bind(self) -> int:
         server = self.config.server
-        host = server.listen.rsplit(":", 1)[0].strip("[]")
-        if self.config.auth is None and not server.allow_unauthenticated and not _is_loopback(host):
-            raise OSError("refusing a non-loopback address without an auth section "
-                          "(add auth.tokens, or set server.allow_unauthenticated: true)")
+        if not may_listen(self.config, server.listen):
+            raise OSError(REFUSED_WITHOUT_AUTH)
         if server.tls is None:
             return self.server.add_insecure_port(server.listen)
         tls = server.tls
@@ -288,6 +327,42 @@ def _logged(job):
 
     run.__name__ = job.__name__
     return run
+
+
+REFUSED_WITHOUT_AUTH = ("refusing a non-loopback address without an auth section "
+                        "(add auth.tokens, or set server.allow_unauthenticated: true)")
+
+
+def may_listen(config: Config, listen: str) -> bool:
+    """Whether ``config`` lets a port of budgetd (gRPC, metrics, any added
+    later) listen on ``listen`` (HOST:PORT): off loopback only with an auth
+    section, or when the config says it knowingly runs open."""
+    host = listen.rsplit(":", 1)[0].strip("[]")
+    return config.auth is not None or config.server.allow_unauthenticated or _is_loopback(host)
+
+
+def store_shown(url: str) -> str:
+    """The store URL fit for a log or a terminal: no query, no password."""
+    url = url.split("?")[0]
+    scheme, sep, rest = url.partition("://")
+    userinfo, at, host = rest.rpartition("@")
+    if at and ":" in userinfo:
+        userinfo = userinfo.split(":", 1)[0] + ":***"
+    return f"{scheme}{sep}{userinfo}{at}{host}"
+
+
+def connection_options() -> list[tuple[str, int]]:
+    """gRPC core settings that close connections nobody uses (see the constants above)."""
+    idle = float(os.environ.get("BUDGETD_CONNECTION_IDLE_SECONDS") or CONNECTION_IDLE_SECONDS)
+    ms = lambda seconds: max(1, int(seconds * 1000))  # noqa: E731
+    return [
+        ("grpc.max_connection_idle_ms", ms(idle)),
+        ("grpc.server_handshake_timeout_ms", ms(min(HANDSHAKE_SECONDS, idle))),
+        ("grpc.keepalive_time_ms", ms(KEEPALIVE_SECONDS)),
+        ("grpc.keepalive_timeout_ms", ms(KEEPALIVE_TIMEOUT_SECONDS)),
+        # Our pings go out on connections whose calls send nothing for a while (Watch).
+        ("grpc.http2.max_pings_without_data", 0),
+    ]
 
 
 def _is_loopback(host: str) -> bool:
