@@ -177,7 +177,8 @@ class Runner:
             self.fail(block, f"did not finish within {seconds} s", out)
             return
         if done.returncode != 0:
-            self.fail(block, f"exited {done.returncode}", done.stdout)
+            # bash -x traces the block's own commands (+); not those of what it sources (++).
+            self.fail(block, f"exited {done.returncode}", re.sub(r"(?m)^\+\++ .*\n", "", done.stdout))
 
     # -- the daemon ---------------------------------------------------------------
     def start_daemon(self, block: Block) -> None:
