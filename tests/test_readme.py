@@ -280,7 +280,8 @@ def test_every_readme_command_works_as_written(tmp_path):
 
 # -- links ----------------------------------------------------------------------
 LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
-FORBIDDEN = ("DESIGN.md", "NOTES.md", "../shared")
+MD_NAME = re.compile(r"[\w./-]*\w\.md\b")
+UPWARD = re.compile(r"(?<![\w.])(?:\.\./)+[\w./-]*")
 
 
 def _slug(heading: str) -> str:
@@ -303,14 +304,16 @@ def _pages() -> list[Path]:
     return [README, *sorted(DOCS.glob("*.md"))]
 
 
-def test_readme_and_docs_links_stay_in_the_repository_and_resolve():
+def test_readme_and_docs_name_only_what_the_repository_has():
+    """Links resolve (files and headings) and stay inside the repository; a
+    Markdown file named in the text exists in it (a reader of the repository
+    has nothing else)."""
+    tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
+    md_names = {Path(name).name for name in tracked if name.endswith(".md")} | {p.name for p in _pages()}
     broken = []
     for page in _pages():
         text = page.read_text()
         where = page.relative_to(ROOT)
-        for word in FORBIDDEN:
-            if word in text:
-                broken.append(f"{where}: mentions {word}, which is not in the repository")
         for target in LINK.findall(text):
             if re.match(r"[a-z]+://|mailto:", target):
                 continue
@@ -322,4 +325,10 @@ def test_readme_and_docs_links_stay_in_the_repository_and_resolve():
                 broken.append(f"{where}: {target} does not exist")
             elif anchor and dest.suffix == ".md" and anchor not in _anchors(dest):
                 broken.append(f"{where}: {target}: no heading #{anchor} in {dest.relative_to(ROOT)}")
+        for path in UPWARD.findall(text):
+            if not (page.parent / path).resolve().is_relative_to(ROOT):
+                broken.append(f"{where}: {path} is outside the repository")
+        for name in set(MD_NAME.findall(text)):
+            if Path(name).name not in md_names:
+                broken.append(f"{where}: names {name}, which the repository does not have")
     assert not broken, "\n".join(broken)
