@@ -1,24 +1,39 @@
-"""Hot reload of budgets.yaml: noticed by polling the file's content (every
-second) and on SIGHUP; validated in full; swapped whole. A rejected edit
-leaves the running config in force, is logged and counted, raises a
-"config rejected" notice and shows in ``budgetctl status``."""
+"""Hot reload of budgets.yaml: noticed by polling the file (every second) and
+on SIGHUP; validated in full; swapped whole. A rejected edit leaves the
+running config in force, is logged and counted, raises a "config rejected"
+notice and shows in ``budgetctl status``.
+
+Reading, parsing, validating and building the new config happen in a worker
+thread (a million agents take some 30 s), so calls keep being answered; the
+swap is one assignment. Only agents whose caps changed are reconciled.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import gc
 import hashlib
 import logging
+import os
+import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
 from .config import Config, ConfigError, load_config_text
+from .config.diff import CapChanges, a_member, diff, diff_agents
 from .notices.model import Notice
 from .service import Active, to_ms
 from .store import StoreError, StoreRefused
+from .store.base import CapChange
 from .windows import current_periods
 
 log = logging.getLogger("budgetd.reload")
 
 NEEDS_RESTART = ("server", "store")
+#: A replaced config is taken apart this long after the swap: whatever read
+#: it just before (a digest, a check) is done with it by then.
+DISMANTLE_AFTER_SECONDS = 30.0
 
 
 def _digest(data: bytes) -> str:
@@ -33,7 +48,19 @@ class Reloader:
         self.loaded_at = datetime.now(timezone.utc)
         self.last_error = ""
         self.last_error_at: datetime | None = None
+        self._stat = self._read_stat()
         self._seen = self._read_digest()
+        self._lock = asyncio.Lock()  # SIGHUP and the poll: one reload at a time
+        # Agents whose reconcile failed (the store did not answer), with their
+        # changed windows: the next reload (SIGHUP) tries them again.
+        self._unreconciled: dict[str, dict] = {}
+
+    def _read_stat(self) -> tuple | None:
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return None
+        return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
     def _read_digest(self) -> str | None:
         try:
@@ -42,53 +69,120 @@ class Reloader:
             return None
 
     async def poll(self) -> None:
-        """The scheduler runs this every second: reload when the content changed."""
-        if self._read_digest() != self._seen:
+        """The scheduler runs this every second: reload when the content changed.
+        The file is read only when its stat changed (a million agents are 50 MB),
+        and then off the loop."""
+        stat = self._read_stat()
+        if stat == self._stat and stat is not None:
+            return
+        self._stat = stat
+        if await asyncio.to_thread(self._read_digest) != self._seen:
             await self.reload("file changed")
 
     async def reload(self, why: str) -> bool:
+        async with self._lock:
+            return await self._reload(why)
+
+    async def _reload(self, why: str) -> bool:
         try:
-            data = self.path.read_bytes()
+            data = await asyncio.to_thread(self.path.read_bytes)
         except OSError as err:
             return await self._reject(f"{self.path}: cannot read the file: {err}", _digest(str(err).encode()))
         digest = _digest(data)
         self._seen = digest
-        try:
-            config = load_config_text(data.decode("utf-8", errors="replace"), str(self.path))
-        except ConfigError as err:
-            return await self._reject(str(err), digest)
-        await self._apply(config, why)
+        old = self.daemon.core.active
+        with _without_gc():
+            try:
+                new, changes = await asyncio.to_thread(self._prepare, data, old)
+            except ConfigError as err:
+                return await self._reject(str(err), digest)
+            del data
+            refusal = self._refuse_unauthenticated(new.config)
+            if refusal:
+                return await self._reject(f"{self.path}: {refusal}", digest)
+            self._swap(new, why)
+        await self._reconcile(old, changes)
+        if old.config is not self.daemon.config:  # the config started with stays (daemon.config holds it)
+            holder = [old]
+            del old
+            asyncio.get_running_loop().call_later(
+                DISMANTLE_AFTER_SECONDS, lambda: asyncio.ensure_future(asyncio.to_thread(_dismantle, holder)))
         return True
 
-    async def _apply(self, config: Config, why: str) -> None:
+    def _prepare(self, data: bytes, old: Active) -> tuple[Active, CapChanges]:
+        """In the worker thread: the new config in force, and what it changed."""
+        config = load_config_text(data.decode("utf-8", errors="replace"), str(self.path))
+        new = Active.of(config)
+        return new, diff(old.resolver, new.resolver)
+
+    def _refuse_unauthenticated(self, config: Config) -> str:
+        """Why the edit must not take effect, or "": dropping auth while
+        listening off loopback would open the port to anyone (listen
+        addresses do not reload: the running daemon's count)."""
+        if config.auth is not None or config.server.allow_unauthenticated:
+            return ""
+        from .server import _is_loopback  # here: server imports this module
+
+        server = self.daemon.config.server
+        exposed = [a for a in (server.listen, server.metrics_listen)
+                   if a and not _is_loopback(a.rsplit(":", 1)[0].strip("[]"))]
+        if not exposed:
+            return ""
+        return (f"the edit has no auth section while budgetd listens on {', '.join(exposed)} (not loopback): "
+                "every caller would be trusted. Keep auth.tokens, or set server.allow_unauthenticated: true "
+                "if the network is trusted")
+
+    def _swap(self, new: Active, why: str) -> None:
         daemon = self.daemon
         old = daemon.core.active.config
         for key in NEEDS_RESTART:
-            if getattr(config, key) != getattr(old, key):
+            if getattr(new.config, key) != getattr(old, key):
                 log.warning("%s changed: it takes effect at the next restart", key)
-        daemon.core.active = Active.of(config)
+        daemon.core.active = new
         self.generation += 1
         self.loaded_at = datetime.now(timezone.utc)
         daemon.metrics.reloads.labels("applied").inc()
         daemon.metrics.generation.set(self.generation)
         log.info("config reloaded", extra={"why": why, "generation": self.generation})
-        await self._reconcile()
+        reauthorize = getattr(daemon.events, "reauthorize", None)
+        if reauthorize is not None:  # open Watch streams are checked against the new tokens
+            reauthorize()
 
-    async def _reconcile(self) -> None:
-        """Caps lowered to or below spend pause; caps raised above it resume."""
+    async def _reconcile(self, old: Active, changes: CapChanges) -> None:
+        """Agents whose caps changed pause (a cap now at or below the spend) or
+        resume (above it, or removed); no other agent is touched, so an
+        operator's resume stands through an unrelated edit."""
         core = self.daemon.core
+        new = core.active
         now = core.clock()
-        daily, monthly = current_periods(now, core.active.config.zone)
-        agents = set(await core.store.active_agents(daily.key, monthly.key)) | set(core.active.resolver.exact_agent_ids)
+        targets = {agent_id: dict(windows) for agent_id, windows in changes.agents.items()}
+        for agent_id, windows in self._unreconciled.items():  # failed last time: tried again
+            targets.setdefault(agent_id, {}).update({w: c for w, c in windows.items() if w not in targets[agent_id]})
+        self._unreconciled = {}
+        active: list[str] = []
+        if changes.fallback_changed or changes.groups:
+            daily, monthly = current_periods(now, new.config.zone)
+            try:
+                active = await core.store.active_agents(daily.key, monthly.key)
+            except StoreError as err:
+                log.error("config change: could not list the active agents: %s; send SIGHUP to try again", err)
+        if changes.fallback_changed and active:
+            for agent_id, windows in (await asyncio.to_thread(diff_agents, old.resolver, new.resolver, active)).items():
+                targets.setdefault(agent_id, {}).update(windows)
+        for group, windows in changes.groups.items():
+            member = await asyncio.to_thread(a_member, new.resolver, group, [*targets, *active])
+            if member is not None:  # none: no member is budgeted or active, so no spend to reconcile
+                targets.setdefault(member, {}).update(windows)
         failed: list[str] = []
-        for agent_id in sorted(agents):
+        for agent_id in sorted(targets):
             plan = core.plan_or_none(agent_id)
             if plan is None:
                 continue
             try:  # one agent the store cannot reconcile must not leave the rest unreconciled
-                notices = await core.store.reconcile(plan, to_ms(now))
+                notices = await core.store.reconcile(plan, to_ms(now), CapChange(targets[agent_id]))
             except (StoreError, StoreRefused) as err:
                 failed.append(agent_id)
+                self._unreconciled[agent_id] = targets[agent_id]
                 log.error("config change: could not reconcile %s: %s", agent_id, err)
                 continue
             for notice in notices:
@@ -106,3 +200,34 @@ class Reloader:
                         at_ms=to_ms(self.daemon.core.clock()))
         await self.daemon.core.store.add_notice(notice, None)
         return False
+
+
+@contextlib.contextmanager
+def _without_gc():
+    """No cyclic garbage collection while a reload builds a config: a full
+    collection walks every object of the old config and the new (millions)
+    in one call holding the GIL, a second and more in which no call is
+    answered. Afterwards everything alive is frozen out of later collections
+    (freed by reference counting as ever), so they stay short."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.freeze()
+        if was:
+            gc.enable()
+
+
+def _dismantle(holder: list) -> None:
+    """In a worker thread: take the replaced config's big dicts apart one
+    entry at a time. Dropped whole, a million agents are freed in one C call
+    that holds the GIL for 0.4 s; entry by entry the interpreter hands the
+    GIL to the loop every few milliseconds. Left whole when anything but the
+    holder still refers to it."""
+    old = holder.pop()
+    if sys.getrefcount(old) > 2:  # this name and getrefcount's argument
+        return
+    for entries in (old.resolver._exact, old.config.agents):
+        for _ in range(len(entries)):
+            entries.popitem()

@@ -66,8 +66,9 @@ def test_a_cap_lowered_below_the_spend_pauses_and_raised_again_resumes(start_dae
 def test_an_agent_the_store_refuses_does_not_leave_the_others_unreconciled(start_daemon, redis_cluster):
     # On Redis Cluster an agent in two groups is refused (its keys cannot share
     # one hash slot); it sorts first, so a reconcile that stopped at it would
-    # leave b1 running over its new cap.
-    body = ('agents:\n  a0: {{daily_usd: 5}}\n  b1: {{daily_usd: {cap}}}\n'
+    # leave b1 running over its new cap. Both caps change: only agents whose
+    # caps changed are reconciled.
+    body = ('agents:\n  a0: {{daily_usd: {cap}}}\n  b1: {{daily_usd: {cap}}}\n'
             'groups:\n  g1: {{members: [a0]}}\n  g2: {{members: [a0]}}\n')
     url = f"{redis_cluster.url}&prefix=t{uuid.uuid4().hex[:8]}"
     daemon = start_daemon(body.format(cap="2.00"), store_url=url)

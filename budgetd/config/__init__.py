@@ -19,25 +19,30 @@ __all__ = ["AgentBudget", "Config", "ConfigError", "Issue", "Resolver", "load_co
 
 
 def load_config_text(text: str, source: str = "<config>", environ: dict[str, str] | None = None) -> Config:
-    parsed = parse(text, source, environ)
+    # The line map is built only when validation has an error to place.
+    parsed = parse(text, source, environ, with_lines=False)
     if parsed.empty:
         raise ConfigError(source, [Issue("", None, "the file is empty (or holds only comments): refused, as "
                                                    "a config with no budgets would refuse every agent")])
     if not isinstance(parsed.data, dict):
-        raise ConfigError(source, [Issue("", parsed.line_of(()), "the top level must be a mapping of keys")])
+        line = parse(text, source, environ).line_of(())
+        raise ConfigError(source, [Issue("", line, "the top level must be a mapping of keys")])
     try:
         return Config.model_validate(parsed.data)
     except ValidationError as err:
-        issues = []
-        for e in err.errors():
-            loc = tuple(part for part in e["loc"] if part != "[key]")
-            message = e["msg"].removeprefix("Value error, ")
-            if e["type"] == "extra_forbidden":
-                message = "unknown key"
-            elif isinstance(e.get("input"), (float, Decimal)) and not Decimal(e["input"]).is_finite():
-                message = f"must be a finite number, got {e['input']}"
-            issues.append(Issue(dotted(loc), parsed.line_of(loc), message))
-        raise ConfigError(source, issues) from None
+        errors = err.errors()
+    del parsed
+    parsed = parse(text, source, environ)
+    issues = []
+    for e in errors:
+        loc = tuple(part for part in e["loc"] if part != "[key]")
+        message = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            message = "unknown key"
+        elif isinstance(e.get("input"), (float, Decimal)) and not Decimal(e["input"]).is_finite():
+            message = f"must be a finite number, got {e['input']}"
+        issues.append(Issue(dotted(loc), parsed.line_of(loc), message))
+    raise ConfigError(source, issues) from None
 
 
 def load_config(path: str | Path, environ: dict[str, str] | None = None) -> Config:

@@ -70,17 +70,23 @@ class Source:
         return None
 
 
-def parse(text: str, source: str, environ: dict[str, str] | None = None) -> Source:
+def parse(text: str, source: str, environ: dict[str, str] | None = None, with_lines: bool = True) -> Source:
     """One pass over libyaml's events (C), building the data and the line map
     in Python without PyYAML's composer and resolver: a 100,000-agent file
-    loads in about a second instead of eight."""
+    loads in about a second instead of eight.
+
+    ``with_lines=False`` skips the line map (errors found here still name
+    their line): validation asks for it only when it has something to say.
+    The map of a million agents holds three million paths; each doubling of
+    a dict that size holds the GIL for a quarter of a second and more, which
+    stalls the daemon's loop while a reload parses in its worker thread."""
     environ = os.environ if environ is None else environ
     result = Source(data={})
     issues: list[Issue] = []
     try:
         loader = _Loader(text)
         try:
-            _Builder(result.lines, issues, environ).run(_events(loader), result)
+            _Builder(result.lines if with_lines else None, issues, environ).run(_events(loader), result)
         finally:
             loader.dispose()
     except yaml.MarkedYAMLError as err:
@@ -150,7 +156,7 @@ class _Builder:
     about 700,000 events, so every attribute lookup and call per event
     shows in the load time); enclosing ones wait on a stack."""
 
-    def __init__(self, lines: dict[Path, int], issues: list[Issue], environ) -> None:
+    def __init__(self, lines: dict[Path, int] | None, issues: list[Issue], environ) -> None:
         self.lines = lines
         self.issues = issues
         self.environ = environ
@@ -191,7 +197,8 @@ class _Builder:
                     child = path + (len(container),)
                 else:
                     child = path + (key,) if key is not _NO_KEY else path
-                lines.setdefault(child, event.start_mark.line + 1)
+                if lines is not None:
+                    lines.setdefault(child, event.start_mark.line + 1)
                 stack.append((container, is_map, path, key, anchor, merges, key_line))
                 is_map = kind is map_start
                 container, path, key, anchor, merges = ({} if is_map else []), child, _NO_KEY, event.anchor, []
@@ -221,7 +228,8 @@ class _Builder:
             if container is None:
                 root = value
             elif not is_map:
-                lines.setdefault(path + (len(container),), event.start_mark.line + 1)
+                if lines is not None:
+                    lines.setdefault(path + (len(container),), event.start_mark.line + 1)
                 container.append(value)
             elif key is _NO_KEY:  # the value is a key
                 line = event.start_mark.line + 1
@@ -235,7 +243,8 @@ class _Builder:
                 merges.extend(value if isinstance(value, list) else [value])
                 key = _NO_KEY
             else:
-                lines[path + (key,)] = key_line
+                if lines is not None:
+                    lines[path + (key,)] = key_line
                 container[key] = value
                 key = _NO_KEY
         result.empty = root is _NO_KEY or root is None

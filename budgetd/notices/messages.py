@@ -23,8 +23,31 @@ class Context:
 
 
 def usd(nanos: int) -> str:
-    """Cents when the amount has none smaller; otherwise every digit."""
-    return f"${nanos_to_usd(nanos):,.2f}" if nanos % 10_000_000 == 0 else f"${nanos_to_usd(nanos):,}"
+    """Cents when the amount has none smaller; otherwise every digit, plain
+    (a normalized Decimal would print 1.5E-8)."""
+    return f"${nanos_to_usd(nanos):,.2f}" if nanos % 10_000_000 == 0 else f"${nanos_to_usd(nanos):,f}"
+
+
+def _cap_change(n: Notice) -> str:
+    """What the config did to the window's cap (a reconcile's notice)."""
+    before, after = n.extra.get("cap_before_nanos"), n.extra.get("cap_after_nanos")
+    if after is None:
+        return f"its {n.window} cap of {usd(before)} was removed in the config" if before is not None else \
+            f"its {n.window} cap was removed in the config"
+    if before is None:
+        return f"a {n.window} cap of {usd(after)} was set in the config"
+    if after > before:
+        return f"its {n.window} cap was raised from {usd(before)} to {usd(after)} in the config"
+    return f"its {n.window} cap was lowered from {usd(before)} to {usd(after)} in the config"
+
+
+def _resumed_because(n: Notice) -> str:
+    by = n.extra.get("by")
+    if by == "rollover":
+        return f"its {n.window} window rolled over"
+    if by == "config":
+        return _cap_change(n) if n.extra.get("cause") == "config" else "its cap was changed in the config"
+    return "an operator resumed it"
 
 
 def _who(n: Notice) -> str:
@@ -46,7 +69,11 @@ def _when(ctx: Context) -> str:
 def render(n: Notice, ctx: Context) -> tuple[str, list[dict]]:
     lines: list[str] = []
     if n.kind == "paused" and n.extra.get("by") == "cap":
-        text = f":octagonal_sign: {_who(n)} is paused: {n.reason}."
+        if n.extra.get("cause") == "config":
+            text = (f":octagonal_sign: {_who(n)} is paused because {_cap_change(n)}, "
+                    f"at or below its spend of {usd(n.spent_nanos)}.")
+        else:
+            text = f":octagonal_sign: {_who(n)} is paused: {n.reason}."
         lines = [_spend(n), f"Resumes by itself at {_when(ctx)}." if ctx.resumes_at else "",
                  f"To resume now: `budgetctl resume {n.agent_id}`"]
     elif n.kind == "paused":
@@ -56,8 +83,8 @@ def render(n: Notice, ctx: Context) -> tuple[str, list[dict]]:
         text = f":warning: {_who(n)} has spent {n.reason}."
         lines = [_spend(n), f"The window resets at {_when(ctx)}." if ctx.resumes_at else ""]
     elif n.kind == "resumed":
-        why = "its " + n.window + " window rolled over" if n.extra.get("by") == "rollover" else "an operator resumed it"
-        text = f":white_check_mark: {_who(n) if n.scope.startswith('group') else '*' + n.agent_id + '*'} is running again: {why}."
+        who = _who(n) if n.scope.startswith("group") else f"*{n.agent_id}*"
+        text = f":white_check_mark: {who} is running again because {_resumed_because(n)}."
     elif n.kind == "anomaly":
         text = (f":rotating_light: *{n.agent_id}* spent {usd(n.spent_nanos)} in the last hour, "
                 f"{n.extra.get('ratio', '?')}x its 7-day hourly average of {usd(int(n.extra.get('average_nanos', 0)))}.")

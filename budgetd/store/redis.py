@@ -54,6 +54,7 @@ from . import rules
 from .redis_pipe import RedisPipe, sha1
 from .base import (
     Balance,
+    CapChange,
     Claimed,
     Denial,
     HoldRequest,
@@ -68,6 +69,8 @@ from .base import (
     StoreError,
     StoreLost,
     StoreRefused,
+    reconcile_notices,
+    reconcile_targets,
 )
 
 log = logging.getLogger("budgetd.store.redis")
@@ -581,28 +584,26 @@ class RedisStore(Store):
         self._known.discard(f"{self.prefix}:paused {plan.agent_id}")
         return lifted == 1
 
-    async def reconcile(self, plan: Plan, now_ms: int) -> list[Notice]:
-        """Every capped window of the plan in one script (one atomic step, as
+    async def reconcile(self, plan: Plan, now_ms: int, cause: CapChange | None = None) -> list[Notice]:
+        """The windows to reconcile in one script (one atomic step, as
         SQLite's one transaction): no window is left unreconciled because
         another one's call failed."""
         tag = self._tag(plan)
         scope_index = {s.key: i for i, s in enumerate(plan.scopes, start=1)}
-        capped = [limit for limit in plan.limits if limit.cap_nanos is not None]
-        if not capped:
+        targets = reconcile_targets(plan, cause)
+        if not targets:
             return []
         args: list = [now_ms, len(plan.scopes)]
         prepared = []
-        for limit in capped:
+        for limit, change in targets:
             scope, window, period = limit.counter
-            reason = rules.cap_pause_reason(limit)
-            record = PauseRecord(scope, "cap", window, period, reason, now_ms)
-            paused = notices.paused_at_cap(plan.agent_id, record, 0, limit.cap_nanos, True)
-            resumed = notices.resumed(plan.agent_id, scope, "config", now_ms, window, period)
+            reason, paused, resumed = reconcile_notices(plan, limit, change, now_ms)
             prepared.append((paused, resumed))
-            args += [scope_index[scope], f"{window}:{period}", limit.cap_nanos, f"{now_ms}|{reason}",
+            cap = -1 if limit.cap_nanos is None else limit.cap_nanos  # -1: uncapped now, a pause only lifts
+            args += [scope_index[scope], f"{window}:{period}", cap, f"{now_ms}|{reason}",
                      paused.to_json(), paused.key, resumed.to_json(), resumed.key]
         keys = [self._key(tag, "outbox"), *self._pause_keys(tag, plan),
-                *(self._counter_key(tag, limit.counter) for limit in capped)]
+                *(self._counter_key(tag, limit.counter) for limit, _ in targets)]
         reply = await self._run("reconcile", keys, args)
         written = []
         for (paused, resumed), done, spent in zip(prepared, reply[0::2], reply[1::2]):

@@ -23,6 +23,7 @@ import fcntl
 import json
 import os
 import sqlite3
+from dataclasses import replace
 from pathlib import Path
 from urllib.parse import parse_qs
 
@@ -32,6 +33,7 @@ from ..plan import Plan
 from . import rules
 from .base import (
     Balance,
+    CapChange,
     Counter,
     HoldRequest,
     HoldResult,
@@ -46,6 +48,8 @@ from .base import (
     Store,
     StoreError,
     StoreLost,
+    reconcile_notices,
+    reconcile_targets,
 )
 from ..notices import model as notices
 from ..notices.model import Notice
@@ -311,24 +315,25 @@ class SqliteStore(Store):
 
         return await self._run(op)
 
-    async def reconcile(self, plan: Plan, now_ms: int) -> list[Notice]:
+    async def reconcile(self, plan: Plan, now_ms: int, cause: CapChange | None = None) -> list[Notice]:
+        targets = reconcile_targets(plan, cause)
+
         def op(conn):
             written = []
             balances = _balances(conn, plan.counters)
             paused = {(p.scope, p.window, p.period) for p in _pauses(conn, plan) if p.kind == "cap"}
-            for limit in plan.limits:
-                if limit.cap_nanos is None:
-                    continue
+            for limit, change in targets:
                 spent = balances.get(limit.counter, Balance()).spent_nanos
                 scope, window, period = limit.counter
-                if spent >= limit.cap_nanos and limit.counter not in paused:
-                    record = PauseRecord(scope, "cap", window, period, rules.cap_pause_reason(limit), now_ms)
+                capped = limit.cap_nanos is not None
+                reason, pause_notice, resumed_notice = reconcile_notices(plan, limit, change, now_ms)
+                if capped and spent >= limit.cap_nanos and limit.counter not in paused:
                     conn.execute("INSERT OR IGNORE INTO pauses VALUES (?, ?, ?, ?, ?, ?)",
-                                 (scope, "cap", window, period, record.reason, now_ms))
-                    notice = notices.paused_at_cap(plan.agent_id, record, spent, limit.cap_nanos, True)
-                elif spent < limit.cap_nanos and limit.counter in paused:
+                                 (scope, "cap", window, period, reason, now_ms))
+                    notice = replace(pause_notice, spent_nanos=spent)
+                elif (not capped or spent < limit.cap_nanos) and limit.counter in paused:
                     conn.execute("DELETE FROM pauses WHERE scope = ? AND win = ? AND period = ?", limit.counter)
-                    notice = notices.resumed(plan.agent_id, scope, "config", now_ms, window, period)
+                    notice = resumed_notice
                 else:
                     continue
                 if _notify(conn, notice):

@@ -4,7 +4,7 @@
 -- failing read writes nothing; the writes cannot fail half way for one window.
 -- KEYS: outbox (stream), S pause hashes (one per scope), L counters (the windows).
 -- ARGV: now ms, S, then 8 per window: scope index (into the pause hashes),
---       field (window:period), cap, since|reason, pause notice, its key,
+--       field (window:period), cap (-1: uncapped, so a pause only lifts), since|reason, pause notice, its key,
 --       resumed notice, its key.
 -- Returns 2 per window: what was done ('paused', 'resumed', 'lifted' when
 -- its resumed notice was already written by another window of this call,
@@ -17,7 +17,8 @@ for i = 1, L do
   local at = 2 + (i - 1) * 8
   spent[i] = tonumber(redis.call('HGET', KEYS[1 + S + i], 'spent') or '0')
   local paused = redis.call('HEXISTS', KEYS[1 + tonumber(ARGV[at + 1])], ARGV[at + 2]) == 1
-  if spent[i] >= tonumber(ARGV[at + 3]) then
+  local cap = tonumber(ARGV[at + 3])
+  if cap >= 0 and spent[i] >= cap then
     if not paused then action[i] = 'paused' end
   elseif paused then
     action[i] = 'resumed'
