@@ -85,10 +85,9 @@ class Reloader:
 
     async def _reload(self, why: str) -> bool:
         try:
-            data = await asyncio.to_thread(self.path.read_bytes)
+            data, digest = await asyncio.to_thread(self._read)
         except OSError as err:
             return await self._reject(f"{self.path}: cannot read the file: {err}", _digest(str(err).encode()))
-        digest = _digest(data)
         self._seen = digest
         old = self.daemon.core.active
         with _without_gc():
@@ -108,6 +107,10 @@ class Reloader:
             asyncio.get_running_loop().call_later(
                 DISMANTLE_AFTER_SECONDS, lambda: asyncio.ensure_future(asyncio.to_thread(_dismantle, holder)))
         return True
+
+    def _read(self) -> tuple[bytes, str]:
+        data = self.path.read_bytes()
+        return data, _digest(data)
 
     def _prepare(self, data: bytes, old: Active) -> tuple[Active, CapChanges]:
         """In the worker thread: the new config in force, and what it changed."""
