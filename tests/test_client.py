@@ -7,6 +7,7 @@ from decimal import Decimal
 
 import pytest
 from budgetd_client import AgentPaused, AsyncBudget, Budget, BudgetExceeded, BudgetUnavailable, Tls
+from budgetd_client import limits
 from budgetd_client.money import nanos_to_usd, usd_to_nanos
 
 from helpers import free_port
@@ -44,6 +45,9 @@ def test_messages_about_money_never_use_exponent_form():
     exceeded = BudgetExceeded("a1", window="daily", scope="agent:a1", remaining_usd=Decimal("0E-9"),
                               cap_usd=Decimal("5E+1"), resets_at=None)
     assert "0 USD of 50 USD remains" in str(exceeded)
+    with pytest.raises(ValueError, match=r"^actual_nanos: 1000000000000001 nanodollars \(1000000.000000001 USD\) is "
+                                         r"over the per-call limit of 1000000000000000 \(1000000 USD\)$"):
+        limits.check_nanos(10**15 + 1, field="actual_nanos")
 
 
 def test_unreachable_daemon_fails_closed_by_default_and_open_when_asked_after_the_timeout():

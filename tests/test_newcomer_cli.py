@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import uuid
 from decimal import Decimal
 
 import pytest
@@ -39,9 +40,13 @@ def spend(budget: Budget, agent: str, usd: str) -> None:
         call.record_usd(usd)
 
 
-@pytest.fixture
-def daemon(start_daemon):
-    daemon = start_daemon(CONFIG)
+@pytest.fixture(params=["sqlite", "redis"])
+def daemon(request, start_daemon):
+    """Both stores: "seen" is what each store can answer (current windows, pauses, the ledger)."""
+    url = None
+    if request.param == "redis":
+        url = f"{request.getfixturevalue('redis_server').url}?prefix=t{uuid.uuid4().hex[:8]}"
+    daemon = start_daemon(CONFIG, store_url=url)
     budget = Budget(daemon.address)
     spend(budget, "summarizer", "0.0123")
     spend(budget, "research-a", "0.000000001")

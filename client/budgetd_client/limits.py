@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
-from .money import MAX_CALL_NANOS
+from .money import MAX_CALL_NANOS, MAX_CALL_USD, nanos_to_usd
 
 MAX_ID_LENGTH = 128
 MAX_TAGS = 16
@@ -98,5 +98,6 @@ def check_nanos(nanos: object, *, field: str) -> int:
     if nanos < 0:
         raise ValueError(f"{field}: must not be negative, got {nanos}")
     if nanos > MAX_CALL_NANOS:
-        raise ValueError(f"{field}: {nanos} nanodollars is over the per-call limit of {MAX_CALL_NANOS}")
+        raise ValueError(f"{field}: {nanos} nanodollars ({nanos_to_usd(nanos)} USD) is over the per-call limit "
+                         f"of {MAX_CALL_NANOS} ({MAX_CALL_USD} USD)")
     return nanos

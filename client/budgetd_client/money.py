@@ -91,8 +91,13 @@ class Dollars(Decimal):
 
 
 def plain(amount: Decimal) -> str:
-    """Any Decimal amount as text without an exponent (for messages)."""
-    return format(amount.normalize() if amount else Decimal(0), "f")
+    """Any Decimal amount as text without an exponent or trailing zeros (for
+    messages). Textual, not normalize(): that rounds to the context's 28
+    digits, and a 40-digit amount over a limit must not read as the limit."""
+    text = format(amount, "f")
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return "0" if text in ("", "-0") else text
 
 
 def nanos_to_usd(nanos: int) -> Dollars:
