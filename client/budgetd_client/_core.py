@@ -112,26 +112,31 @@ def parse_address(address: str, source: str) -> tuple[str, bool | None]:
     return text, tls
 
 
-def unreachable_reason(details: str) -> str:
-    """gRPC's "failed to connect to all addresses; last error: ..." in a few
-    words a newcomer recognises (the raw text when it is none of these)."""
+def unreachable_reason(details: str) -> tuple[str, str]:
+    """gRPC's "failed to connect to all addresses; last error: ..." in words
+    a newcomer recognises, and what to do about it: (reason, hint). The raw
+    text when it is none of the known cases."""
     d = details.lower()
     if "connection refused" in d:
-        return "Connection refused: nothing listens there"
+        return "Connection refused: nothing listens there", START_HINT
     if any(w in d for w in ("dns", "name or service not known", "domain name", "resolve", "no address")):
-        return "the host name did not resolve"
+        return "the host name did not resolve", START_HINT
     if any(w in d for w in ("ssl", "tls", "handshake", "certificate")):
-        return ("the TLS handshake failed: does budgetd use TLS (server.tls), and does the client "
-                "(https:// or BUDGETD_TLS=1)?")
+        return ("the TLS handshake failed", "does budgetd use TLS (server.tls), and does the client trust its "
+                "certificate (BUDGETD_TLS_CA_FILE, or Tls(ca_file=...))?")
+    if any(w in d for w in ("socket closed", "connection reset", "end of tcp stream")):
+        return ("the connection was closed at once", "a TLS port spoken to in plaintext? Use https://host:port "
+                "or BUDGETD_TLS=1")
     if "timeout" in d or "timed out" in d:
-        return "the connection attempt timed out"
+        return "the connection attempt timed out", START_HINT
     if "no route" in d or "unreachable" in d:
-        return "no route to the host"
-    return details
+        return "no route to the host", START_HINT
+    return details, START_HINT
 
 
 def unreachable(details: str) -> str:
-    return f"cannot reach it ({unreachable_reason(details)}); {START_HINT}"
+    reason, hint = unreachable_reason(details)
+    return f"cannot reach it ({reason}); {hint}"
 
 
 @dataclass(frozen=True)
@@ -205,7 +210,7 @@ def translate_rpc_error(err: grpc.RpcError, *, address: str = "", timeout: float
     if code == grpc.StatusCode.DEADLINE_EXCEEDED or (code in TRANSIENT_CODES and timeout is not None):
         within = f" within {timeout:g}s" if timeout is not None else " in time"
         said = why if code == grpc.StatusCode.DEADLINE_EXCEEDED else details
-        if "failed to connect" in said:  # the channel's raw text: say it plainly
+        if code != grpc.StatusCode.DEADLINE_EXCEEDED and "failed to connect" in said:  # the channel's raw text
             said = unreachable(said)
         return BudgetUnavailable(f"{where} did not answer{within}" + (f": {said}" if said else ""))
     if code in TRANSIENT_CODES:
