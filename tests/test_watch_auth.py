@@ -58,3 +58,21 @@ def test_revoking_or_narrowing_a_token_ends_its_open_watch_and_the_client_raises
         for budget in budgets.values():
             budget.close()
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+def test_a_watch_whose_token_is_gone_after_a_restart_raises_instead_of_reconnecting_forever(start_daemon):
+    daemon = start_daemon(config(ADMIN, POD))
+    watcher = Budget(daemon.address, token="a1-secret", timeout=2)
+    stream = watcher.watch("a1")
+    pool = ThreadPoolExecutor(1)
+    try:
+        pending = pool.submit(next, stream)
+        time.sleep(0.5)
+        daemon.terminate()  # the stream is lost; the client reconnects with backoff...
+        daemon.write_config(config(ADMIN))  # ...to a budgetd that no longer knows the token
+        daemon.start()
+        with pytest.raises(BudgetError, match=r"UNAUTHENTICATED.*unknown token"):
+            pending.result(timeout=20)
+    finally:
+        watcher.close()
+        pool.shutdown(wait=True, cancel_futures=True)
