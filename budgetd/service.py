@@ -58,19 +58,25 @@ class Active:
     prices: PriceTable
     plans: PlanCache
     warn_at: tuple  # the config's, one tuple for every settle (stores cache per plan and warn_at)
-    exact_ids: frozenset = frozenset()  # agents the config names by their exact id
     patterns: tuple = ()  # the agents: keys that are globs, in file order (the first match wins)
 
     @classmethod
     def of(cls, config: Config) -> Active:
         resolver = Resolver(config)
+        # The Resolver's own list of patterns: another pass over a million
+        # agents would lengthen every reload.
+        patterns = tuple(key for key, _ in resolver._patterns)
         return cls(config, resolver, PriceTable(config), PlanCache(resolver.budget, config.zone),
-                   tuple(config.warn_at), frozenset(resolver.exact_agent_ids),
-                   tuple(k for k in config.agents if GLOB_CHARS.search(k)))
+                   tuple(config.warn_at), patterns)
+
+    def configured(self, agent_id: str) -> bool:
+        """The config names this agent by its exact id (a valid id has no glob
+        characters, so it never equals a pattern key)."""
+        return agent_id in self.config.agents
 
     def budget_source(self, agent_id: str) -> str:
         """Where the agent's caps come from (as the Resolver picks them)."""
-        if agent_id in self.exact_ids:
+        if self.configured(agent_id):
             return "configured"
         pattern = next((p for p in self.patterns if fnmatchcase(agent_id, p)), None)
         return f"pattern:{pattern}" if pattern is not None else "defaults"
@@ -210,7 +216,8 @@ class Core:
         holds in a current window, a pause, or a ledger row (the ledger is
         read only when the cheaper answers say no, so a typo costs one scan).
         ``may_see``: which ids the caller may be told of (a scoped token)."""
-        if agent_id in self.active.exact_ids:
+        active = self.active
+        if active.configured(agent_id):
             return
         daily, monthly = current_periods(self.clock(), self.active.config.zone)
         seen = set(await self.store.active_agents(daily.key, monthly.key))
@@ -219,8 +226,8 @@ class Core:
         seen |= {key for key, _, _ in await self.store.report("agent", "0001-01-01", "9999-12-31")}
         if agent_id in seen:
             return
-        known = sorted(a for a in self.active.exact_ids | seen if may_see is None or may_see(a))
-        close = difflib.get_close_matches(agent_id, known, n=3)
+        # Off the loop: a config may name a million agents.
+        close = await asyncio.to_thread(_close_matches, agent_id, active.config.agents, seen, may_see)
         hint = (f"did you mean {' or '.join(repr(c) for c in close)}?" if close
                 else "`budgetctl status` lists the agents budgetd knows")
         raise UnknownAgent(f"agent {agent_id!r} is not in the config and budgetd has never seen it (no spend, "
@@ -423,6 +430,14 @@ class AdminService(pb_grpc.AdminServicer):
         rows = await self.core.store.report(by, since, until)
         return pb.ReportResponse(rows=[pb.ReportRow(key=k or "", cost_nanos=c, calls=n) for k, c, n in rows],
                                  total_nanos=sum(c for _, c, _ in rows), since=since, until=until)
+
+
+def _close_matches(agent_id: str, configured, seen: set[str], may_see) -> list[str]:
+    """The known ids nearest to a mistyped one ("did you mean")."""
+    slack = max(2, len(agent_id) // 3)  # ids much longer or shorter are never close: skip them cheaply
+    known = {a for a in (*configured, *seen) if abs(len(a) - len(agent_id)) <= slack and not GLOB_CHARS.search(a)
+             and (may_see is None or may_see(a))}
+    return difflib.get_close_matches(agent_id, sorted(known), n=3)
 
 
 def _visible_to(core: Core, context) -> Callable[[str], bool] | None:
