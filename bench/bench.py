@@ -1,6 +1,7 @@
 """budgetd against the bare gRPC floor, measured side by side in one run.
 
-    make bench            (about 4 minutes; BENCH_SECONDS sets the length of one run)
+    make bench            (about 6 minutes; BENCH_SECONDS sets the length of one run,
+                           BENCH_RELOAD_AGENTS the size of the reload run, bench_reload.py)
 
 The floor is a grpc.aio server answering two unary calls per "guarded call"
 with no logic; budgetd does a hold and a settle through the public client.
@@ -246,6 +247,10 @@ def main() -> None:
         d.stop()
     floor.stop()
     redis.stop()
+
+    import bench_reload  # last: it needs some 3 GB and a minute or two on its own
+
+    bench_reload.run()
 
 
 if __name__ == "__main__":

@@ -34,6 +34,7 @@ NEEDS_RESTART = ("server", "store")
 #: A replaced config is taken apart this long after the swap: whatever read
 #: it just before (a digest, a check) is done with it by then.
 DISMANTLE_AFTER_SECONDS = 30.0
+SWITCH_INTERVAL_SECONDS = 0.0005
 
 
 def _digest(data: bytes) -> str:
@@ -190,6 +191,7 @@ class Reloader:
                 continue
             for notice in notices:
                 log.warning("config change %s %s", notice.kind, notice.scope)
+        log.info("config change: reconciled %d agent(s) whose caps changed", len(targets) - len(failed))
         if failed:
             log.error("config change: %d agent(s) not reconciled with the new caps; send SIGHUP to try "
                       "again once the store answers", len(failed), extra={"agents": failed[:20]})
@@ -212,11 +214,15 @@ def _without_gc():
     in one call holding the GIL, a second and more in which no call is
     answered. Afterwards everything alive is frozen out of later collections
     (freed by reference counting as ever), so they stay short."""
-    was = gc.isenabled()
+    was, interval = gc.isenabled(), sys.getswitchinterval()
     gc.disable()
+    # The worker thread hands the GIL back to a waiting loop after this long
+    # (5 ms by default; a guarded call waits for it several times).
+    sys.setswitchinterval(SWITCH_INTERVAL_SECONDS)
     try:
         yield
     finally:
+        sys.setswitchinterval(interval)
         gc.freeze()
         if was:
             gc.enable()
@@ -231,6 +237,6 @@ def _dismantle(holder: list) -> None:
     old = holder.pop()
     if sys.getrefcount(old) > 2:  # this name and getrefcount's argument
         return
-    for entries in (old.resolver._exact, old.config.agents):
-        for _ in range(len(entries)):
-            entries.popitem()
+    entries = old.config.agents  # the resolver looks exact ids up in it
+    for _ in range(len(entries)):
+        entries.popitem()

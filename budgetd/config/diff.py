@@ -65,8 +65,8 @@ def diff(old: Resolver, new: Resolver) -> CapChanges:
         was = old_agents.get(key)
         if (was is None or _caps(was) != _caps(entry)) and not GLOB_CHARS.search(key):
             out.agents[key] = {}
-    for key in old_agents.keys() - new_agents.keys():  # dropped: now budgeted by a pattern, defaults or none
-        if not GLOB_CHARS.search(key):
+    for key in old_agents:  # a loop, not keys() - keys(): one C call over a million keys holds the GIL
+        if key not in new_agents and not GLOB_CHARS.search(key):  # dropped: a pattern, defaults or none now
             out.agents[key] = {}
     for agent_id in list(out.agents):
         changes = changed_windows(old.budget(agent_id), new.budget(agent_id))

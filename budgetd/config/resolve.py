@@ -42,7 +42,13 @@ class AgentBudget:
 class Resolver:
     def __init__(self, config: Config) -> None:
         self.config = config
-        self._exact = {k: v for k, v in config.agents.items() if not GLOB_CHARS.search(k)}
+        # Exact ids are looked up in config.agents itself: a copy of a
+        # million-entry dict is built in resizes that hold the GIL for 100 ms
+        # and more each (a reload builds this in a worker thread while the
+        # loop answers calls). A pattern key never equals an agent id: ids
+        # have no glob characters.
+        self._exact = config.agents
+        self._exact_ids = tuple(k for k in config.agents if not GLOB_CHARS.search(k))  # copied, not searched, per ask
         self._patterns = [(k, v) for k, v in config.agents.items() if GLOB_CHARS.search(k)]
         self._groups = [
             (GroupBudget(name, to_nanos(g.daily_usd), to_nanos(g.monthly_usd)), g.members)
@@ -55,7 +61,7 @@ class Resolver:
 
     @property
     def exact_agent_ids(self) -> list[str]:
-        return list(self._exact)
+        return list(self._exact_ids)
 
     def budget(self, agent_id: str) -> AgentBudget | None:
         try:
@@ -69,7 +75,7 @@ class Resolver:
         return found
 
     def _lookup(self, agent_id: str) -> AgentBudget | None:
-        entry: Budget | None = self._exact.get(agent_id)
+        entry: Budget | None = None if GLOB_CHARS.search(agent_id) else self._exact.get(agent_id)
         if entry is None:
             entry = next((b for pattern, b in self._patterns if fnmatchcase(agent_id, pattern)), None)
         if entry is None:
