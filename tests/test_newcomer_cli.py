@@ -173,3 +173,17 @@ def test_check_config_counts_in_the_right_number_and_report_help_says_by_is_opti
     assert "OK (2 agents, 0 groups, timezone UTC)" in budgetctl("check-config", str(config)).stdout
     helped = " ".join(budgetctl("report", "--help").stdout.split())
     assert "--by BY optional (default: agent)" in helped
+
+
+def test_did_you_mean_names_only_agents_the_callers_token_may_see(start_daemon):
+    from budgetd.auth import sha256_hex
+
+    daemon = start_daemon(
+        "agents:\n  report-a: {daily_usd: 1}\n  report-b: {daily_usd: 1}\nauth:\n  tokens:\n"
+        f'    - {{name: ops, sha256: "{sha256_hex("admin-secret")}", role: admin}}\n'
+        f'    - {{name: pod, sha256: "{sha256_hex("pod-secret")}", agents: ["report-a*"]}}\n')
+    with pytest.raises(UnknownAgent, match=r"did you mean 'report-[ab]' or 'report-[ab]'\?"):
+        Budget(daemon.address, token="admin-secret").status("report-ab", known_only=True)
+    with pytest.raises(UnknownAgent, match=r"did you mean 'report-a'\? ") as scoped:
+        Budget(daemon.address, token="pod-secret").status("report-ab", known_only=True)
+    assert "report-b" not in str(scoped.value)
