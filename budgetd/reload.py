@@ -17,6 +17,7 @@ import hashlib
 import logging
 import os
 import sys
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -74,7 +75,10 @@ class Reloader:
         The file is read only when its stat changed (a million agents are 50 MB),
         and then off the loop."""
         stat = self._read_stat()
-        if stat == self._stat and stat is not None:
+        # Timestamps move in clock ticks: two same-size writes within one tick
+        # leave the stat as it was, so a recent one is not trusted.
+        settled = stat is not None and time.time_ns() - stat[2] > 2_000_000_000
+        if stat == self._stat and settled:
             return
         self._stat = stat
         if await asyncio.to_thread(self._read_digest) != self._seen:
