@@ -36,6 +36,15 @@ def test_reflection_lists_the_services_and_health_is_serving(start_daemon):
     assert check.returncode == 0 and "SERVING" in check.stdout
 
 
+def test_the_start_banner_says_where_it_listens_and_what_to_try_next(start_daemon):
+    daemon = start_daemon("agents:\n  a1: {}\n")
+    text = daemon.log()
+    for expected in (f"listening on {daemon.address} (pid {daemon.proc.pid})", str(daemon.config_path),
+                     f"sqlite://{daemon.db_path}", f"budgetctl --address {daemon.address} status",
+                     f"kill -HUP {daemon.proc.pid}", f"kill {daemon.proc.pid}, or Ctrl-C"):
+        assert expected in text, text
+
+
 def test_sigterm_turns_health_off_drains_in_flight_calls_and_exits_0(start_daemon):
     daemon = start_daemon("agents:\n  busy: {daily_usd: 1000}\n")
     # New holds wait for a restart that does not come here: 2 s, then refused.

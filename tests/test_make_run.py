@@ -1,5 +1,6 @@
-"""`make run` as a person runs it: a SIGTERM to make, or to the PID budgetd
-prints, stops budgetd, and the next `make run` starts on the same SQLite file."""
+"""`make run` as a person runs it: a SIGTERM to make, to the PID budgetd
+prints, or Ctrl-C stops budgetd, and the next `make run` starts on the same
+SQLite file."""
 
 from __future__ import annotations
 
@@ -79,7 +80,7 @@ def test_sigterm_to_make_or_to_budgetd_stops_budgetd_and_the_next_make_run_start
         for hint in (f"make budgetctl ARGS=status BUDGETD_LISTEN={first.address}", f"kill -HUP {pid}",
                      f"kill {pid}", "Ctrl-C", f"sqlite://{tmp_path}/budgetd.db", "config/budgets.yaml"):
             assert hint in out, out
-        with Budget(first.address).guard("summarizer") as call:
+        with Budget(first.address) as budget, budget.guard("summarizer") as call:
             call.record_usd("0.02")
 
         first.proc.send_signal(signal.SIGTERM)  # to make, not to its group
@@ -90,7 +91,8 @@ def test_sigterm_to_make_or_to_budgetd_stops_budgetd_and_the_next_make_run_start
         second = MakeRun(tmp_path, port)
         runs.append(second)
         pid = second.wait_serving()
-        assert Budget(second.address).status("summarizer").daily.spent_usd > 0  # the same file, unlocked
+        with Budget(second.address) as budget:
+            assert budget.status("summarizer").daily.spent_usd > 0  # the same file, unlocked
         status = subprocess.run(["make", "--no-print-directory", "budgetctl", "ARGS=status summarizer",
                                  f"BUDGETD_LISTEN={second.address}"], cwd=ROOT, capture_output=True, text=True,
                                 timeout=60)
@@ -103,6 +105,10 @@ def test_sigterm_to_make_or_to_budgetd_stops_budgetd_and_the_next_make_run_start
         third = MakeRun(tmp_path, port)
         runs.append(third)
         third.wait_serving()
+        os.killpg(third.proc.pid, signal.SIGINT)  # Ctrl-C: the terminal signals make and budgetd alike
+        third.proc.wait(30)
+        wait_until(lambda: not third.group(), timeout=30, what="budgetd to stop on Ctrl-C")
+        assert '"msg": "stopped"' in third.output()
     finally:
         for run in runs:
             run.close()
