@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 from fnmatch import fnmatchcase
 
-from .config.schema import AuthConfig, TokenConfig
+from .config.schema import AuthConfig, Config, TokenConfig
 
 
 class Unauthenticated(Exception):
@@ -52,3 +53,20 @@ def require(who: TokenConfig | None, *, agent_id: str | None = None, admin: bool
         raise PermissionDenied(f"token {who.name!r} is not an admin token")
     if agent_id is None or not any(fnmatchcase(agent_id, pattern) for pattern in who.agents):
         raise PermissionDenied(f"token {who.name!r} may not act for agent {agent_id!r}")
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def may_listen(config: Config, listen: str) -> bool:
+    """Whether ``config`` lets a port of budgetd (gRPC, metrics, any added
+    later) listen on ``listen`` (HOST:PORT): off loopback only with an auth
+    section, or when the config says it knowingly runs open."""
+    host = listen.rsplit(":", 1)[0].strip("[]")
+    return config.auth is not None or config.server.allow_unauthenticated or is_loopback(host)

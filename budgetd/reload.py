@@ -21,6 +21,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+from .auth import may_listen
 from .config import Config, ConfigError, load_config_text
 from .config.diff import CapChanges, a_member, diff, diff_agents
 from .notices.model import Notice
@@ -127,13 +128,8 @@ class Reloader:
         """Why the edit must not take effect, or "": dropping auth while
         listening off loopback would open the port to anyone (listen
         addresses do not reload: the running daemon's count)."""
-        if config.auth is not None or config.server.allow_unauthenticated:
-            return ""
-        from .server import _is_loopback  # here: server imports this module
-
         server = self.daemon.config.server
-        exposed = [a for a in (server.listen, server.metrics_listen)
-                   if a and not _is_loopback(a.rsplit(":", 1)[0].strip("[]"))]
+        exposed = [a for a in (server.listen, server.metrics_listen) if a and not may_listen(config, a)]
         if not exposed:
             return ""
         return (f"the edit has no auth section while budgetd listens on {', '.join(exposed)} (not loopback): "
@@ -152,9 +148,7 @@ class Reloader:
         daemon.metrics.reloads.labels("applied").inc()
         daemon.metrics.generation.set(self.generation)
         log.info("config reloaded", extra={"why": why, "generation": self.generation})
-        reauthorize = getattr(daemon.events, "reauthorize", None)
-        if reauthorize is not None:  # open Watch streams are checked against the new tokens
-            reauthorize()
+        daemon.events.reauthorize()  # open Watch streams are checked against the new tokens
 
     async def _reconcile(self, old: Active, changes: CapChanges) -> None:
         """Agents whose caps changed pause (a cap now at or below the spend) or

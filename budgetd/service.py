@@ -65,9 +65,8 @@ class Active:
         resolver = Resolver(config)
         # The Resolver's own list of patterns: another pass over a million
         # agents would lengthen every reload.
-        patterns = tuple(key for key, _ in resolver._patterns)
         return cls(config, resolver, PriceTable(config), PlanCache(resolver.budget, config.zone),
-                   tuple(config.warn_at), patterns)
+                   tuple(config.warn_at), resolver.pattern_keys)
 
     def configured(self, agent_id: str) -> bool:
         """The config names this agent by its exact id (a valid id has no glob

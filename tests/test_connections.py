@@ -28,8 +28,8 @@ CONFIG = "agents:\n  a1: {daily_usd: 10}\n"
 class LimitedDaemon(DaemonProcess):
     """budgetd started under RLIMIT_NOFILE (soft, hard), as a shell with `ulimit -n` would start it."""
 
-    def __init__(self, workdir: Path, limits: tuple[int, int], env: dict[str, str] | None = None) -> None:
-        super().__init__(workdir, CONFIG, env)
+    def __init__(self, workdir: Path, limits: tuple[int, int], server_extra: str = "") -> None:
+        super().__init__(workdir, CONFIG, server_extra=server_extra)
         self.limits = limits
 
     def start(self, timeout: float = 20.0) -> LimitedDaemon:
@@ -120,7 +120,7 @@ def test_2000_idle_connections_at_a_1024_soft_limit_leave_guarded_calls_working(
 def test_at_a_1024_hard_limit_silent_and_idle_connections_are_closed_and_calls_get_through(tmp_path, many_files):
     # The hard limit is where budgetd cannot go past: connections that make
     # no call must be closed to make room (idle time shortened for the test).
-    daemon = LimitedDaemon(tmp_path, (SOFT, SOFT), env={"BUDGETD_CONNECTION_IDLE_SECONDS": "2"}).start()
+    daemon = LimitedDaemon(tmp_path, (SOFT, SOFT), server_extra="connection_idle_seconds: 2").start()
     try:
         # HTTP/2 connections fill every descriptor budgetd has left; more wait unaccepted behind them.
         http2 = SOFT - daemon.open_files() - 4

@@ -60,8 +60,13 @@ class Resolver:
         self._cache: dict[str, AgentBudget | None] = {}
 
     @property
-    def exact_agent_ids(self) -> list[str]:
-        return list(self._exact_ids)
+    def exact_agent_ids(self) -> tuple[str, ...]:
+        return self._exact_ids
+
+    @property
+    def pattern_keys(self) -> tuple[str, ...]:
+        """The agents: keys that are globs, in file order (the first match wins)."""
+        return tuple(key for key, _ in self._patterns)
 
     def budget(self, agent_id: str) -> AgentBudget | None:
         try:

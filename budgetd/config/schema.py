@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from budgetd_client.limits import AGENT_ID_PATTERN, MAX_ID_LENGTH
-from budgetd_client.money import NANOS_PER_USD
+from budgetd_client.money import NANOS_PER_USD, plain
 
 # int64 nanodollars hold $9.2 billion; a cap needs headroom for spend past it.
 MAX_CAP_USD = Decimal(1_000_000_000)
@@ -25,11 +25,11 @@ def _usd(value: Decimal) -> Decimal:
     if not value.is_finite():
         raise ValueError("must be a finite number")
     if value < 0:
-        raise ValueError(f"must not be negative, got {value}")
+        raise ValueError(f"must not be negative, got {plain(value)}")
     if value > MAX_CAP_USD:
-        raise ValueError(f"{value} is over the limit of {MAX_CAP_USD}")
+        raise ValueError(f"{plain(value)} is over the limit of {plain(MAX_CAP_USD)}")
     if (value * NANOS_PER_USD) % 1:
-        raise ValueError(f"{value} has more than 9 decimal places (a nanodollar is the smallest unit)")
+        raise ValueError(f"{plain(value)} has more than 9 decimal places (a nanodollar is the smallest unit)")
     return value
 
 
@@ -109,6 +109,10 @@ class ServerConfig(Strict):
     # Without an auth section budgetd listens only on loopback, unless this says so.
     allow_unauthenticated: bool = False
     tls: TlsConfig | None = None
+    # A connection with no call open this long is closed; the client reconnects
+    # when it next calls. Idle connections of clients that went away would
+    # otherwise hold file descriptors until budgetd runs out of them.
+    connection_idle_seconds: Annotated[float, Field(gt=0, le=86400)] = 300.0
 
     @field_validator("listen", "metrics_listen")
     @classmethod
