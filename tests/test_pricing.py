@@ -40,7 +40,7 @@ def test_reference_prices_are_exact_through_the_daemon(start_daemon):
 
 
 def test_snapshot_names_price_as_their_base_model():
-    table = PriceTable(load_config_text(""))
+    table = PriceTable(load_config_text("timezone: UTC\n"))  # the bundled prices alone
     for snapshot, base in [("gpt-4o-2024-08-06", "gpt-4o"), ("o4-mini-2025-04-16", "o4-mini"),
                            ("gpt-4.1-2025-04-14", "gpt-4.1")]:
         usage = dict(input_tokens=10_000, cached_input_tokens=2_000, output_tokens=700)
