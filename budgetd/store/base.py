@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
@@ -154,38 +154,6 @@ class CapChange:
 
     def of(self, limit: Limit) -> tuple[int | None, int | None] | None:
         return self.windows.get((limit.scope.key, limit.window.value))
-
-
-def reconcile_targets(plan: Plan, cause: CapChange | None) -> list[tuple[Limit, tuple | None]]:
-    """The windows a reconcile looks at, with their change: every capped one
-    without a cause; with one, the windows it names (an uncapped one too: its
-    cap was removed, so a cap pause of it lifts)."""
-    if cause is None:
-        return [(limit, None) for limit in plan.limits if limit.cap_nanos is not None]
-    return [(limit, change) for limit in plan.limits if (change := cause.of(limit)) is not None]
-
-
-def reconcile_notices(plan: Plan, limit: Limit, change: tuple | None, now_ms: int) -> tuple[str, Notice, Notice]:
-    """The pause reason and the two notices a reconcile may write for one
-    window (the same on every store): both say the config changed the cap,
-    and with a cause, from what to what."""
-    from budgetd_client.money import nanos_to_usd
-
-    from ..notices import model as notices
-
-    scope, window, period = limit.counter
-    who = "" if limit.scope.kind == "agent" else f"group {limit.scope.name} "
-    cap = limit.cap_nanos
-    # ":f": plain digits (a normalized Decimal prints 50 as 5E+1).
-    reason = f"{who}{window} cap of {nanos_to_usd(cap or 0):f} USD reached (the cap was changed in the config)"
-    record = PauseRecord(scope, "cap", window, period, reason, now_ms)
-    paused = notices.paused_at_cap(plan.agent_id, record, 0, cap or 0, True)
-    resumed = notices.resumed(plan.agent_id, scope, "config", now_ms, window, period)
-    if change is not None:
-        extra = {"cause": "config", "cap_before_nanos": change[0], "cap_after_nanos": change[1]}
-        paused = replace(paused, extra={**paused.extra, **extra})
-        resumed = replace(resumed, cap_nanos=cap or 0, extra={**resumed.extra, **extra})
-    return reason, paused, resumed
 
 
 class Store(abc.ABC):

@@ -69,8 +69,6 @@ from .base import (
     StoreError,
     StoreLost,
     StoreRefused,
-    reconcile_notices,
-    reconcile_targets,
 )
 
 log = logging.getLogger("budgetd.store.redis")
@@ -590,14 +588,14 @@ class RedisStore(Store):
         another one's call failed."""
         tag = self._tag(plan)
         scope_index = {s.key: i for i, s in enumerate(plan.scopes, start=1)}
-        targets = reconcile_targets(plan, cause)
+        targets = rules.reconcile_targets(plan, cause)
         if not targets:
             return []
         args: list = [now_ms, len(plan.scopes)]
         prepared = []
         for limit, change in targets:
             scope, window, period = limit.counter
-            reason, paused, resumed = reconcile_notices(plan, limit, change, now_ms)
+            reason, paused, resumed = rules.reconcile_notices(plan, limit, change, now_ms)
             prepared.append((paused, resumed))
             cap = -1 if limit.cap_nanos is None else limit.cap_nanos  # -1: uncapped now, a pause only lifts
             args += [scope_index[scope], f"{window}:{period}", cap, f"{now_ms}|{reason}",

@@ -6,12 +6,15 @@ them."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import replace
 from decimal import ROUND_CEILING, Decimal
 
 from budgetd_client.money import nanos_to_usd
 
 from ..plan import Limit, Plan, Scope
-from .base import Balance, Counter, Denial, PauseRecord
+from ..notices import model as notices
+from ..notices.model import Notice
+from .base import Balance, CapChange, Counter, Denial, PauseRecord
 
 
 def pause_in_force(plan: Plan, pauses: Iterable[PauseRecord]) -> tuple[PauseRecord, Limit | None] | None:
@@ -100,3 +103,30 @@ def day_and_groups(agent_id: str, counters) -> tuple[str | None, list[str]]:
                 if window == "daily" and scope == f"agent:{agent_id}"), None)
     groups = sorted({scope.split(":", 1)[1] for scope, _, _ in counters if scope.startswith("group:")})
     return day, groups
+
+
+def reconcile_targets(plan: Plan, cause: CapChange | None) -> list[tuple[Limit, tuple | None]]:
+    """The windows a reconcile looks at, with their change: every capped one
+    without a cause; with one, the windows it names (an uncapped one too: its
+    cap was removed, so a cap pause of it lifts)."""
+    if cause is None:
+        return [(limit, None) for limit in plan.limits if limit.cap_nanos is not None]
+    return [(limit, change) for limit in plan.limits if (change := cause.of(limit)) is not None]
+
+
+def reconcile_notices(plan: Plan, limit: Limit, change: tuple | None, now_ms: int) -> tuple[str, Notice, Notice]:
+    """The pause reason and the two notices a reconcile may write for one
+    window (the same on every store): both say the config changed the cap,
+    and with a cause, from what to what."""
+    scope, window, period = limit.counter
+    cap = limit.cap_nanos
+    # Uncapped now: the reason is never written (nothing is paused), only the "resumed" notice.
+    reason = f"{cap_pause_reason(limit)} (the cap was changed in the config)" if cap is not None else ""
+    record = PauseRecord(scope, "cap", window, period, reason, now_ms)
+    paused = notices.paused_at_cap(plan.agent_id, record, 0, cap or 0, True)
+    resumed = notices.resumed(plan.agent_id, scope, "config", now_ms, window, period)
+    if change is not None:
+        extra = {"cause": "config", "cap_before_nanos": change[0], "cap_after_nanos": change[1]}
+        paused = replace(paused, extra={**paused.extra, **extra})
+        resumed = replace(resumed, cap_nanos=cap or 0, extra={**resumed.extra, **extra})
+    return reason, paused, resumed

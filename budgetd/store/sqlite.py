@@ -48,8 +48,6 @@ from .base import (
     Store,
     StoreError,
     StoreLost,
-    reconcile_notices,
-    reconcile_targets,
 )
 from ..notices import model as notices
 from ..notices.model import Notice
@@ -316,7 +314,7 @@ class SqliteStore(Store):
         return await self._run(op)
 
     async def reconcile(self, plan: Plan, now_ms: int, cause: CapChange | None = None) -> list[Notice]:
-        targets = reconcile_targets(plan, cause)
+        targets = rules.reconcile_targets(plan, cause)
 
         def op(conn):
             written = []
@@ -326,7 +324,7 @@ class SqliteStore(Store):
                 spent = balances.get(limit.counter, Balance()).spent_nanos
                 scope, window, period = limit.counter
                 capped = limit.cap_nanos is not None
-                reason, pause_notice, resumed_notice = reconcile_notices(plan, limit, change, now_ms)
+                reason, pause_notice, resumed_notice = rules.reconcile_notices(plan, limit, change, now_ms)
                 if capped and spent >= limit.cap_nanos and limit.counter not in paused:
                     conn.execute("INSERT OR IGNORE INTO pauses VALUES (?, ?, ?, ?, ?, ?)",
                                  (scope, "cap", window, period, reason, now_ms))
