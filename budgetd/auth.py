@@ -46,12 +46,17 @@ def identify(auth: AuthConfig | None, metadata) -> TokenConfig | None:
     return found
 
 
+def may_act_for(who: TokenConfig, agent_id: str) -> bool:
+    """A token scoped by ``agents:`` globs covers this agent (admin: every one)."""
+    return who.role == "admin" or any(fnmatchcase(agent_id, pattern) for pattern in who.agents)
+
+
 def require(who: TokenConfig | None, *, agent_id: str | None = None, admin: bool = False) -> None:
     if who is None or who.role == "admin":
         return
     if admin:
         raise PermissionDenied(f"token {who.name!r} is not an admin token")
-    if agent_id is None or not any(fnmatchcase(agent_id, pattern) for pattern in who.agents):
+    if agent_id is None or not may_act_for(who, agent_id):
         raise PermissionDenied(f"token {who.name!r} may not act for agent {agent_id!r}")
 
 

@@ -30,7 +30,6 @@ class EventHub:
         self.core = core
         # agent id -> {queue: the authorization metadata its stream opened with}
         self._subscribers: dict[str, dict[asyncio.Queue, tuple]] = defaultdict(dict)
-        self._authorized_for = core.active  # the config the subscribers were last checked against
         self._cursor: object | None = None
         self._task: asyncio.Task | None = None
 
@@ -55,9 +54,8 @@ class EventHub:
         """Check every open stream against the config in force now; end those
         whose token it no longer allows (the stream reads the refusal and
         ends with UNAUTHENTICATED or PERMISSION_DENIED). Returns how many.
-        Run after each config swap (the poller also notices a swap itself)."""
-        active = self._authorized_for = self.core.active
-        auth = active.config.auth
+        The reloader runs this right after each config swap."""
+        auth = self.core.active.config.auth
         if auth is None:  # auth turned off: every caller is trusted
             return 0
         ended = 0
@@ -93,8 +91,6 @@ class EventHub:
     async def _poll_forever(self) -> None:
         while True:
             await asyncio.sleep(POLL_SECONDS)
-            if self.core.active is not self._authorized_for:  # a reload swapped the config
-                self.reauthorize()
             try:
                 if self._cursor is None:
                     _, self._cursor = await self.core.store.events_after(None)

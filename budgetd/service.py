@@ -14,7 +14,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
-from fnmatch import fnmatchcase
 
 import grpc
 from budgetd_client import limits
@@ -23,7 +22,7 @@ from budgetd_client.usage import Usage
 from budgetd_client.v1 import budget_pb2_grpc as pb_grpc
 
 from . import wire
-from .auth import PermissionDenied, Unauthenticated, identify, require
+from .auth import PermissionDenied, Unauthenticated, identify, may_act_for, require
 from .config import Config, Resolver
 from .config.schema import GLOB_CHARS
 from .plan import Plan, PlanCache
@@ -58,27 +57,12 @@ class Active:
     prices: PriceTable
     plans: PlanCache
     warn_at: tuple  # the config's, one tuple for every settle (stores cache per plan and warn_at)
-    patterns: tuple = ()  # the agents: keys that are globs, in file order (the first match wins)
 
     @classmethod
     def of(cls, config: Config) -> Active:
         resolver = Resolver(config)
-        # The Resolver's own list of patterns: another pass over a million
-        # agents would lengthen every reload.
         return cls(config, resolver, PriceTable(config), PlanCache(resolver.budget, config.zone),
-                   tuple(config.warn_at), resolver.pattern_keys)
-
-    def configured(self, agent_id: str) -> bool:
-        """The config names this agent by its exact id (a valid id has no glob
-        characters, so it never equals a pattern key)."""
-        return agent_id in self.config.agents
-
-    def budget_source(self, agent_id: str) -> str:
-        """Where the agent's caps come from (as the Resolver picks them)."""
-        if self.configured(agent_id):
-            return "configured"
-        pattern = next((p for p in self.patterns if fnmatchcase(agent_id, p)), None)
-        return f"pattern:{pattern}" if pattern is not None else "defaults"
+                   tuple(config.warn_at))
 
 
 def to_ms(when: datetime) -> int:
@@ -205,7 +189,7 @@ class Core:
     async def status(self, agent_id: str) -> pb.AgentStatus:
         plan = self.plan(agent_id, self.clock())
         msg = wire.agent_status(plan, await self.store.read(plan))
-        msg.budget_source = self.active.budget_source(agent_id)
+        msg.budget_source = self.active.resolver.source(agent_id)
         return msg
 
     async def require_known(self, agent_id: str, doing: str, may_see: Callable[[str], bool] | None = None) -> None:
@@ -216,7 +200,7 @@ class Core:
         read only when the cheaper answers say no, so a typo costs one scan).
         ``may_see``: which ids the caller may be told of (a scoped token)."""
         active = self.active
-        if active.configured(agent_id):
+        if active.resolver.source(agent_id) == "configured":
             return
         daily, monthly = current_periods(self.clock(), self.active.config.zone)
         seen = set(await self.store.active_agents(daily.key, monthly.key))
@@ -445,7 +429,7 @@ def _visible_to(core: Core, context) -> Callable[[str], bool] | None:
     who = identify(auth, context.invocation_metadata()) if auth is not None else None
     if who is None or who.role == "admin":
         return None
-    return lambda agent_id: any(fnmatchcase(agent_id, pattern) for pattern in who.agents)
+    return lambda agent_id: may_act_for(who, agent_id)
 
 
 def _day(text: str, field: str) -> str:

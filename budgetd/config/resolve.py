@@ -63,11 +63,6 @@ class Resolver:
     def exact_agent_ids(self) -> tuple[str, ...]:
         return self._exact_ids
 
-    @property
-    def pattern_keys(self) -> tuple[str, ...]:
-        """The agents: keys that are globs, in file order (the first match wins)."""
-        return tuple(key for key, _ in self._patterns)
-
     def budget(self, agent_id: str) -> AgentBudget | None:
         try:
             return self._cache[agent_id]
@@ -79,12 +74,24 @@ class Resolver:
         self._cache[agent_id] = found
         return found
 
-    def _lookup(self, agent_id: str) -> AgentBudget | None:
+    def source(self, agent_id: str) -> str:
+        """Where the agent's caps come from: "configured" (its exact id),
+        "pattern:GLOB" (the first pattern that matches) or "defaults"."""
+        return self._match(agent_id)[0]
+
+    def _match(self, agent_id: str) -> tuple[str, Budget | None]:
+        """The entry that budgets this agent, and where it stands: an exact id
+        wins, then the first matching pattern, then defaults."""
         entry: Budget | None = None if GLOB_CHARS.search(agent_id) else self._exact.get(agent_id)
-        if entry is None:
-            entry = next((b for pattern, b in self._patterns if fnmatchcase(agent_id, pattern)), None)
-        if entry is None:
-            entry = self.config.defaults
+        if entry is not None:
+            return "configured", entry
+        for pattern, entry in self._patterns:
+            if fnmatchcase(agent_id, pattern):
+                return f"pattern:{pattern}", entry
+        return "defaults", self.config.defaults
+
+    def _lookup(self, agent_id: str) -> AgentBudget | None:
+        entry = self._match(agent_id)[1]
         if entry is None:
             return None
         return AgentBudget(
