@@ -37,10 +37,11 @@ SERVICE_NAMES = (
 MAX_MESSAGE_BYTES = 64 * 1024
 HEALTH_CHECK_SECONDS = 2.0
 MAX_CONCURRENT_STREAMS = 1000  # per client connection
-# A connection with no call open for server.connection_idle_seconds is closed
-# (GOAWAY; a client reconnects when it next calls).
-# A connection must finish its TLS and HTTP/2 handshake within this (or the
-# idle time, when shorter): a socket that connects and says nothing is closed.
+# Connections that make no call are closed (connection_options): after
+# server.connection_idle_seconds with no call open (GOAWAY; the client
+# reconnects when it next calls). A connection must finish its TLS and
+# HTTP/2 handshake within this (or the idle time, when shorter): a socket
+# that connects and says nothing is closed.
 HANDSHAKE_SECONDS = 20.0
 # Connections with calls open (a Watch is often quiet) are pinged this often,
 # and closed when a ping goes unanswered this long: a peer that vanished
@@ -203,10 +204,7 @@ class Daemon:
         """None when a scrape with this Authorization header may read
         /metrics, else (HTTP status, why). Decided by the tokens in force, so
         a reload that changes them applies to the next scrape."""
-        config = self.core.active.config
-        if config.auth is None and not may_listen(config, self.config.server.metrics_listen):
-            # A reload took the auth section away from a port opened with one.
-            return 403, "auth was removed from the config: restart budgetd to serve metrics here without it"
+        config = self.core.active.config  # a reload never drops auth from a port off loopback (Reloader)
         try:
             require(identify(config.auth, [("authorization", authorization)] if authorization else []), admin=True)
         except Unauthenticated as err:
