@@ -10,7 +10,7 @@ RUN_DIR ?= $(CURDIR)/var
 DEFAULT_LISTEN := 127.0.0.1:50051
 BUDGETD_LISTEN ?= $(DEFAULT_LISTEN)
 
-.PHONY: install run budgetctl test test-clock-ahead bench profile generate check-generated clean
+.PHONY: install run budgetctl lint test test-clock-ahead bench profile generate check-generated clean
 
 $(STAMP): pyproject.toml client/pyproject.toml
 	@echo "installing dependencies into $(VENV) (first run, or after a pyproject.toml changed: a minute or so)"
@@ -35,8 +35,14 @@ run: $(STAMP)
 budgetctl: $(STAMP)
 	BUDGETD_ADDRESS="$(BUDGETD_LISTEN)" $(BIN)/budgetctl $(ARGS)
 
-test: $(STAMP) check-generated
+test: $(STAMP) lint check-generated
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+# ruff (style and likely bugs) and mypy (types: the client ships py.typed) on
+# budgetd/ and client/; either failing fails `make test`.
+lint: $(STAMP)
+	$(BIN)/ruff check budgetd client
+	$(BIN)/mypy
 
 # The suite with the wall clock a year ahead (CLOCK_AHEAD=+400d for another
 # offset): no test may depend on a date a real clock passes. The monotonic

@@ -71,7 +71,7 @@ async def store_handlers(redis_url: str) -> dict:
         now_ms = time.time_ns() // 1_000_000
         request_id = f"r{next(ids)}"
         held.append(request_id)
-        await store.hold(HoldRequest(request_id, "bench", 1000, plans.get_at_ms("bench", now_ms), now_ms,
+        await store.hold(HoldRequest(request_id, 1000, plans.get_at_ms("bench", now_ms), now_ms,
                                      now_ms + 600_000))
         return b"ok"
 
@@ -79,7 +79,7 @@ async def store_handlers(redis_url: str) -> dict:
 
     async def settle(body: bytes, context) -> bytes:
         now_ms = time.time_ns() // 1_000_000
-        await store.settle(SettleRequest(held.pop(0), "bench", 1000, plans.get_at_ms("bench", now_ms), now_ms,
+        await store.settle(SettleRequest(held.pop(0), 1000, plans.get_at_ms("bench", now_ms), now_ms,
                                          warn_at=warn_at))
         return b"ok"
 

@@ -13,6 +13,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from decimal import ROUND_CEILING, Decimal
 from zoneinfo import ZoneInfo
 
 from .config.resolve import AgentBudget
@@ -57,6 +58,8 @@ class Plan:
     # The agent's daily and monthly windows first, then each group's, then the
     # agent's (uncapped) hourly counter.
     limits: tuple[Limit, ...]
+    # Fractions of each cap whose crossing raises a warning notice (the config's).
+    warn_at: tuple[Decimal, ...] = ()
 
     # A plan is immutable and cached per agent (PlanCache), so what is derived
     # from it is computed once: cached_property writes the instance's
@@ -92,6 +95,12 @@ class Plan:
         a change of spend is checked against for warnings and pauses."""
         return {limit.counter: limit for limit in self.limits if limit.cap_nanos is not None}
 
+    @functools.cached_property
+    def warning_thresholds(self) -> dict[tuple[str, str, str], tuple[tuple[Decimal, int], ...]]:
+        """(fraction, spend at which it fires, rounded up) for every capped counter."""
+        return {counter: tuple((f, threshold_nanos(limit.cap_nanos, f)) for f in self.warn_at)
+                for counter, limit in self.capped.items()}
+
     def limit_for(self, scope_key: str, window: str) -> Limit | None:
         return self._limits_by_scope_window.get((scope_key, window))
 
@@ -107,7 +116,12 @@ def _plan(budget: AgentBudget, daily: Period, monthly: Period, hourly: Period) -
         scope = Scope("group", group.name)
         limits += [Limit(scope, daily, group.daily_nanos), Limit(scope, monthly, group.monthly_nanos)]
     limits.append(Limit(agent, hourly, None))
-    return Plan(budget.agent_id, budget.estimate_nanos, tuple(limits))
+    return Plan(budget.agent_id, budget.estimate_nanos, tuple(limits), budget.warn_at)
+
+
+def threshold_nanos(cap_nanos: int, fraction: Decimal) -> int:
+    """The spend at which a warning fires: ``fraction`` of the cap, rounded up."""
+    return int((cap_nanos * fraction).to_integral_value(rounding=ROUND_CEILING))
 
 
 class PlanCache:

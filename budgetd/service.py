@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timezone
 
 import grpc
-from budgetd_client import limits
+from budgetd_client import validation
 from budgetd_client.v1 import budget_pb2 as pb
 from budgetd_client.usage import Usage
 from budgetd_client.v1 import budget_pb2_grpc as pb_grpc
@@ -236,14 +236,14 @@ class BudgetService(pb_grpc.BudgetServicer):
     async def Authorize(self, request: pb.AuthorizeRequest, context) -> pb.AuthorizeResponse:
         if self.core.draining:
             raise Draining()
-        agent_id = limits.check_agent_id(request.agent_id)
-        request_id = limits.check_request_id(request.request_id)
-        tags = limits.check_tags(dict(request.tags)) if request.tags else {}
+        agent_id = validation.check_agent_id(request.agent_id)
+        request_id = validation.check_request_id(request.request_id)
+        tags = validation.check_tags(dict(request.tags)) if request.tags else {}
         now_ms = self.core.now_ms()
         plan = self.core.plan_at_ms(agent_id, now_ms)
         amount = self._estimate(request, plan)
         deadline_ms = now_ms + self.core.active.config.reservation_ttl_seconds * 1000
-        result = await self.core.store.hold(HoldRequest(request_id, agent_id, amount, plan, now_ms, deadline_ms, tags))
+        result = await self.core.store.hold(HoldRequest(request_id, amount, plan, now_ms, deadline_ms, tags))
         if result.allowed:
             self.core.hold_granted(agent_id, request_id, result.deadline_ms)
             self.core.metrics.holds_allowed.inc()
@@ -261,27 +261,27 @@ class BudgetService(pb_grpc.BudgetServicer):
     def _estimate(self, request: pb.AuthorizeRequest, plan: Plan) -> int:
         which = request.WhichOneof("estimate")
         if which == "estimate_nanos":
-            return limits.check_nanos(request.estimate_nanos, field="estimate_nanos")
+            return validation.check_nanos(request.estimate_nanos, field="estimate_nanos")
         if which == "estimate_usage":
             e = request.estimate_usage
             output = e.output_tokens if e.HasField("output_tokens") else self.core.active.resolver.budget(
                 plan.agent_id).estimate_output_tokens
             usage = Usage(model=e.model, provider=e.provider or "openai", input_tokens=e.input_tokens,
                           output_tokens=output, service_tier=e.service_tier, batch=e.batch)
-            return limits.check_nanos(self.core.active.prices.price(usage).nanos, field="estimate_usage (priced)")
+            return validation.check_nanos(self.core.active.prices.price(usage).nanos, field="estimate_usage (priced)")
         return plan.estimate_nanos
 
     def _actual(self, request: pb.CommitRequest) -> tuple[int | None, Pricing | None]:
         which = request.WhichOneof("actual")
         if which == "actual_nanos":
-            return limits.check_nanos(request.actual_nanos, field="actual_nanos"), None
+            return validation.check_nanos(request.actual_nanos, field="actual_nanos"), None
         if which != "usage":
             return None, None
         usage = Usage.from_proto(request.usage)
         prices = self.core.active.prices
         try:
             price = prices.price(usage)
-            nanos, version = limits.check_nanos(price.nanos, field="usage (priced)"), price.version
+            nanos, version = validation.check_nanos(price.nanos, field="usage (priced)"), price.version
         except UnknownModel as err:
             # Money was spent; it cannot be counted as zero. Settle what was held.
             log.warning("settling the hold: %s", err, extra={"request_id": request.request_id})
@@ -292,14 +292,14 @@ class BudgetService(pb_grpc.BudgetServicer):
 
     @rpc
     async def Commit(self, request: pb.CommitRequest, context) -> pb.CommitResponse:
-        agent_id = limits.check_agent_id(request.agent_id)
-        request_id = limits.check_request_id(request.request_id)
-        tags = limits.check_tags(dict(request.tags)) if request.tags else {}
+        agent_id = validation.check_agent_id(request.agent_id)
+        request_id = validation.check_request_id(request.request_id)
+        tags = validation.check_tags(dict(request.tags)) if request.tags else {}
         actual, pricing = self._actual(request)
         now_ms = self.core.now_ms()
         plan = self.core.plan_at_ms(agent_id, now_ms)
         result = await self.core.store.settle(
-            SettleRequest(request_id, agent_id, actual, plan, now_ms, tags, pricing, self.core.active.warn_at)
+            SettleRequest(request_id, actual, plan, now_ms, tags, pricing)
         )
         self.core.hold_ended(agent_id, request_id)
         for pause in result.paused:
@@ -310,8 +310,8 @@ class BudgetService(pb_grpc.BudgetServicer):
 
     @rpc
     async def Release(self, request: pb.ReleaseRequest, context) -> pb.ReleaseResponse:
-        agent_id = limits.check_agent_id(request.agent_id)
-        request_id = limits.check_request_id(request.request_id)
+        agent_id = validation.check_agent_id(request.agent_id)
+        request_id = validation.check_request_id(request.request_id)
         now = self.core.clock()
         plan = self.core.plan(agent_id, now)
         released = await self.core.store.release(request_id, plan, to_ms(now))
@@ -320,7 +320,7 @@ class BudgetService(pb_grpc.BudgetServicer):
 
     @rpc
     async def GetStatus(self, request: pb.GetStatusRequest, context) -> pb.AgentStatus:
-        agent_id = limits.check_agent_id(request.agent_id)
+        agent_id = validation.check_agent_id(request.agent_id)
         if request.known_only:  # an operator asking: a typo is refused, not shown as a defaults budget
             await self.core.require_known(agent_id, "nothing to show", _visible_to(self.core, context))
         return await self.core.status(agent_id)
@@ -330,7 +330,7 @@ class BudgetService(pb_grpc.BudgetServicer):
             if self.core.draining:
                 raise Draining("new watches")
             require(identify(self.core.active.config.auth, context.invocation_metadata()), agent_id=request.agent_id)
-            agent_id = limits.check_agent_id(request.agent_id)
+            agent_id = validation.check_agent_id(request.agent_id)
             self.core.plan(agent_id, self.core.clock())
         except Exception as err:
             code = next((code for kind, code in _ERRORS if isinstance(err, kind)), None)
@@ -359,8 +359,8 @@ class AdminService(pb_grpc.AdminServicer):
 
     @rpc(admin=True)
     async def Pause(self, request: pb.PauseRequest, context) -> pb.AgentStatus:
-        agent_id = limits.check_agent_id(request.agent_id)
-        reason = limits.check_reason(request.reason) or "paused by an operator"
+        agent_id = validation.check_agent_id(request.agent_id)
+        reason = validation.check_reason(request.reason) or "paused by an operator"
         await self.core.require_known(agent_id, "nothing was paused")
         now = self.core.clock()
         await self.core.store.pause(self.core.plan(agent_id, now), reason, to_ms(now))
@@ -369,7 +369,7 @@ class AdminService(pb_grpc.AdminServicer):
 
     @rpc(admin=True)
     async def Resume(self, request: pb.ResumeRequest, context) -> pb.AgentStatus:
-        agent_id = limits.check_agent_id(request.agent_id)
+        agent_id = validation.check_agent_id(request.agent_id)
         await self.core.require_known(agent_id, "nothing was resumed")
         now = self.core.clock()
         if await self.core.store.resume(self.core.plan(agent_id, now), to_ms(now)):
@@ -404,7 +404,7 @@ class AdminService(pb_grpc.AdminServicer):
     async def Report(self, request: pb.ReportRequest, context) -> pb.ReportResponse:
         by = request.by or "agent"
         if by not in ("agent", "model", "day", "group"):
-            limits.check_tags({by: ""}, field="by")  # a tag key: the same rule as tags
+            validation.check_tags({by: ""}, field="by")  # a tag key: the same rule as tags
         today = current_periods(self.core.clock(), self.core.active.config.zone)[0].key
         since, until = (_day(request.since, "since") or today), (_day(request.until, "until") or today)
         if since > until:  # an empty range is a mistake to say, not an empty report

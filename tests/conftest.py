@@ -37,3 +37,15 @@ def start_daemon(tmp_path):
     yield start
     for daemon in started:
         daemon.stop()
+
+
+_LAYERS = ("unit", "store", "e2e")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark every test with its layer, from the folder it lives in, so one
+    layer runs alone: ``pytest -m unit``."""
+    for item in items:
+        layer = item.path.parent.name
+        if layer in _LAYERS:
+            item.add_marker(layer)

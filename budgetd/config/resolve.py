@@ -37,6 +37,8 @@ class AgentBudget:
     estimate_nanos: int
     estimate_output_tokens: int
     groups: tuple[GroupBudget, ...]
+    # Fractions of each cap whose crossing raises a warning notice (the config's).
+    warn_at: tuple[Decimal, ...] = ()
 
 
 class Resolver:
@@ -58,6 +60,7 @@ class Resolver:
         self._default_estimate = _first(defaults and defaults.estimate_usd, DEFAULT_ESTIMATE_USD)
         self._default_output = _first(defaults and defaults.estimate_output_tokens, DEFAULT_ESTIMATE_OUTPUT_TOKENS)
         self._cache: dict[str, AgentBudget | None] = {}
+        self._warn_at = tuple(config.warn_at)  # one tuple, shared by every agent's budget
 
     @property
     def exact_agent_ids(self) -> tuple[str, ...]:
@@ -101,6 +104,7 @@ class Resolver:
             estimate_nanos=to_nanos(_first(entry.estimate_usd, self._default_estimate)),
             estimate_output_tokens=_first(entry.estimate_output_tokens, self._default_output),
             groups=tuple(g for g, members in self._groups if any(fnmatchcase(agent_id, m) for m in members)),
+            warn_at=self._warn_at,
         )
 
 

@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from budgetd_client.limits import AGENT_ID_PATTERN, MAX_ID_LENGTH
+from budgetd_client.validation import AGENT_ID_PATTERN, MAX_ID_LENGTH
 from budgetd_client.money import NANOS_PER_USD, plain
 
 # int64 nanodollars hold $9.2 billion; a cap needs headroom for spend past it.

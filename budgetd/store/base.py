@@ -75,12 +75,15 @@ class Denial:
 @dataclass(frozen=True)
 class HoldRequest:
     request_id: str
-    agent_id: str
     amount_nanos: int
-    plan: Plan
+    plan: Plan  # the agent is the plan's
     now_ms: int
     deadline_ms: int
     tags: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def agent_id(self) -> str:
+        return self.plan.agent_id
 
 
 @dataclass(frozen=True)
@@ -107,13 +110,17 @@ class Pricing:
 @dataclass(frozen=True)
 class SettleRequest:
     request_id: str
-    agent_id: str
     actual_nanos: int | None  # None: settle what was held (no hold: the plan's estimate)
-    plan: Plan  # current plan: counters when there was no hold, and the caps for pausing
+    # The current plan: its agent, the counters when there was no hold, the
+    # caps for pausing and the fractions of each cap that raise a warning.
+    plan: Plan
     now_ms: int
     tags: Mapping[str, str] = field(default_factory=dict)
     pricing: Pricing | None = None  # None: the cost came as an amount
-    warn_at: tuple[Decimal, ...] = ()  # fractions of each cap that raise a warning notice
+
+    @property
+    def agent_id(self) -> str:
+        return self.plan.agent_id
 
 
 @dataclass(frozen=True)

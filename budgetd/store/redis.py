@@ -49,7 +49,7 @@ from redis.exceptions import RedisError
 
 from ..notices import model as notices
 from ..notices.model import Notice
-from ..plan import Plan
+from ..plan import Plan, threshold_nanos
 from . import rules
 from .redis_pipe import RedisPipe, sha1
 from .base import (
@@ -401,7 +401,7 @@ class RedisStore(Store):
                 # spent_nanos and at_ms are filled in by the script (common.lua emit)
                 record = PauseRecord(scope, "cap", window, period, reason, 0)
                 pause_notice = text(notices.paused_at_cap(notify_as, record, 0, cap))
-                warnings = [[str(rules.threshold_nanos(cap, f)), str(f), *text(notices.warning(notify_as, limit, f, 0, 0))]
+                warnings = [[str(threshold_nanos(cap, f)), str(f), *text(notices.warning(notify_as, limit, f, 0, 0))]
                             for f in warn_at]
             expiry = str(ends + COUNTER_RETENTION_MS[window])
             entries.append([str(scope_index.get(scope, 1)), window, period, str(cap), expiry, reason, *pause_notice,
@@ -507,15 +507,15 @@ class RedisStore(Store):
         keys = (enc.call_prefix + req.request_id, *enc.settle_keys)
         args = (req.agent_id, req.request_id, actual, req.now_ms, _tags_json(req.tags), enc.counters_json,
                 plan.estimate_nanos, CALL_RETENTION_MS, len(enc.pauses), len(counters), LEDGER_MAXLEN, pricing,
-                *enc.day_and_groups, *self._settle_tail(plan, enc, req.warn_at))
+                *enc.day_and_groups, *self._settle_tail(plan, enc, req.plan.warn_at))
         reply = await self._run("settle", keys, args)
         if reply[0] == "rekey":  # held in earlier periods: settle those counters
             counters = [tuple(c) for c in json.loads(reply[1])]
             keys = (keys[0], *enc.settle_keys[:3 + len(enc.pauses)], *(self._counter_key(tag, c) for c in counters))
             args = (*args[:5], json.dumps(counters), *args[6:9], len(counters), *args[10:12],
-                    *_day_and_groups(req.agent_id, counters), len(req.warn_at),
+                    *_day_and_groups(req.agent_id, counters), len(req.plan.warn_at),
                     *self._limits_args(plan, counters, req.now_ms, at=16, notify_as=req.agent_id,
-                                       warn_at=req.warn_at, flat=True))
+                                       warn_at=req.plan.warn_at, flat=True))
             reply = await self._run("settle", keys, args)
         if reply[0] == "duplicate":
             return SettleResult(int(reply[1]), duplicate=True)

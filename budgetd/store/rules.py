@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import replace
-from decimal import ROUND_CEILING, Decimal
+from decimal import Decimal
 
 from budgetd_client.money import nanos_to_usd
 
@@ -63,32 +63,14 @@ def cap_reached(plan: Plan, counter: Counter, spent_nanos: int) -> Limit | None:
     return limit if limit is not None and spent_nanos >= limit.cap_nanos else None
 
 
-def threshold_nanos(cap_nanos: int, fraction: Decimal) -> int:
-    """The spend at which a warning fires: ``fraction`` of the cap, rounded up."""
-    return int((cap_nanos * fraction).to_integral_value(rounding=ROUND_CEILING))
-
-
-def warning_thresholds(plan: Plan, warn_at: Iterable[Decimal]) -> dict[Counter, tuple[tuple[Decimal, int], ...]]:
-    """(fraction, spend at which it fires) for every capped counter of the
-    plan; computed once per plan and warn_at (the plan is cached)."""
-    warn_at = tuple(warn_at)
-    key = ("warning thresholds", warn_at)
-    found = plan.memo.get(key)
-    if found is None:
-        found = plan.memo[key] = {counter: tuple((f, threshold_nanos(limit.cap_nanos, f)) for f in warn_at)
-                                  for counter, limit in plan.capped.items()}
-    return found
-
-
-def warnings_crossed(plan: Plan, counter: Counter, spent_before: int, spent_after: int,
-                     warn_at: Iterable[Decimal]) -> list[Decimal]:
-    """The warn_at fractions this change of spend crossed, for a capped counter
-    in a current period. None when the cap itself was reached: the pause
-    notice says more than the warnings would."""
+def warnings_crossed(plan: Plan, counter: Counter, spent_before: int, spent_after: int) -> list[Decimal]:
+    """The plan's warn_at fractions this change of spend crossed, for a capped
+    counter in a current period. None when the cap itself was reached: the
+    pause notice says more than the warnings would."""
     limit = plan.capped.get(counter)
     if limit is None or spent_after >= limit.cap_nanos:
         return []
-    return [f for f, threshold in warning_thresholds(plan, warn_at)[counter] if spent_before < threshold <= spent_after]
+    return [f for f, threshold in plan.warning_thresholds[counter] if spent_before < threshold <= spent_after]
 
 
 def cap_pause_reason(limit: Limit) -> str:

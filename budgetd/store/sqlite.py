@@ -561,7 +561,7 @@ def _notify(conn: sqlite3.Connection, notice: Notice) -> bool:
 
 
 def _charge(conn, plan: Plan | None, counters, spent_delta: int, reserved_delta: int, now_ms: int,
-            agent_id: str = "", warn_at=()) -> tuple[PauseRecord, ...]:
+            agent_id: str = "", warn: bool = False) -> tuple[PauseRecord, ...]:
     """Apply the deltas to every counter; warn at each threshold crossed and
     pause each window brought to its cap, with their notices, in this step.
     ``counters`` are tuples (scope, window, period)."""
@@ -576,8 +576,8 @@ def _charge(conn, plan: Plan | None, counters, spent_delta: int, reserved_delta:
             continue
         spent = spent_after[counter]
         if spent < limit.cap_nanos:
-            if warn_at:
-                for fraction in rules.warnings_crossed(plan, counter, spent - spent_delta, spent, warn_at):
+            if warn:  # a settle's cost warns; a charged expiry does not
+                for fraction in rules.warnings_crossed(plan, counter, spent - spent_delta, spent):
                     _notify(conn, notices.warning(agent_id, limit, fraction, spent, now_ms))
             continue
         scope, window, period = counter
@@ -645,7 +645,7 @@ def _settle(conn: sqlite3.Connection, req: SettleRequest) -> SettleResult:
     if row is not None:
         held, amount, counters_json, tags_json, created_ms = row
         counters = _counters(req.plan, counters_json)
-        paused = _charge(conn, req.plan, counters, amount, -held, req.now_ms, req.agent_id, req.warn_at)
+        paused = _charge(conn, req.plan, counters, amount, -held, req.now_ms, req.agent_id, warn=True)
         _ledger(conn, req.request_id, req.agent_id, "settle", amount, tags_json, created_ms, req.now_ms, counters,
                 req.pricing, req.plan)
         return SettleResult(amount, paused=paused)
@@ -668,7 +668,7 @@ def _settle_not_held(conn: sqlite3.Connection, req: SettleRequest) -> SettleResu
             "deadline_ms, ended_ms) VALUES (?, ?, 'settled', 0, ?, ?, ?, ?, ?, ?)",
             (req.request_id, req.agent_id, amount, req.plan.counters_json, tags, req.now_ms, req.now_ms, req.now_ms),
         )
-        paused = _charge(conn, req.plan, counters, amount, 0, req.now_ms, req.agent_id, req.warn_at)
+        paused = _charge(conn, req.plan, counters, amount, 0, req.now_ms, req.agent_id, warn=True)
         _ledger(conn, req.request_id, req.agent_id, "settle", amount, tags, None, req.now_ms, counters, req.pricing,
                 req.plan)
         return SettleResult(amount, paused=paused)
@@ -680,7 +680,7 @@ def _settle_not_held(conn: sqlite3.Connection, req: SettleRequest) -> SettleResu
     amount = req.actual_nanos if req.actual_nanos is not None else held
     spent_delta = amount - charged
     counters = _counters(req.plan, counters_json)
-    paused = _charge(conn, req.plan, counters, spent_delta, 0, req.now_ms, req.agent_id, req.warn_at)
+    paused = _charge(conn, req.plan, counters, spent_delta, 0, req.now_ms, req.agent_id, warn=True)
     new_tags = json.dumps(dict(req.tags)) if req.tags else None
     (tags,) = conn.execute(
         f"UPDATE calls SET state = 'settled', charged_nanos = ?, ended_ms = ?, {_MERGED_TAGS} "

@@ -17,7 +17,7 @@ from datetime import datetime, timezone
 
 import grpc
 
-from . import limits
+from . import validation
 from .errors import AgentPaused, BudgetError, BudgetExceeded, BudgetUnavailable, UnknownAgent
 from .money import UsdLike, nanos_to_usd, usd_to_nanos
 from .status import AgentStatus, ConfigInfo, Event, GroupStatus, Report, ReportRow, WindowStatus
@@ -314,8 +314,8 @@ class Call:
         tags: Mapping[str, str] | None,
         estimate_usage: UsageEstimate | None = None,
     ) -> None:
-        self.agent_id = limits.check_agent_id(agent_id)
-        self.tags = limits.check_tags(tags)
+        self.agent_id = validation.check_agent_id(agent_id)
+        self.tags = validation.check_tags(tags)
         self.estimate_nanos = None if estimate_usd is None else usd_to_nanos(estimate_usd, field="estimate_usd")
         if estimate_usage is not None and estimate_usd is not None:
             raise ValueError("give estimate_usd or estimate_usage, not both")
@@ -389,19 +389,19 @@ class Call:
 
 
 def pause_request(agent_id: str, reason: str) -> pb.PauseRequest:
-    return pb.PauseRequest(agent_id=limits.check_agent_id(agent_id), reason=limits.check_reason(reason))
+    return pb.PauseRequest(agent_id=validation.check_agent_id(agent_id), reason=validation.check_reason(reason))
 
 
 def resume_request(agent_id: str) -> pb.ResumeRequest:
-    return pb.ResumeRequest(agent_id=limits.check_agent_id(agent_id))
+    return pb.ResumeRequest(agent_id=validation.check_agent_id(agent_id))
 
 
 def status_request(agent_id: str, known_only: bool = False) -> pb.GetStatusRequest:
-    return pb.GetStatusRequest(agent_id=limits.check_agent_id(agent_id), known_only=known_only)
+    return pb.GetStatusRequest(agent_id=validation.check_agent_id(agent_id), known_only=known_only)
 
 
 def watch_request(agent_id: str) -> pb.WatchRequest:
-    return pb.WatchRequest(agent_id=limits.check_agent_id(agent_id))
+    return pb.WatchRequest(agent_id=validation.check_agent_id(agent_id))
 
 
 def describe_settle(request: pb.CommitRequest | pb.ReleaseRequest) -> str:

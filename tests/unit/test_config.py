@@ -12,7 +12,7 @@ import pytest
 
 from budgetd.config import ConfigError, Resolver, load_config, load_config_text
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 BAD_CONFIGS = {
     "bad YAML": ("agents:\n  a1: {daily_usd: 1\n", "line 3", "invalid YAML"),

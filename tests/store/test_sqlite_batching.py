@@ -23,8 +23,8 @@ PLAN = make_plan(Resolver(CONFIG).budget("a1"), NOW, CONFIG.zone)
 
 async def guarded_calls(store, count: int, start: int = 0) -> None:
     for i in range(start, start + count):
-        await store.hold(HoldRequest(f"r{i}", "a1", 5, PLAN, NOW_MS, NOW_MS + 60_000, {}))
-        await store.settle(SettleRequest(f"r{i}", "a1", 3, PLAN, NOW_MS, {}))
+        await store.hold(HoldRequest(f"r{i}", 5, PLAN, NOW_MS, NOW_MS + 60_000, {}))
+        await store.settle(SettleRequest(f"r{i}", 3, PLAN, NOW_MS, {}))
 
 
 def wal_pages(path) -> int:

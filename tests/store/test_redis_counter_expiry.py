@@ -40,7 +40,7 @@ async def store(redis_server):
 def request(agent: str, rid: str, now: datetime):
     plan = make_plan(RESOLVER.budget(agent), now, CONFIG.zone)
     ms = int(now.timestamp() * 1000)
-    return plan, HoldRequest(rid, agent, 10, plan, ms, ms + 60_000), SettleRequest(rid, agent, 20, plan, ms)
+    return plan, HoldRequest(rid, 10, plan, ms, ms + 60_000), SettleRequest(rid, 20, plan, ms)
 
 
 @pytest.mark.parametrize("agent", ["capped", "team-a"])  # capped windows, and uncapped ones with a group's cap

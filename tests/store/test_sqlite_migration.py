@@ -43,7 +43,7 @@ async def test_a_version_1_file_migrates_and_its_live_hold_still_settles(tmp_pat
     await store.open()
     config = load_config_text("agents:\n  a1: {daily_usd: 1}\n")
     plan = make_plan(Resolver(config).budget("a1"), now, config.zone)
-    result = await store.settle(SettleRequest("r1", "a1", 30, plan, 3, {}))
+    result = await store.settle(SettleRequest("r1", 30, plan, 3, {}))
     assert (result.counted_nanos, result.duplicate) == (30, False)
     readout = await store.read(plan)
     assert (readout.balance(plan.limits[0]).spent_nanos, readout.balance(plan.limits[0]).reserved_nanos) == (130, 0)

@@ -7,7 +7,7 @@ from decimal import Decimal
 
 import pytest
 from budgetd_client import AgentPaused, AsyncBudget, Budget, BudgetExceeded, BudgetUnavailable, Tls
-from budgetd_client import limits
+from budgetd_client import validation
 from budgetd_client.money import nanos_to_usd, usd_to_nanos
 
 from helpers import free_port
@@ -47,7 +47,7 @@ def test_messages_about_money_never_use_exponent_form():
     assert "0 USD of 50 USD remains" in str(exceeded)
     with pytest.raises(ValueError, match=r"^actual_nanos: 1000000000000001 nanodollars \(1000000.000000001 USD\) is "
                                          r"over the per-call limit of 1000000000000000 \(1000000 USD\)$"):
-        limits.check_nanos(10**15 + 1, field="actual_nanos")
+        validation.check_nanos(10**15 + 1, field="actual_nanos")
 
 
 def test_unreachable_daemon_fails_closed_by_default_and_open_when_asked_after_the_timeout():

@@ -37,11 +37,11 @@ def now_ms() -> int:
 
 def hold(rid: str, amount: int = 10, agent: str = "a1") -> HoldRequest:
     ms = now_ms()
-    return HoldRequest(rid, agent, amount, plan(agent), ms, ms + 60_000)
+    return HoldRequest(rid, amount, plan(agent), ms, ms + 60_000)
 
 
 def settle(rid: str, amount: int = 7, agent: str = "a1") -> SettleRequest:
-    return SettleRequest(rid, agent, amount, plan(agent), now_ms())
+    return SettleRequest(rid, amount, plan(agent), now_ms())
 
 
 async def spent(store, agent: str = "a1") -> tuple[int, int]:

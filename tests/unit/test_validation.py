@@ -6,7 +6,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from budgetd_client import limits
+from budgetd_client import validation
 
 # Ids near the rules: their characters, a few outside them, lengths around the bound.
 ID_CHARS = st.sampled_from(list("aZ09._:/@+=-") + [" ", "\x00", "\x1f", "\x7f", "\x9f", "\xa0", "é", "{", "*", "\n"])
@@ -24,7 +24,7 @@ def accepted(check, value: str) -> bool:
 
 def by_the_rules(value: str, pattern_ok) -> bool:
     try:
-        limits._bounded_string(value, "id")
+        validation._bounded_string(value, "id")
     except ValueError:
         return False
     return pattern_ok(value)
@@ -33,14 +33,14 @@ def by_the_rules(value: str, pattern_ok) -> bool:
 @settings(max_examples=2000)
 @given(IDS)
 def test_agent_ids_fast_and_full_agree(value):
-    expected = by_the_rules(value, lambda v: bool(limits.AGENT_ID_PATTERN.fullmatch(v)))
-    assert bool(limits._VALID_AGENT_ID.fullmatch(value)) is expected
-    assert accepted(limits.check_agent_id, value) is expected
+    expected = by_the_rules(value, lambda v: bool(validation.AGENT_ID_PATTERN.fullmatch(v)))
+    assert bool(validation._VALID_AGENT_ID.fullmatch(value)) is expected
+    assert accepted(validation.check_agent_id, value) is expected
 
 
 @settings(max_examples=2000)
 @given(IDS)
 def test_request_ids_fast_and_full_agree(value):
-    expected = by_the_rules(value, lambda v: not limits._CONTROL.search(v) and " " not in v)
-    assert bool(limits._VALID_REQUEST_ID.fullmatch(value)) is expected
-    assert accepted(limits.check_request_id, value) is expected
+    expected = by_the_rules(value, lambda v: not validation._CONTROL.search(v) and " " not in v)
+    assert bool(validation._VALID_REQUEST_ID.fullmatch(value)) is expected
+    assert accepted(validation.check_request_id, value) is expected

@@ -52,7 +52,7 @@ def daily(before: float | None, after: float | None, scope: str = "agent:a1") ->
 
 async def spend(store, p, nanos: int) -> None:
     t = now_ms()
-    await store.settle(SettleRequest(f"r{uuid.uuid4().hex}", p.agent_id, nanos, p, t))
+    await store.settle(SettleRequest(f"r{uuid.uuid4().hex}", nanos, p, t))
 
 
 async def test_lowered_then_raised_cap_pauses_and_resumes_and_the_notices_name_the_change(store):
@@ -82,7 +82,7 @@ async def test_a_cause_reconciles_only_the_windows_it_names_so_an_operators_resu
     assert await store.reconcile(p, now_ms() + 1, monthly) == []
     assert (await store.read(p)).pauses == []
     t = now_ms() + 2
-    assert (await store.hold(HoldRequest("r-after", "a1", 1, p, t, t + 60_000))).allowed is False  # over its cap
+    assert (await store.hold(HoldRequest("r-after", 1, p, t, t + 60_000))).allowed is False  # over its cap
     assert (await store.read(p)).pauses == []  # refused by the cap, not paused again
     # Without a cause (as before), every capped window is looked at: it pauses again.
     assert [n.kind for n in await store.reconcile(p, now_ms() + 3)] == ["paused"]
@@ -95,7 +95,7 @@ async def test_a_removed_cap_lifts_its_pause(store):
     [resumed] = await store.reconcile(uncapped, now_ms() + 1, daily(40, None))
     assert "*a1* is running again because its daily cap of $40.00 was removed in the config." in text(resumed)
     t = now_ms() + 2
-    assert (await store.hold(HoldRequest("r2", "a1", USD, uncapped, t, t + 60_000))).allowed
+    assert (await store.hold(HoldRequest("r2", USD, uncapped, t, t + 60_000))).allowed
 
 
 async def test_a_group_cap_lowered_pauses_the_group_and_says_so(store):

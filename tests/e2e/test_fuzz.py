@@ -11,7 +11,7 @@ from fractions import Fraction
 import grpc
 import pytest
 from budgetd_client import Budget
-from budgetd_client import limits
+from budgetd_client import validation
 from budgetd_client.money import MAX_CALL_NANOS, NANOS_PER_USD, usd_to_nanos
 from budgetd_client.v1 import budget_pb2 as pb
 from budgetd_client.v1 import budget_pb2_grpc as pb_grpc
@@ -124,9 +124,9 @@ def near(alphabet: str, max_size: int):
 @given(near(ID_REST, 140), near(ID_REST + "{} ", 140),
        st.dictionaries(near(TAG_KEY, 70), near(string.printable, 260), max_size=18))
 def test_client_ids_and_tags_are_valid_or_a_value_error(agent_id, request_id, tags):
-    for check, valid, value in [(limits.check_agent_id, valid_agent_id, agent_id),
-                                (limits.check_request_id, valid_request_id, request_id),
-                                (limits.check_tags, valid_tags, tags)]:
+    for check, valid, value in [(validation.check_agent_id, valid_agent_id, agent_id),
+                                (validation.check_request_id, valid_request_id, request_id),
+                                (validation.check_tags, valid_tags, tags)]:
         if valid(value):
             assert check(value) == value
         else:

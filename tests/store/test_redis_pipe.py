@@ -25,7 +25,7 @@ PLAN = make_plan(Resolver(CONFIG).budget("a1"), NOW, CONFIG.zone)
 
 
 def hold(request_id: str, nanos: int = 5) -> HoldRequest:
-    return HoldRequest(request_id, "a1", nanos, PLAN, NOW_MS, NOW_MS + 60_000, {})
+    return HoldRequest(request_id, nanos, PLAN, NOW_MS, NOW_MS + 60_000, {})
 
 
 @pytest.fixture
@@ -43,7 +43,7 @@ async def test_a_script_redis_forgot_is_loaded_again(server_and_store):
     assert (await store.hold(hold("r1"))).allowed
     redis.Redis.from_url(server.url).script_flush()
     assert (await store.hold(hold("r2"))).allowed  # NOSCRIPT, then EVAL
-    assert (await store.settle(SettleRequest("r2", "a1", 3, PLAN, NOW_MS, {}))).counted_nanos == 3
+    assert (await store.settle(SettleRequest("r2", 3, PLAN, NOW_MS, {}))).counted_nanos == 3
     assert (await store.read(PLAN)).balance(PLAN.limits[0]).spent_nanos == 3
 
 
@@ -78,7 +78,7 @@ async def test_concurrent_calls_on_one_connection_get_their_own_replies(server_a
     # Amounts that differ per call: a reply given to the wrong caller shows.
     results = await asyncio.gather(*(store.hold(hold(f"r{i}", nanos=1000 + i)) for i in range(200)))
     assert [r.held_nanos for r in results] == [1000 + i for i in range(200)]
-    settled = await asyncio.gather(*(store.settle(SettleRequest(f"r{i}", "a1", i, PLAN, NOW_MS, {}))
+    settled = await asyncio.gather(*(store.settle(SettleRequest(f"r{i}", i, PLAN, NOW_MS, {}))
                                      for i in range(200)))
     assert [s.counted_nanos for s in settled] == list(range(200))
     balance = (await store.read(PLAN)).balance(PLAN.limits[0])

@@ -26,17 +26,17 @@ async def test_a_stalled_redis_is_a_store_error_within_the_timeout(tmp_path):
     server = RedisServer(tmp_path / "redis").start()
     store = open_store(f"{server.url}?prefix=t&timeout=0.5")
     await store.open()
-    await store.hold(HoldRequest("r1", "a1", 5, PLAN, NOW_MS, NOW_MS + 60_000, {}))
+    await store.hold(HoldRequest("r1", 5, PLAN, NOW_MS, NOW_MS + 60_000, {}))
     os.kill(server.proc.pid, signal.SIGSTOP)
     try:
         started = time.monotonic()
         with pytest.raises(StoreError):
-            await store.hold(HoldRequest("r2", "a1", 5, PLAN, NOW_MS, NOW_MS + 60_000, {}))
+            await store.hold(HoldRequest("r2", 5, PLAN, NOW_MS, NOW_MS + 60_000, {}))
         waited = time.monotonic() - started
         assert waited < 5, f"the hold waited {waited:.1f} s on a stalled Redis (timeout 0.5 s)"
     finally:
         os.kill(server.proc.pid, signal.SIGCONT)
-    result = await store.hold(HoldRequest("r3", "a1", 5, PLAN, NOW_MS, NOW_MS + 60_000, {}))
+    result = await store.hold(HoldRequest("r3", 5, PLAN, NOW_MS, NOW_MS + 60_000, {}))
     assert result.allowed
     await store.close()
     server.stop()
