@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from budgetd_client.v1 import budget_pb2 as pb
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from budgetd_client.v1 import budget_pb2 as pb
+
 from .plan import Limit, Plan, Scope
-from .store import Denial, Readout
+from .store import AgentState, Denial
 from .store.rules import pause_in_force, remaining
 from .windows import Window
 
@@ -46,8 +47,8 @@ def denial(d: Denial) -> pb.Denial:
     return msg
 
 
-def window_status(limit: Limit, readout: Readout) -> pb.WindowStatus:
-    balance = readout.balance(limit)
+def window_status(limit: Limit, state: AgentState) -> pb.WindowStatus:
+    balance = state.balance(limit)
     msg = pb.WindowStatus(
         window=WINDOWS[limit.window],
         period=limit.period.key,
@@ -62,7 +63,7 @@ def window_status(limit: Limit, readout: Readout) -> pb.WindowStatus:
     return msg
 
 
-def agent_status(plan: Plan, readout: Readout) -> pb.AgentStatus:
+def agent_status(plan: Plan, state: AgentState) -> pb.AgentStatus:
     by_scope: dict[Scope, dict[Window, Limit]] = {}
     for limit in plan.limits:
         by_scope.setdefault(limit.scope, {})[limit.window] = limit
@@ -70,18 +71,18 @@ def agent_status(plan: Plan, readout: Readout) -> pb.AgentStatus:
     own = by_scope[agent_scope]
     msg = pb.AgentStatus(
         agent_id=plan.agent_id,
-        daily=window_status(own[Window.DAILY], readout),
-        monthly=window_status(own[Window.MONTHLY], readout),
+        daily=window_status(own[Window.DAILY], state),
+        monthly=window_status(own[Window.MONTHLY], state),
         groups=[
             pb.ScopeStatus(
                 scope=scope(s),
-                daily=window_status(by_scope[s][Window.DAILY], readout),
-                monthly=window_status(by_scope[s][Window.MONTHLY], readout),
+                daily=window_status(by_scope[s][Window.DAILY], state),
+                monthly=window_status(by_scope[s][Window.MONTHLY], state),
             )
             for s in group_scopes
         ],
     )
-    paused = pause_in_force(plan, readout.pauses)
+    paused = pause_in_force(plan, state.pauses)
     if paused is not None:
         record, limit = paused
         msg.paused = True

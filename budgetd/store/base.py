@@ -10,9 +10,8 @@ inputs give the same answer on every backend.
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from decimal import Decimal
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -131,7 +130,7 @@ class SettleResult:
 
 
 @dataclass(frozen=True)
-class Readout:
+class AgentState:
     balances: dict[Counter, Balance]
     pauses: list[PauseRecord]
 
@@ -148,7 +147,7 @@ class Claimed:
     attempts: int  # deliveries tried, this one included
 
 
-PlanFor = Callable[[str], Plan | None]
+PlanLookup = Callable[[str], Plan | None]
 
 
 @dataclass(frozen=True)
@@ -195,7 +194,7 @@ class Store(abc.ABC):
         """Drop a live hold of the plan's agent; False when there is none."""
 
     @abc.abstractmethod
-    async def expire(self, now_ms: int, charge: bool, plan_for: PlanFor) -> int:
+    async def expire(self, now_ms: int, charge: bool, plan_for: PlanLookup) -> int:
         """Expire holds whose deadline passed: release them, or charge the held
         amount as spent. Returns how many expired."""
 
@@ -269,12 +268,18 @@ class Store(abc.ABC):
         """The models behind the agent's settled spend since ``since_ms``, biggest first."""
 
     @abc.abstractmethod
-    async def top_spenders(self, window: str, period: str, plan_for: PlanFor, limit: int) -> list[tuple[str, int]]:
+    async def top_spenders(self, window: str, period: str, plan_for: PlanLookup, limit: int) -> list[tuple[str, int]]:
         """The agents that spent most in the period, biggest first."""
 
     @abc.abstractmethod
-    async def read(self, plan: Plan) -> Readout:
+    async def read(self, plan: Plan) -> AgentState:
         """Balances of every counter of the plan and the pauses of its scopes."""
+
+    async def read_many(self, plans: Sequence[Plan]) -> list[AgentState]:
+        """``read`` of many agents at once, in the order given: status lists,
+        gauges and digests read a page of agents in one go, so a backend
+        reads them in a few round trips rather than several per agent."""
+        return [await self.read(plan) for plan in plans]
 
     @abc.abstractmethod
     async def active_agents(self, daily_period: str, monthly_period: str) -> list[str]:

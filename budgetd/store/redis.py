@@ -60,8 +60,8 @@ from .base import (
     HoldRequest,
     HoldResult,
     PauseRecord,
-    PlanFor,
-    Readout,
+    PlanLookup,
+    AgentState,
     RequestConflict,
     SettleRequest,
     SettleResult,
@@ -540,7 +540,7 @@ class RedisStore(Store):
             counters = [tuple(c) for c in json.loads(reply[1])]
         return reply[0] == "released"
 
-    async def expire(self, now_ms: int, charge: bool, plan_for: PlanFor) -> int:
+    async def expire(self, now_ms: int, charge: bool, plan_for: PlanLookup) -> int:
         expired = 0
         for tag in await self._call(self._client.smembers(f"{self.prefix}:tags")):
             due = await self._call(self._client.zrangebyscore(self._key(tag, "holds"), "-inf", now_ms,
@@ -763,7 +763,7 @@ class RedisStore(Store):
                 totals[model] = totals.get(model, 0) + int(fields["cost_nanos"])
         return sorted(totals.items(), key=lambda item: (-item[1], item[0]))[:limit]
 
-    async def top_spenders(self, window: str, period: str, plan_for: PlanFor, limit: int) -> list[tuple[str, int]]:
+    async def top_spenders(self, window: str, period: str, plan_for: PlanLookup, limit: int) -> list[tuple[str, int]]:
         found = []
         for agent_id in await self._call(self._client.smembers(f"{self.prefix}:seen:{window}:{period}")):
             plan = plan_for(agent_id)
@@ -775,7 +775,7 @@ class RedisStore(Store):
                 found.append((agent_id, spent))
         return sorted(found, key=lambda item: (-item[1], item[0]))[:limit]
 
-    async def read(self, plan: Plan) -> Readout:
+    async def read(self, plan: Plan) -> AgentState:
         tag = self._tag(plan)
         balances = {}
         for limit in plan.limits:
@@ -789,7 +789,7 @@ class RedisStore(Store):
                 window, _, period = field.partition(":") if field != "manual" else ("", "", "")
                 pauses.append(PauseRecord(scope.key, "manual" if field == "manual" else "cap",
                                           window, period, reason, int(since)))
-        return Readout(balances, pauses)
+        return AgentState(balances, pauses)
 
     async def active_agents(self, daily_period: str, monthly_period: str) -> list[str]:
         names: set[str] = set()

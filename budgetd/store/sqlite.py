@@ -39,9 +39,9 @@ from .base import (
     HoldResult,
     PauseRecord,
     Claimed,
-    PlanFor,
+    PlanLookup,
     Pricing,
-    Readout,
+    AgentState,
     RequestConflict,
     SettleRequest,
     SettleResult,
@@ -292,7 +292,7 @@ class SqliteStore(Store):
     async def release(self, request_id: str, plan: Plan, now_ms: int) -> bool:
         return await self._run(lambda conn: _release(conn, request_id, plan.agent_id), quick=True)
 
-    async def expire(self, now_ms: int, charge: bool, plan_for: PlanFor) -> int:
+    async def expire(self, now_ms: int, charge: bool, plan_for: PlanLookup) -> int:
         return await self._run(lambda conn: _expire(conn, now_ms, charge, plan_for))
 
     async def pause(self, plan: Plan, reason: str, now_ms: int) -> None:
@@ -431,13 +431,13 @@ class SqliteStore(Store):
             "AND model IS NOT NULL GROUP BY model ORDER BY spent DESC, model LIMIT ?",
             (plan.agent_id, since_ms, limit)).fetchall())
 
-    async def top_spenders(self, window: str, period: str, plan_for: PlanFor, limit: int) -> list[tuple[str, int]]:
+    async def top_spenders(self, window: str, period: str, plan_for: PlanLookup, limit: int) -> list[tuple[str, int]]:
         return await self._run(lambda conn: [(scope.split(":", 1)[1], spent) for scope, spent in conn.execute(
             "SELECT scope, spent_nanos FROM counters WHERE win = ? AND period = ? AND scope LIKE 'agent:%' "
             "AND spent_nanos > 0 ORDER BY spent_nanos DESC, scope LIMIT ?", (window, period, limit)).fetchall()])
 
-    async def read(self, plan: Plan) -> Readout:
-        return await self._run(lambda conn: Readout(_balances(conn, plan.counters), _pauses(conn, plan)), quick=True)
+    async def read(self, plan: Plan) -> AgentState:
+        return await self._run(lambda conn: AgentState(_balances(conn, plan.counters), _pauses(conn, plan)), quick=True)
 
     async def active_agents(self, daily_period: str, monthly_period: str) -> list[str]:
         def query(conn):
@@ -703,7 +703,7 @@ def _release(conn: sqlite3.Connection, request_id: str, agent_id: str) -> bool:
     return True
 
 
-def _expire(conn: sqlite3.Connection, now_ms: int, charge: bool, plan_for: PlanFor) -> int:
+def _expire(conn: sqlite3.Connection, now_ms: int, charge: bool, plan_for: PlanLookup) -> int:
     rows = conn.execute(
         "SELECT request_id, agent_id, held_nanos, counters, tags, created_ms FROM calls "
         "WHERE state = 'held' AND deadline_ms <= ? ORDER BY deadline_ms LIMIT 1000",
