@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
@@ -138,6 +139,7 @@ class Daemon:
         self.server: grpc.aio.Server | None = None
         self.port: int | None = None
         self._stopping = False
+        self._jobs: list[tuple[Callable[[], Awaitable[None]], float]] = []
 
     async def start(self) -> None:
         metrics_listen = self.config.server.metrics_listen
@@ -187,12 +189,22 @@ class Daemon:
         ]
         if self.reloader is not None:
             jobs.append((self.reloader.poll, self.intervals.config))
-        for job, seconds in jobs:
+        self._jobs = [(_logged(job), seconds) for job, seconds in jobs]
+        for job, seconds in self._jobs:
             # First run now: a restart catches up on what it missed while down.
-            self.scheduler.add_job(_logged(job), "interval", seconds=seconds, next_run_time=now, id=job.__name__)
+            self.scheduler.add_job(job, "interval", seconds=seconds, next_run_time=now, id=job.__name__)
         self.scheduler.start()
         log.info("listening", extra={"listen": self.config.server.listen, "port": self.port,
                                      "store": store_shown(self.config.store.url)})
+
+    async def run_due_checks(self) -> None:
+        """Every periodic job once, now (SIGUSR1), except the daily digest,
+        which is sent by its time of day only: tests and operators need not
+        wait for the next tick."""
+        for job, _ in self._jobs:
+            if job.__name__ != self.checks.digest.__name__:
+                await job()
+        log.info("due-checks done")
 
     def _serve_metrics(self, listen: str) -> int:
         try:
@@ -322,15 +334,18 @@ class Daemon:
 
 def _logged(job):
     """A periodic job whose failure is logged (the store may be down) and
-    tried again at its next run."""
+    tried again at its next run. One run at a time: a due-checks run waits
+    for a scheduled one in progress, then runs it again."""
+    one_at_a_time = asyncio.Lock()
 
     async def run():
-        try:
-            await job()
-        except StoreError as err:
-            log.warning("%s: store unavailable: %s", job.__name__, err)
-        except Exception:
-            log.exception("%s failed", job.__name__)
+        async with one_at_a_time:
+            try:
+                await job()
+            except StoreError as err:
+                log.warning("%s: store unavailable: %s", job.__name__, err)
+            except Exception:
+                log.exception("%s failed", job.__name__)
 
     run.__name__ = job.__name__
     return run

@@ -100,6 +100,13 @@ class DaemonProcess:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
+    def run_due_checks(self, timeout: float = 10.0) -> None:
+        """Run the daemon's periodic jobs now (SIGUSR1; all but the digest) and
+        wait until they are done: one more "due-checks done" log line."""
+        done_before = self.log().count("due-checks done")
+        self.proc.send_signal(signal.SIGUSR1)
+        wait_until(lambda: self.log().count("due-checks done") > done_before, timeout, what="due-checks done")
+
     def terminate(self, timeout: float = 20.0) -> int:
         self.proc.send_signal(signal.SIGTERM)
         return self._reap(timeout)

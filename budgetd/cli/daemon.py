@@ -79,6 +79,8 @@ async def _serve(config, path: str) -> int:
         loop.add_signal_handler(sig, stop.set)
     # SIGHUP: reload budgets.yaml now (it is also noticed within a second).
     loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(daemon.reloader.reload("SIGHUP")))
+    # SIGUSR1: run the periodic due-checks now (all but the digest), then log "due-checks done".
+    loop.add_signal_handler(signal.SIGUSR1, lambda: loop.create_task(daemon.run_due_checks()))
     await stop.wait()
     # A second SIGTERM or SIGINT during the drain stops at once.
     draining = loop.create_task(daemon.stop())
