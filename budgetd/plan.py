@@ -12,7 +12,7 @@ import functools
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import ROUND_CEILING, Decimal
 from zoneinfo import ZoneInfo
 
@@ -84,7 +84,7 @@ class Plan:
 
     @functools.cached_property
     def _limits_by_scope_window(self) -> dict[tuple[str, str], Limit]:
-        by = {}
+        by: dict[tuple[str, str], Limit] = {}
         for limit in self.limits:
             by.setdefault((limit.scope.key, limit.window.value), limit)
         return by
@@ -98,8 +98,8 @@ class Plan:
     @functools.cached_property
     def warning_thresholds(self) -> dict[tuple[str, str, str], tuple[tuple[Decimal, int], ...]]:
         """(fraction, spend at which it fires, rounded up) for every capped counter."""
-        return {counter: tuple((f, threshold_nanos(limit.cap_nanos, f)) for f in self.warn_at)
-                for counter, limit in self.capped.items()}
+        return {counter: tuple((f, threshold_nanos(cap, f)) for f in self.warn_at)
+                for counter, limit in self.capped.items() if (cap := limit.cap_nanos) is not None}
 
     def limit_for(self, scope_key: str, window: str) -> Limit | None:
         return self._limits_by_scope_window.get((scope_key, window))
@@ -151,7 +151,7 @@ class PlanCache:
         """The same at ``now_ms`` (unix ms): every hold and settle asks, and
         comparing two ints is cheaper than comparing aware datetimes."""
         if not self._valid_from_ms <= now_ms < self._valid_until_ms:
-            self._enter(datetime.fromtimestamp(now_ms // 1000, timezone.utc).replace(microsecond=now_ms % 1000 * 1000))
+            self._enter(datetime.fromtimestamp(now_ms // 1000, UTC).replace(microsecond=now_ms % 1000 * 1000))
         plan = self._plans.get(agent_id)
         if plan is None:
             budget = self._budget_of(agent_id)
@@ -159,6 +159,7 @@ class PlanCache:
                 return None
             if len(self._plans) >= self._max_agents:
                 self._plans.clear()
+            assert self._periods is not None  # set by _enter, above
             plan = self._plans[agent_id] = _plan(budget, *self._periods)
         return plan
 

@@ -1,34 +1,46 @@
-"""Stores, chosen by URL scheme (the approach of alisaifee/limits)."""
+"""Stores, chosen by URL scheme (the approach of alisaifee/limits): the
+contracts in base.py, the values they carry in model.py, one module or
+package per backend."""
 
 from __future__ import annotations
 
-from .base import (
+from .base import CONTRACTS, Counters, Ledger, Lifecycle, Outbox, Pauses, Store
+from .model import (
+    AgentState,
     Balance,
+    CapChange,
     Claimed,
     Denial,
     HoldRequest,
     HoldResult,
     PauseRecord,
+    PlanLookup,
     Pricing,
-    AgentState,
     RequestConflict,
     SettleRequest,
     SettleResult,
-    Store,
     StoreError,
     StoreLost,
     StoreRefused,
 )
 
 __all__ = [
+    "CONTRACTS",
+    "AgentState",
     "Balance",
+    "CapChange",
     "Claimed",
+    "Counters",
     "Denial",
     "HoldRequest",
     "HoldResult",
+    "Ledger",
+    "Lifecycle",
+    "Outbox",
     "PauseRecord",
+    "Pauses",
+    "PlanLookup",
     "Pricing",
-    "AgentState",
     "RequestConflict",
     "SettleRequest",
     "SettleResult",
@@ -41,7 +53,10 @@ __all__ = [
 
 
 def open_store(url: str) -> Store:
-    """A store for ``url``, not yet opened (``await store.open()``)."""
+    """A store for ``url``, not yet opened (``await store.open()``).
+
+    ``memory://`` is the in-process reference store, for tests and trying
+    things out: a daemon on it loses everything when it exits."""
     if url.startswith("sqlite://"):
         from .sqlite import SqliteStore
 
@@ -50,4 +65,8 @@ def open_store(url: str) -> Store:
         from .redis import RedisStore
 
         return RedisStore(url)
+    if url == "memory://":
+        from .memory import MemoryStore
+
+        return MemoryStore()
     raise StoreError(f"no store for URL {url!r}")

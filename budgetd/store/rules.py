@@ -1,7 +1,8 @@
-"""The decisions of a hold and a settle, as pure functions of what the store
-read. The SQLite store calls these inside its transaction; the Redis store's
-Lua scripts follow the same rules, and the conformance suite holds both to
-them."""
+"""The decisions of the store's steps, as pure functions of what the store
+read: a hold's refusal, a settle's warnings and cap pauses, what a reconcile
+or a new period does to a pause. The memory and SQLite stores call these
+inside their step; the Redis store's Lua scripts follow the same rules, and
+the conformance suite holds every store to them."""
 
 from __future__ import annotations
 
@@ -11,10 +12,10 @@ from decimal import Decimal
 
 from budgetd_client.money import nanos_to_usd
 
-from ..plan import Limit, Plan, Scope
 from ..notices import model as notices
 from ..notices.model import Notice
-from .base import Balance, CapChange, Counter, Denial, PauseRecord
+from ..plan import Limit, Plan, Scope
+from .model import Balance, CapChange, Counter, Denial, PauseRecord
 
 
 def pause_in_force(plan: Plan, pauses: Iterable[PauseRecord]) -> tuple[PauseRecord, Limit | None] | None:
@@ -56,11 +57,13 @@ def refuse_hold(
     return None
 
 
-def cap_reached(plan: Plan, counter: Counter, spent_nanos: int) -> Limit | None:
-    """The limit whose cap this counter's spend has reached, if the counter is
-    in a current period of the plan and capped."""
+def cap_reached(plan: Plan, counter: Counter, spent_nanos: int) -> tuple[Limit, int] | None:
+    """The limit whose cap this counter's spend has reached, and that cap, if
+    the counter is in a current period of the plan and capped."""
     limit = plan.capped.get(counter)
-    return limit if limit is not None and spent_nanos >= limit.cap_nanos else None
+    if limit is None or limit.cap_nanos is None or spent_nanos < limit.cap_nanos:
+        return None
+    return limit, limit.cap_nanos
 
 
 def warnings_crossed(plan: Plan, counter: Counter, spent_before: int, spent_after: int) -> list[Decimal]:
@@ -68,12 +71,13 @@ def warnings_crossed(plan: Plan, counter: Counter, spent_before: int, spent_afte
     counter in a current period. None when the cap itself was reached: the
     pause notice says more than the warnings would."""
     limit = plan.capped.get(counter)
-    if limit is None or spent_after >= limit.cap_nanos:
+    if limit is None or limit.cap_nanos is None or spent_after >= limit.cap_nanos:
         return []
     return [f for f, threshold in plan.warning_thresholds[counter] if spent_before < threshold <= spent_after]
 
 
 def cap_pause_reason(limit: Limit) -> str:
+    assert limit.cap_nanos is not None, "a cap pause is of a capped window"
     who = "" if limit.scope.kind == "agent" else f"group {limit.scope.name} "
     return f"{who}{limit.window.value} cap of {nanos_to_usd(limit.cap_nanos)} USD reached"
 
@@ -94,6 +98,25 @@ def reconcile_targets(plan: Plan, cause: CapChange | None) -> list[tuple[Limit, 
     if cause is None:
         return [(limit, None) for limit in plan.limits if limit.cap_nanos is not None]
     return [(limit, change) for limit in plan.limits if (change := cause.of(limit)) is not None]
+
+
+def reconcile_step(limit: Limit, spent_nanos: int, cap_paused: bool) -> str | None:
+    """What a reconcile does to one window: "pause" one at or over its cap
+    that is not paused yet, "resume" a cap pause whose cap is now above the
+    spend (or gone), otherwise nothing (None)."""
+    over = limit.cap_nanos is not None and spent_nanos >= limit.cap_nanos
+    if over and not cap_paused:
+        return "pause"
+    if not over and cap_paused:
+        return "resume"
+    return None
+
+
+def lapsed(plan: Plan, scope_key: str, cap_pauses: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The (window, period) of a scope's cap pauses whose period is no longer
+    the plan's current one (or whose window the plan no longer has)."""
+    return [(window, period) for window, period in cap_pauses
+            if (limit := plan.limit_for(scope_key, window)) is None or limit.period.key != period]
 
 
 def reconcile_notices(plan: Plan, limit: Limit, change: tuple | None, now_ms: int) -> tuple[str, Notice, Notice]:

@@ -13,16 +13,19 @@ from budgetd.config import Resolver, load_config_text
 from budgetd.config.diff import a_member, diff, diff_agents
 from budgetd.notices.messages import Context, render
 from budgetd.plan import make_plan
-from budgetd.store import HoldRequest, SettleRequest, open_store
-from budgetd.store.base import CapChange
+from budgetd.store import CapChange, HoldRequest, SettleRequest, open_store
 
 USD = 10**9
 UTC = timezone.utc
 
 
-@pytest.fixture(params=["sqlite", "redis"])
+@pytest.fixture(params=[pytest.param("memory", marks=pytest.mark.memory),
+                        pytest.param("sqlite", marks=pytest.mark.sqlite),
+                        pytest.param("redis", marks=pytest.mark.redis)])
 async def store(request, tmp_path):
-    if request.param == "sqlite":
+    if request.param == "memory":
+        s = open_store("memory://")
+    elif request.param == "sqlite":
         s = open_store(f"sqlite://{tmp_path}/store.db")
     else:
         s = open_store(f"{request.getfixturevalue('redis_server').url}?prefix=t{uuid.uuid4().hex[:12]}")

@@ -13,7 +13,7 @@ import pytest
 from budgetd.config import Resolver, load_config_text
 from budgetd.plan import make_plan
 from budgetd.store import HoldRequest, SettleRequest, open_store
-from budgetd.store import batching
+from budgetd.store.sqlite import batching
 
 NOW = datetime.now(timezone.utc)  # SQLite expires nothing by itself; any time does
 NOW_MS = int(NOW.timestamp() * 1000)

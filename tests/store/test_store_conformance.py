@@ -15,7 +15,11 @@ every expiry a store computes is in the future:
 Every test declares the Store methods it covers (``@covers``); the store a
 test gets records the calls it makes, and a test that does not call what it
 declares fails. test_every_store_method_has_a_conformance_case fails when a
-method of the contract has no case.
+method of one of the contracts (budgetd.store.CONTRACTS) has no case.
+
+Each store is a param of the ``store`` fixture with a marker, so one backend
+runs alone: ``pytest tests/store -m memory`` (or sqlite, redis, cluster).
+A new store adds its param to STORES and its URL to store_url().
 """
 
 from __future__ import annotations
@@ -37,11 +41,27 @@ import pytest
 from budgetd.config import Resolver, load_config_text
 from budgetd.notices.model import Notice
 from budgetd.plan import make_plan
-from budgetd.store import HoldRequest, Pricing, RequestConflict, SettleRequest, Store, StoreError, open_store
+from budgetd.store import (
+    CONTRACTS,
+    CapChange,
+    HoldRequest,
+    Pricing,
+    RequestConflict,
+    SettleRequest,
+    Store,
+    StoreError,
+    open_store,
+)
 
-STORES = ["sqlite", "redis", "redis-cluster"]
+# The memory store first: the reference the others are held to.
+STORES = [
+    pytest.param("memory", marks=pytest.mark.memory),
+    pytest.param("sqlite", marks=pytest.mark.sqlite),
+    pytest.param("redis", marks=pytest.mark.redis),
+    pytest.param("redis-cluster", marks=[pytest.mark.redis, pytest.mark.cluster]),
+]
 USD = 10**9
-CONTRACT = frozenset(Store.__abstractmethods__)
+CONTRACT = frozenset().union(*(contract.__abstractmethods__ for contract in CONTRACTS))
 
 # No warnings from these caps (settle_warning's plans bring their own warn_at):
 # the tests that drain the outbox count the notices they expect.
@@ -246,8 +266,14 @@ def test_every_store_method_has_a_conformance_case():
     declared_off_store = sorted(name for name, fn in tests.items() if getattr(fn, "covers", None) and name not in on_store)
     assert not declared_off_store, f"@covers on tests that do not run on the store fixture: {declared_off_store}"
     covered = frozenset().union(*(fn.covers for fn in on_store.values()))
-    missing = sorted(CONTRACT - covered)
-    assert not missing, f"Store methods no conformance test calls: {missing}"
+    missing = {contract.__name__: sorted(contract.__abstractmethods__ - covered) for contract in CONTRACTS}
+    assert not any(missing.values()), f"contract methods no conformance test calls: {missing}"
+
+
+def test_the_store_contract_is_the_union_of_the_contracts():
+    """So that covering every contract covers the whole Store."""
+    assert Store.__abstractmethods__ == CONTRACT
+    assert all(issubclass(Store, contract) for contract in CONTRACTS)
 
 
 # -- the store ------------------------------------------------------------------------------
@@ -270,15 +296,20 @@ def settle(agent: str, rid: str, actual: int | None, now: datetime | None = None
     return SettleRequest(rid, actual, plan(agent, now), _ms(now or T.now), {}, pricing)
 
 
+def store_url(request, name: str, tmp_path) -> str:
+    prefix = f"t{uuid.uuid4().hex[:12]}"  # each test its own keys on the shared servers
+    if name == "memory":
+        return "memory://"
+    if name == "sqlite":
+        return f"sqlite://{tmp_path}/store.db"
+    if name == "redis":
+        return f"{request.getfixturevalue('redis_server').url}?prefix={prefix}"
+    return f"{request.getfixturevalue('redis_cluster').url}&prefix={prefix}"
+
+
 @pytest.fixture(params=STORES)
 async def store(request, tmp_path, time_base):
-    prefix = f"t{uuid.uuid4().hex[:12]}"  # each test its own keys on the shared servers
-    if request.param == "sqlite":
-        s = open_store(f"sqlite://{tmp_path}/store.db")
-    elif request.param == "redis":
-        s = open_store(f"{request.getfixturevalue('redis_server').url}?prefix={prefix}")
-    else:
-        s = open_store(f"{request.getfixturevalue('redis_cluster').url}&prefix={prefix}")
+    s = open_store(store_url(request, request.param, tmp_path))
     recording = Recording(s)
     await recording.open()
     yield recording
@@ -644,6 +675,56 @@ async def test_a_cap_lowered_below_spend_pauses_and_raised_again_resumes_with_no
     assert await store.reconcile(plan("a1"), T.now_ms + 3) == []
     assert (await store.hold(hold("a1", "r5", 1))).allowed
     assert (await store.hold(hold("team-b", "r6", 1))).allowed
+
+
+@covers("reconcile", "settle", "resume", "read", "claim_notices", "finish_notice")
+async def test_a_reconcile_with_a_cause_looks_only_at_the_windows_it_names_and_says_what_changed(store):
+    await store.settle(settle("a1", "r1", 600_000_000))
+    daily = ("agent:a1", "daily")
+    lowered = CapChange({daily: (USD, USD // 2)})
+    [paused] = await store.reconcile(lowered_plan("a1"), T.now_ms, lowered)  # monthly is over too, but not named
+    assert (paused.kind, paused.scope, paused.window, paused.period, paused.spent_nanos, paused.cap_nanos) == (
+        "paused", "agent:a1", "daily", T.day, 600_000_000, USD // 2)
+    assert paused.extra == {"by": "cap", "cause": "config", "cap_before_nanos": USD, "cap_after_nanos": USD // 2}
+    assert await drain(store) == [paused]
+    assert [(p.kind, p.window) for p in (await store.read(lowered_plan("a1"))).pauses] == [("cap", "daily")]
+    # A cause naming another window leaves this one's pause alone; one naming it, raised, lifts it.
+    assert await store.reconcile(plan("a1"), T.now_ms + 1, CapChange({("agent:a1", "monthly"): (USD // 2, 3 * USD)})) == []
+    [resumed] = await store.reconcile(plan("a1"), T.now_ms + 2, CapChange({daily: (USD // 2, USD)}))
+    assert (resumed.kind, resumed.scope, resumed.window, resumed.period, resumed.cap_nanos, resumed.at_ms) == (
+        "resumed", "agent:a1", "daily", T.day, USD, T.now_ms + 2)
+    assert resumed.extra == {"by": "config", "cause": "config", "cap_before_nanos": USD // 2, "cap_after_nanos": USD}
+    assert (await store.read(plan("a1"))).pauses == []
+    # An operator's resume stands against a cause that does not name the window.
+    await store.reconcile(lowered_plan("a1"), T.now_ms + 3, lowered)
+    assert await store.resume(lowered_plan("a1"), T.now_ms + 4)
+    assert await store.reconcile(lowered_plan("a1"), T.now_ms + 5, CapChange({("group:team", "daily"): (1, 2)})) == []
+    assert (await store.read(lowered_plan("a1"))).pauses == []
+
+
+@covers("read_many", "read", "hold", "settle", "pause")
+async def test_read_many_reads_each_agent_as_read_does_in_the_order_given(store):
+    await store.hold(hold("a1", "r1", 300))
+    await store.settle(settle("a2", "r2", 700))
+    await store.settle(settle("team-a", "r3", USD))  # the group's cap: team-a and team-b are paused by it
+    await store.hold(hold("team-b", "r4", 0))
+    await store.pause(plan("team-b"), "loop", T.now_ms)
+    plans = [plan(agent) for agent in ("team-b", "a1", "team-z", "team-a", "a2", "a1")]
+    many = await store.read_many(plans)
+    assert len(many) == len(plans)
+    for p, state in zip(plans, many, strict=True):
+        alone = await store.read(p)
+        assert [state.balance(lm) for lm in p.limits] == [alone.balance(lm) for lm in p.limits], p.agent_id
+        assert sorted(state.pauses, key=repr) == sorted(alone.pauses, key=repr), p.agent_id
+    team_b, a1, team_z, team_a, a2, _ = many
+    assert a1.balance(plans[1].limits[0]).reserved_nanos == 300
+    assert a2.balance(plans[4].limits[0]).spent_nanos == 700
+    # team-z has done nothing: its own counters are empty, its group's are shared.
+    assert [team_z.balance(lm).spent_nanos for lm in plans[2].limits] == [0, 0, USD, USD, 0]
+    assert [(p.scope, p.kind) for p in team_z.pauses] == [("group:team", "cap")]
+    assert sorted((p.scope, p.kind) for p in team_b.pauses) == [("agent:team-b", "manual"), ("group:team", "cap")]
+    assert [(p.scope, p.kind) for p in team_a.pauses] == [("group:team", "cap")]
+    assert await store.read_many([]) == []
 
 
 def priced(model: str) -> Pricing:

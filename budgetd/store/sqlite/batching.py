@@ -37,6 +37,7 @@ From then on every operation fails with that StoreLost, unrun.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import sqlite3
 from collections.abc import Callable
@@ -44,7 +45,7 @@ from typing import Any, TypeVar
 
 import aiosqlite
 
-from .base import StoreError, StoreLost
+from ..model import StoreError, StoreLost
 
 log = logging.getLogger("budgetd.store.sqlite")
 
@@ -139,11 +140,12 @@ class GroupCommitter:
                     outcomes = self._verified(_transaction_or_error(self._db._conn, batch))
                 else:
                     try:
-                        outcomes = await _run_on_connection_thread(self._db, lambda conn: _transaction(conn, batch))
+                        in_transaction = functools.partial(_transaction, batch=batch)
+                        outcomes = await _run_on_connection_thread(self._db, in_transaction)
                     except Exception as err:
                         outcomes = _failed(err, len(batch))
                     outcomes = self._verified(outcomes)
-                for (_, future, _), (ok, value) in zip(batch, outcomes):
+                for (_, future, _), (ok, value) in zip(batch, outcomes, strict=True):
                     if future.done():  # the caller went away (cancelled)
                         continue
                     if ok:
@@ -179,7 +181,7 @@ def _failed(err: Exception, count: int) -> list[tuple[bool, Any]]:
 
 def _transaction(conn: sqlite3.Connection, batch) -> list[tuple[bool, Any]]:
     if len(batch) == 1:
-        return [_alone(conn, batch[0][0])]
+        return [_run_in_own_transaction(conn, batch[0][0])]
     outcomes: list[tuple[bool, Any]] = []
     conn.execute("BEGIN IMMEDIATE")
     try:
@@ -199,7 +201,7 @@ def _transaction(conn: sqlite3.Connection, batch) -> list[tuple[bool, Any]]:
     return outcomes
 
 
-def _alone(conn: sqlite3.Connection, op: Operation) -> tuple[bool, Any]:
+def _run_in_own_transaction(conn: sqlite3.Connection, op: Operation) -> tuple[bool, Any]:
     """A batch of one needs no savepoint: its failure rolls back the whole
     transaction (two statements fewer, the common case at low load)."""
     conn.execute("BEGIN IMMEDIATE")

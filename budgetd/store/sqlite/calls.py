@@ -1,0 +1,272 @@
+"""A call's steps on the SQLite store (hold, settle, release, expire): plain
+functions of a sqlite3 connection, each run inside one transaction by the
+group committer, deciding by the shared rules (rules.py)."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from ...notices import model as notices
+from ...plan import Plan
+from .. import rules
+from ..model import (
+    Balance,
+    Counter,
+    HoldRequest,
+    HoldResult,
+    PauseRecord,
+    PlanLookup,
+    Pricing,
+    RequestConflict,
+    SettleRequest,
+    SettleResult,
+)
+from .outbox import notify
+
+
+@dataclass(frozen=True)
+class PlanStatements:
+    """What the store derives from a plan once (see per_plan.py): a hold's
+    read, and what a ledger row of the plan's periods records."""
+
+    hold_read_sql: str
+    hold_read_params: tuple[str, ...]
+    day: str | None
+    groups_json: str
+
+
+def plan_statements(plan: Plan) -> PlanStatements:
+    params = (*(part for counter in plan.counters for part in counter), *(s.key for s in plan.scopes))
+    day, groups = rules.day_and_groups(plan.agent_id, plan.counters)
+    return PlanStatements(_hold_read_sql(len(plan.counters), len(plan.scopes)), params, day, json.dumps(groups))
+
+
+def _add_spent_sql(rows: int) -> str:
+    """One statement for every counter of a step (one row each)."""
+    return (
+        "INSERT INTO counters (scope, win, period, spent_nanos, reserved_nanos) VALUES "
+        + ", ".join(["(?, ?, ?, ?, ?)"] * rows)
+        + " ON CONFLICT DO UPDATE SET spent_nanos = spent_nanos + excluded.spent_nanos,"
+        " reserved_nanos = reserved_nanos + excluded.reserved_nanos"
+        " RETURNING scope, win, period, spent_nanos"
+    )
+
+
+_ADD_SPENT = [_add_spent_sql(n) for n in range(9)]  # statements for up to 8 counters, built once
+
+
+def _add_spent(conn: sqlite3.Connection, counters: Sequence[Counter], spent_delta: int,
+               reserved_delta: int) -> dict[Counter, int]:
+    """Add the deltas to every counter; their spend after."""
+    if not counters:
+        return {}
+    sql = _ADD_SPENT[len(counters)] if len(counters) < len(_ADD_SPENT) else _add_spent_sql(len(counters))
+    rows = conn.execute(sql, [v for c in counters for v in (*c, spent_delta, reserved_delta)]).fetchall()
+    return {(scope, win, period): spent for scope, win, period, spent in rows}
+
+
+def _hold_read_sql(counters: int, scopes: int) -> str:
+    """One read for everything a hold decides on: the call (if its id was
+    seen), the balances of its counters and the pauses of its scopes, each
+    row tagged by what it is."""
+    return (
+        "SELECT 0, scope, win, period, spent_nanos, reserved_nanos, NULL FROM counters "
+        f"WHERE (scope, win, period) IN (VALUES {', '.join(['(?, ?, ?)'] * counters)}) "
+        "UNION ALL SELECT 1, scope, kind, win, period, reason, since_ms FROM pauses "
+        f"WHERE scope IN ({', '.join('?' * scopes)}) "
+        "UNION ALL SELECT 2, state, held_nanos, deadline_ms, NULL, NULL, NULL FROM calls "
+        "WHERE agent_id = ? AND request_id = ?"
+    )
+
+
+def hold(conn: sqlite3.Connection, req: HoldRequest, statements: PlanStatements) -> HoldResult:
+    plan = req.plan
+    balances: dict[Counter, Balance] = {}
+    pauses: list[PauseRecord] = []
+    read = conn.execute(statements.hold_read_sql, (*statements.hold_read_params, req.agent_id, req.request_id))
+    for row in read.fetchall():
+        if row[0] == 0:
+            balances[row[1:4]] = Balance(row[4], row[5])
+        elif row[0] == 1:
+            pauses.append(PauseRecord(*row[1:]))
+        elif row[1] == "held":  # a retry of a hold that went through
+            return HoldResult(True, row[2], row[3])
+        else:
+            raise RequestConflict(f"request_id {req.request_id} was already {row[1]}")
+    denial = rules.refuse_hold(plan, balances, pauses, req.amount_nanos)
+    if denial is not None:
+        return HoldResult(False, denial=denial)
+    _add_spent(conn, plan.counters, 0, req.amount_nanos)
+    conn.execute(
+        "INSERT INTO calls (request_id, agent_id, state, held_nanos, counters, tags, created_ms, deadline_ms) "
+        "VALUES (?, ?, 'held', ?, ?, ?, ?, ?)",
+        (req.request_id, req.agent_id, req.amount_nanos, plan.counters_json, _tags_json(req.tags),
+         req.now_ms, req.deadline_ms),
+    )
+    return HoldResult(True, req.amount_nanos, req.deadline_ms)
+
+
+def _tags_json(tags) -> str:
+    return json.dumps(dict(tags)) if tags else "{}"
+
+
+def _charge(conn, plan: Plan | None, counters, spent_delta: int, reserved_delta: int, now_ms: int,
+            agent_id: str = "", warn: bool = False) -> tuple[PauseRecord, ...]:
+    """Apply the deltas to every counter; warn at each threshold crossed and
+    pause each window brought to its cap, with their notices, in this step.
+    ``counters`` are tuples (scope, window, period)."""
+    spent_after = _add_spent(conn, counters, spent_delta, reserved_delta)
+    if plan is None:
+        return ()
+    started = []
+    for counter in counters:
+        spent = spent_after[counter]
+        reached = rules.cap_reached(plan, counter, spent)
+        if reached is None:  # under its cap, uncapped, or a period that is no longer current
+            if warn:  # a settle's cost warns; a charged expiry does not
+                for fraction in rules.warnings_crossed(plan, counter, spent - spent_delta, spent):
+                    notify(conn, notices.warning(agent_id, plan.capped[counter], fraction, spent, now_ms))
+            continue
+        limit, cap = reached
+        scope, window, period = counter
+        record = PauseRecord(scope, "cap", window, period, rules.cap_pause_reason(limit), now_ms)
+        inserted = conn.execute(
+            "INSERT OR IGNORE INTO pauses VALUES (?, ?, ?, ?, ?, ?)",
+            (record.scope, record.kind, record.window, record.period, record.reason, record.since_ms),
+        ).rowcount
+        if inserted:
+            started.append(record)
+            notify(conn, notices.paused_at_cap(agent_id, record, spent, cap))
+    return tuple(started)
+
+
+def _counters(plan: Plan | None, counters_json: str) -> tuple[Counter, ...]:
+    """A call's stored counters as tuples; the plan's own (no parsing) when
+    the call was held in the current periods, as nearly every one is."""
+    if plan is not None and counters_json == plan.counters_json:
+        return plan.counters
+    return tuple(tuple(c) for c in json.loads(counters_json))
+
+
+def _day_and_groups_json(plan: Plan | None, statements: PlanStatements | None, agent_id: str,
+                         counters) -> tuple[str | None, str]:
+    if plan is not None and statements is not None and counters is plan.counters:
+        return statements.day, statements.groups_json
+    day, groups = rules.day_and_groups(agent_id, counters)
+    return day, json.dumps(groups)
+
+
+def _ledger(conn, request_id, agent_id, kind, cost, tags_json, held_ms, now_ms, counters,
+            pricing: Pricing | None, plan: Plan | None, statements: PlanStatements | None) -> None:
+    priced = (
+        (pricing.model, pricing.provider, pricing.input_tokens, pricing.cached_input_tokens, pricing.output_tokens,
+         pricing.reasoning_tokens, pricing.price_version)
+        if pricing is not None else (None,) * 7
+    )
+    day, groups = _day_and_groups_json(plan, statements, agent_id, counters)
+    conn.execute(
+        "INSERT INTO ledger (request_id, agent_id, kind, cost_nanos, tags, held_ms, settled_ms, model, provider, "
+        "input_tokens, cached_input_tokens, output_tokens, reasoning_tokens, price_version, day, groups) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (request_id, agent_id, kind, cost, tags_json, held_ms, now_ms, *priced, day, groups),
+    )
+
+
+# A settle's tags are added to the hold's (a settle's value wins); ? twice: the
+# settle's tags as JSON, or NULL for none.
+_MERGED_TAGS = "tags = CASE WHEN ? IS NULL THEN tags ELSE json_patch(tags, ?) END"
+
+
+def settle(conn: sqlite3.Connection, req: SettleRequest, statements: PlanStatements) -> SettleResult:
+    # The common case, a call still held, in one statement: a held call has
+    # charged nothing yet, so what it adds to spend is what it now charges.
+    tags = json.dumps(dict(req.tags)) if req.tags else None
+    row = conn.execute(
+        f"UPDATE calls SET state = 'settled', charged_nanos = coalesce(?, held_nanos), ended_ms = ?, {_MERGED_TAGS} "
+        "WHERE agent_id = ? AND request_id = ? AND state = 'held' "
+        "RETURNING held_nanos, charged_nanos, counters, tags, created_ms",
+        (req.actual_nanos, req.now_ms, tags, tags, req.agent_id, req.request_id),
+    ).fetchone()
+    if row is not None:
+        held, amount, counters_json, tags_json, created_ms = row
+        counters = _counters(req.plan, counters_json)
+        paused = _charge(conn, req.plan, counters, amount, -held, req.now_ms, req.agent_id, warn=True)
+        _ledger(conn, req.request_id, req.agent_id, "settle", amount, tags_json, created_ms, req.now_ms, counters,
+                req.pricing, req.plan, statements)
+        return SettleResult(amount, paused=paused)
+    return _settle_not_held(conn, req, statements)
+
+
+def _settle_not_held(conn: sqlite3.Connection, req: SettleRequest, statements: PlanStatements) -> SettleResult:
+    """No call, or one that was settled, released or expired."""
+    row = conn.execute(
+        "SELECT state, held_nanos, charged_nanos, counters, tags, created_ms FROM calls "
+        "WHERE agent_id = ? AND request_id = ?",
+        (req.agent_id, req.request_id),
+    ).fetchone()
+    if row is None:  # no hold (fail-open, or a hold this store never saw): charge the current windows
+        amount = req.actual_nanos if req.actual_nanos is not None else req.plan.estimate_nanos
+        counters = req.plan.counters
+        tags = _tags_json(req.tags)
+        conn.execute(
+            "INSERT INTO calls (request_id, agent_id, state, held_nanos, charged_nanos, counters, tags, created_ms, "
+            "deadline_ms, ended_ms) VALUES (?, ?, 'settled', 0, ?, ?, ?, ?, ?, ?)",
+            (req.request_id, req.agent_id, amount, req.plan.counters_json, tags, req.now_ms, req.now_ms, req.now_ms),
+        )
+        paused = _charge(conn, req.plan, counters, amount, 0, req.now_ms, req.agent_id, warn=True)
+        _ledger(conn, req.request_id, req.agent_id, "settle", amount, tags, None, req.now_ms, counters, req.pricing,
+                req.plan, statements)
+        return SettleResult(amount, paused=paused)
+    state, held, charged, counters_json, _, created_ms = row
+    if state == "settled":
+        return SettleResult(charged, duplicate=True)
+    # released or expired: no reservation is left; the cost comes, less what
+    # an expiry already charged (counted once).
+    amount = req.actual_nanos if req.actual_nanos is not None else held
+    spent_delta = amount - charged
+    counters = _counters(req.plan, counters_json)
+    paused = _charge(conn, req.plan, counters, spent_delta, 0, req.now_ms, req.agent_id, warn=True)
+    new_tags = json.dumps(dict(req.tags)) if req.tags else None
+    (tags,) = conn.execute(
+        f"UPDATE calls SET state = 'settled', charged_nanos = ?, ended_ms = ?, {_MERGED_TAGS} "
+        "WHERE agent_id = ? AND request_id = ? RETURNING tags",
+        (amount, req.now_ms, new_tags, new_tags, req.agent_id, req.request_id),
+    ).fetchone()
+    _ledger(conn, req.request_id, req.agent_id, "settle", spent_delta, tags, created_ms, req.now_ms, counters,
+            req.pricing, req.plan, statements)
+    return SettleResult(amount, paused=paused)
+
+
+def release(conn: sqlite3.Connection, request_id: str, agent_id: str) -> bool:
+    row = conn.execute(
+        "SELECT state, held_nanos, counters FROM calls WHERE agent_id = ? AND request_id = ?", (agent_id, request_id)
+    ).fetchone()
+    if row is None or row[0] != "held":
+        return False
+    _charge(conn, None, _counters(None, row[2]), 0, -row[1], 0)
+    conn.execute("UPDATE calls SET state = 'released' WHERE agent_id = ? AND request_id = ?", (agent_id, request_id))
+    return True
+
+
+def expire(conn: sqlite3.Connection, now_ms: int, charge: bool, plan_for: PlanLookup) -> int:
+    rows = conn.execute(
+        "SELECT request_id, agent_id, held_nanos, counters, tags, created_ms FROM calls "
+        "WHERE state = 'held' AND deadline_ms <= ? ORDER BY deadline_ms LIMIT 1000",
+        (now_ms,),
+    ).fetchall()
+    for request_id, agent_id, held, counters_json, tags_json, created_ms in rows:
+        charged = held if charge else 0
+        plan = plan_for(agent_id) if charge else None
+        counters = _counters(plan, counters_json)
+        _charge(conn, plan, counters, charged, -held, now_ms, agent_id)
+        conn.execute(
+            "UPDATE calls SET state = 'expired', charged_nanos = ?, ended_ms = ? WHERE agent_id = ? AND request_id = ?",
+            (charged, now_ms, agent_id, request_id),
+        )
+        if charged:
+            _ledger(conn, request_id, agent_id, "expiry", charged, tags_json, created_ms, now_ms, counters, None,
+                    plan, None)
+    return len(rows)
