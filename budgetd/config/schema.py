@@ -130,9 +130,9 @@ class StoreConfig(Strict):
             if not value[len("sqlite://") :]:
                 raise ValueError("sqlite:// needs a file path, e.g. sqlite:///var/lib/budgetd/budgetd.db")
             return value
-        if value.startswith(("redis://", "rediss://")):
+        if value.startswith(("redis://", "rediss://")) or value == "memory://":  # memory: for tests, trying out
             return value
-        raise ValueError(f"{value!r}: the store URL must start with sqlite://, redis:// or rediss://")
+        raise ValueError(f"{value!r}: the store URL must start with sqlite://, redis:// or rediss://, or be memory://")
 
 
 class Budget(Strict):
