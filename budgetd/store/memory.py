@@ -84,6 +84,7 @@ class _Data:
     counters: dict[Counter, Balance] = field(default_factory=dict)
     pauses: dict[Counter, PauseRecord] = field(default_factory=dict)  # (scope, window, period); "" "" for manual
     calls: dict[tuple[str, str], _Call] = field(default_factory=dict)  # by (agent, request id)
+    held: dict[tuple[str, str], _Call] = field(default_factory=dict)  # the calls still held: what expiry looks at
     ledger: list[_LedgerRow] = field(default_factory=list)
     outbox: list[_Queued] = field(default_factory=list)  # in the order written
     notice_keys: set[str] = field(default_factory=set)
@@ -124,7 +125,7 @@ class MemoryStore(Store):
         if denial is not None:
             return HoldResult(False, denial=denial)
         self._add(plan.counters, 0, req.amount_nanos)
-        data.calls[(req.agent_id, req.request_id)] = _Call(
+        data.calls[(req.agent_id, req.request_id)] = data.held[(req.agent_id, req.request_id)] = _Call(
             "held", req.amount_nanos, 0, plan.counters, dict(req.tags), req.now_ms, req.deadline_ms)
         return HoldResult(True, req.amount_nanos, req.deadline_ms)
 
@@ -146,34 +147,34 @@ class MemoryStore(Store):
         spent_delta = amount - call.charged_nanos
         reserved_delta = -call.held_nanos if call.state == "held" else 0
         paused = self._charge(req.plan, call.counters, spent_delta, reserved_delta, req.now_ms, warn=True)
-        call.state, call.charged_nanos = "settled", amount
+        self._end((req.agent_id, req.request_id), "settled", amount)
         call.tags.update(req.tags)  # a settle's tags are added to the hold's, and win
         self._write_ledger(req.request_id, req.agent_id, spent_delta, call, req.now_ms, req.pricing)
         return SettleResult(amount, paused=paused)
 
     async def release(self, request_id: str, plan: Plan, now_ms: int) -> bool:
-        call = self._opened().calls.get((plan.agent_id, request_id))
-        if call is None or call.state != "held":
+        call = self._opened().held.get((plan.agent_id, request_id))
+        if call is None:
             return False
         self._add(call.counters, 0, -call.held_nanos)
-        call.state = "released"
+        self._end((plan.agent_id, request_id), "released", 0)
         return True
 
     async def expire(self, now_ms: int, charge: bool, plan_for: PlanLookup) -> int:
         data = self._opened()
-        due = sorted(((key, call) for key, call in data.calls.items()
-                      if call.state == "held" and call.deadline_ms <= now_ms), key=lambda item: item[1].deadline_ms)
-        for (agent_id, request_id), call in due[:EXPIRED_PER_SWEEP]:
+        due = sorted(((key, call) for key, call in data.held.items() if call.deadline_ms <= now_ms),
+                     key=lambda item: item[1].deadline_ms)[:EXPIRED_PER_SWEEP]
+        for (agent_id, request_id), call in due:
             charged = call.held_nanos if charge else 0
             plan = plan_for(agent_id) if charge else None
             if plan is None:
                 self._add(call.counters, charged, -call.held_nanos)
             else:
                 self._charge(plan, call.counters, charged, -call.held_nanos, now_ms, warn=False)
-            call.state, call.charged_nanos = "expired", charged
+            self._end((agent_id, request_id), "expired", charged)
             if charged:
                 self._write_ledger(request_id, agent_id, charged, call, now_ms, None)
-        return len(due[:EXPIRED_PER_SWEEP])
+        return len(due)
 
     async def read(self, plan: Plan) -> AgentState:
         data = self._opened()
@@ -343,6 +344,12 @@ class MemoryStore(Store):
             started.append(record)
             self._notify(notices.paused_at_cap(plan.agent_id, record, spent, cap))
         return tuple(started)
+
+    def _end(self, key: tuple[str, str], state: str, charged_nanos: int) -> None:
+        """A call ends: settled, released or expired, having charged this much in all."""
+        call = self._data.calls[key]
+        call.state, call.charged_nanos = state, charged_nanos
+        self._data.held.pop(key, None)
 
     def _write_ledger(self, request_id: str, agent_id: str, cost_nanos: int, call: _Call, now_ms: int,
                       pricing: Pricing | None) -> None:
