@@ -13,7 +13,7 @@ import re
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import grpc
 
@@ -213,7 +213,7 @@ def translate_rpc_error(err: grpc.RpcError, *, address: str = "", timeout: float
         if code != grpc.StatusCode.DEADLINE_EXCEEDED and "failed to connect" in said:  # the channel's raw text
             said = unreachable(said)
         return BudgetUnavailable(f"{where} did not answer{within}" + (f": {said}" if said else ""))
-    if code in TRANSIENT_CODES:
+    if code is not None and code in TRANSIENT_CODES:
         return BudgetUnavailable(f"{where} unavailable ({code.name}): {details}")
     if code == grpc.StatusCode.INVALID_ARGUMENT:
         return ValueError(details)
@@ -226,7 +226,7 @@ def translate_rpc_error(err: grpc.RpcError, *, address: str = "", timeout: float
 def probe_answer(err: grpc.RpcError | None) -> str:
     """What the probe of a channel whose call timed out says about it."""
     code = err.code() if err is not None else None
-    if code == grpc.StatusCode.UNAVAILABLE:  # the channel's own last connection error
+    if err is not None and code == grpc.StatusCode.UNAVAILABLE:  # the channel's own last connection error
         return unreachable(err.details() or "")
     if code == grpc.StatusCode.UNIMPLEMENTED:
         return "connected, but it did not answer in time (overloaded, or its store is slow)"
@@ -238,7 +238,7 @@ def probe_answer(err: grpc.RpcError | None) -> str:
 def _time(ts) -> datetime | None:
     if not ts.seconds and not ts.nanos:
         return None
-    return ts.ToDatetime(tzinfo=timezone.utc)
+    return ts.ToDatetime(tzinfo=UTC)
 
 
 def _scope_name(scope: pb.Scope) -> str:
@@ -278,8 +278,9 @@ def window_status(w: pb.WindowStatus) -> WindowStatus:
         reserved_usd=nanos_to_usd(w.reserved_nanos),
         cap_usd=nanos_to_usd(w.cap_nanos) if w.HasField("cap_nanos") else None,
         remaining_usd=nanos_to_usd(w.remaining_nanos) if w.HasField("remaining_nanos") else None,
-        starts_at=_time(w.starts_at),
-        resets_at=_time(w.resets_at),
+        # Always sent: every window has its period's bounds.
+        starts_at=w.starts_at.ToDatetime(tzinfo=UTC),
+        resets_at=w.resets_at.ToDatetime(tzinfo=UTC),
     )
 
 
@@ -424,13 +425,13 @@ def reconnected_event(agent_id: str, status: AgentStatus, lost_for: float, cause
                  period=status.daily.period, spent_usd=status.daily.spent_usd, cap_usd=status.daily.cap_usd,
                  reason=f"the watch was lost for {lost_for:.1f}s ({cause}); events in that time may have been "
                         "missed: status is the agent's now",
-                 at=datetime.now(timezone.utc), status=status)
+                 at=datetime.now(UTC), status=status)
 
 
 def event(msg: pb.Event) -> Event:
     return Event(kind=msg.kind, agent_id=msg.agent_id, scope=msg.scope, window=msg.window, period=msg.period,
-                 spent_usd=nanos_to_usd(msg.spent_nanos), cap_usd=nanos_to_usd(msg.cap_nanos) if msg.cap_nanos else None,
-                 reason=msg.reason, at=_time(msg.at))
+                 spent_usd=nanos_to_usd(msg.spent_nanos),
+                 cap_usd=nanos_to_usd(msg.cap_nanos) if msg.cap_nanos else None, reason=msg.reason, at=_time(msg.at))
 
 
 def report(by: str, msg: pb.ReportResponse) -> Report:

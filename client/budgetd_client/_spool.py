@@ -39,7 +39,8 @@ log = logging.getLogger("budgetd_client")
 SPOOL_LIMIT = 10_000  # settles kept in memory per Budget
 EXIT_FLUSH_SECONDS = 5.0  # at most this long at exit (or the timeout, if shorter)
 
-_KINDS = {"commit": pb.CommitRequest, "release": pb.ReleaseRequest}
+_KINDS: dict[str, type[pb.CommitRequest] | type[pb.ReleaseRequest]] = {
+    "commit": pb.CommitRequest, "release": pb.ReleaseRequest}
 _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
 
 # Spools with settles not yet acknowledged, held strongly: a Budget dropped
@@ -87,8 +88,10 @@ class Spool:
     def keep(self, request: pb.CommitRequest | pb.ReleaseRequest) -> str:
         """Keep a settle until budgetd acknowledges it; says where it is kept."""
         name = file_name(request)
-        on_disk = self.path is not None and self._write(name, request)
-        where = f"in {self.path / name}" if on_disk else "in memory only (no spool_path or BUDGETD_SPOOL)"
+        path = self.path
+        on_disk = path is not None and self._write(path, name, request)
+        where = (f"in {path / name}" if path is not None and on_disk
+                 else "in memory only (no spool_path or BUDGETD_SPOOL)")
         with self._lock:
             if name in self.pending or len(self.pending) < self.limit:
                 self.pending[name] = request
@@ -106,11 +109,11 @@ class Spool:
         self._live(True)
         return where
 
-    def _write(self, name: str, request) -> bool:
+    def _write(self, path: Path, name: str, request) -> bool:
         """Write the settle's file durably: a temp file, fsync, rename, fsync
         of the directory. False (logged) if the disk refused."""
-        final = self.path / name
-        tmp = self.path / f".{name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
+        final = path / name
+        tmp = path / f".{name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             try:
@@ -119,7 +122,7 @@ class Spool:
             finally:
                 os.close(fd)
             os.replace(tmp, final)
-            _fsync_dir(self.path)
+            _fsync_dir(path)
             return True
         except OSError as err:
             log.error("budgetd: could not write the spool file %s (%s); the settle is kept in memory only",

@@ -7,6 +7,7 @@ import logging
 import threading
 import time
 from collections.abc import Mapping
+from typing import Literal
 
 import grpc
 
@@ -16,9 +17,11 @@ from .errors import BudgetError, BudgetUnavailable
 from .money import UsdLike
 from .status import AgentStatus, ConfigInfo, Report
 from .usage import UsageEstimate
-from ._sync_wrap import wrap_openai
 from .v1 import budget_pb2 as pb
 from .v1 import budget_pb2_grpc as pb_grpc
+
+# Apart: in the generated _sync.py this is _sync_wrap, which would sort elsewhere.
+from ._sync_wrap import wrap_openai  # isort: skip
 
 log = logging.getLogger("budgetd_client")
 
@@ -60,9 +63,7 @@ class Budget:
         self.settings = _core.Settings.resolve(address, token, timeout, fail_open, tls, spool_path)
         self._lock = threading.Lock()
         self._channel = None
-        self._budget_stub = None
-        self._admin_stub = None
-        self._stub_pair = None  # (budget, admin) once the channel is made
+        self._stub_pair: tuple[pb_grpc.BudgetStub, pb_grpc.AdminStub] | None = None  # once the channel is made
         self._closed = False
         # Settles budgetd has not acknowledged, and what sends them again.
         self._kept = _spool.Spool(self.settings)
@@ -77,49 +78,47 @@ class Budget:
         if stubs is not None:  # made already: no lock on every call
             return stubs
         with self._lock:
-            if self._channel is None:
+            if self._stub_pair is None:
                 self._channel = _core.channel(self.settings, grpc)
-                self._budget_stub = pb_grpc.BudgetStub(self._channel)
-                self._admin_stub = pb_grpc.AdminStub(self._channel)
-                self._stub_pair = (self._budget_stub, self._admin_stub)
+                self._stub_pair = (pb_grpc.BudgetStub(self._channel), pb_grpc.AdminStub(self._channel))
                 self._closed = False
-            stubs = self._budget_stub, self._admin_stub
+            stubs = self._stub_pair
         if self._kept.pending:
             self._retrier.start(self._retry_kept)
         return stubs
 
-    def _rpc(self, method, request, timeout: float | None = None):
+    def _rpc(self, method, request, seconds: float | None = None):
         """One call within one deadline: it waits for budgetd to be ready,
         and what budgetd refuses as unavailable (draining, a reset
         connection) is tried again after a short pause, until the deadline."""
         started = time.monotonic()
-        timeout = timeout or self.settings.timeout
+        timeout = seconds or self.settings.timeout
         try:
             return method(request, timeout=timeout, metadata=self.settings.metadata, wait_for_ready=True)
         except grpc.RpcError as err:
             failure = err
         return self._rpc_again(method, request, started, timeout, failure)
 
-    def _rpc_again(self, method, request, started: float, timeout: float, err: grpc.RpcError):
+    def _rpc_again(self, method, request, started: float, seconds: float, err: grpc.RpcError):
         """The rest of ``_rpc`` after its first attempt failed (off the hot path)."""
         pause = _core.RETRY_FIRST_PAUSE
         while True:
             if self._closed:
                 raise BudgetUnavailable("the Budget was closed while the call was under way") from None
-            left = timeout - (time.monotonic() - started)
+            left = seconds - (time.monotonic() - started)
             if not (_core.is_transient(err) and left > 0.01):
                 break
             time.sleep(min(pause, left - 0.005))
             pause = min(pause * 2, _core.RETRY_MAX_PAUSE)
             try:
-                left = max(0.001, timeout - (time.monotonic() - started))
+                left = max(0.001, seconds - (time.monotonic() - started))
                 return method(request, timeout=left, metadata=self.settings.metadata, wait_for_ready=True)
             except grpc.RpcError as again:
                 err = again
         code = err.code()
         why = self._why_no_answer() if code == grpc.StatusCode.DEADLINE_EXCEEDED else ""
         final = _core.is_transient(err) or code == grpc.StatusCode.DEADLINE_EXCEEDED
-        raise _core.translate_rpc_error(err, address=self.settings.address, timeout=timeout if final else None,
+        raise _core.translate_rpc_error(err, address=self.settings.address, timeout=seconds if final else None,
                                         why=why) from None
 
     def _why_no_answer(self) -> str:
@@ -282,12 +281,12 @@ class Budget:
                     _core.describe_settle(request), why, where)
         self._retrier.start(self._retry_kept)
 
-    def _deliver_kept(self, name: str, request, timeout: float) -> bool:
+    def _deliver_kept(self, name: str, request, seconds: float) -> bool:
         """Send one kept settle; False when budgetd did not answer in time."""
         budget, _ = self._stubs()
         method = budget.Release if isinstance(request, pb.ReleaseRequest) else budget.Commit
         try:
-            self._rpc(method, request, timeout)
+            self._rpc(method, request, seconds)
         except BudgetUnavailable:
             return False
         except (BudgetError, ValueError) as err:
@@ -363,7 +362,7 @@ class Guard:
         self._call.authorized(resp)
         return self._call
 
-    def __exit__(self, exc_type, exc, tb) -> bool:
+    def __exit__(self, exc_type, exc, tb) -> Literal[False]:  # never swallows the block's exception
         budget = self._budget
         request = self._call.exit_request(failed=exc_type is not None)
         if self._call.held_nanos is None:

@@ -62,6 +62,7 @@ def ceil_nanos(usd: Decimal) -> int:
     if usd.adjusted() < -9:  # under one nanodollar (and positive): one, rounded up
         return 1
     _, digits, exponent = usd.as_tuple()
+    assert isinstance(exponent, int)  # a finite amount (a special value's exponent is a letter)
     coefficient, shift = int("".join(map(str, digits))), exponent + 9
     return coefficient * 10**shift if shift >= 0 else -(-coefficient // 10**-shift)
 
@@ -82,12 +83,12 @@ class Dollars(Decimal):
     def __repr__(self) -> str:
         return f"Decimal('{self}')"
 
-    def __format__(self, spec: str) -> str:
+    def __format__(self, spec: str, *context) -> str:  # Decimal's own optional argument passed on
         # No presentation type (``{d}``, ``{d:>10}``, ``{d:,}``): Decimal would
         # choose exponent form for the same amounts; fixed-point instead.
         if not spec or (spec[-1] not in "eEfFgGn%" and "." not in spec):
             spec += "f"
-        return super().__format__(spec)
+        return super().__format__(spec, *context)
 
 
 def plain(amount: Decimal) -> str:
@@ -107,4 +108,5 @@ def nanos_to_usd(nanos: int) -> Dollars:
         return Dollars(0)
     usd = (Decimal(nanos) / NANOS_PER_USD).normalize()
     # normalize() makes 50 into 5E+1 (exponent 1): back to exponent 0.
-    return Dollars(usd.quantize(1) if usd.as_tuple().exponent > 0 else usd)
+    exponent = usd.as_tuple().exponent  # an int: the amount is finite
+    return Dollars(usd.quantize(1) if isinstance(exponent, int) and exponent > 0 else usd)
