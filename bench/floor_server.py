@@ -43,7 +43,7 @@ async def main(port: int, redis_url: str | None, mode: str) -> None:
 async def ping_handlers(redis_url: str) -> dict:
     import redis.asyncio as aioredis
 
-    from budgetd.store.redis_pipe import RedisPipe
+    from budgetd.store.redis.pipe import RedisPipe
 
     pipe = RedisPipe(aioredis.ConnectionPool.from_url(redis_url), timeout=5)
 

@@ -39,7 +39,6 @@ import json
 import logging
 import uuid
 from dataclasses import dataclass, replace
-from importlib import resources
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
@@ -47,64 +46,55 @@ from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
-from ..notices import model as notices
-from ..notices.model import Notice
-from ..plan import Plan, threshold_nanos
-from . import rules
-from .redis_pipe import RedisPipe, sha1
-from .base import (
+from ...notices import model as notices
+from ...notices.model import Notice
+from ...plan import Plan
+from .. import rules
+from ..base import Store
+from ..model import (
+    AgentState,
     Balance,
     CapChange,
     Claimed,
+    Counter,
     Denial,
     HoldRequest,
     HoldResult,
     PauseRecord,
     PlanLookup,
-    AgentState,
     RequestConflict,
     SettleRequest,
     SettleResult,
-    Store,
     StoreError,
     StoreLost,
     StoreRefused,
 )
+from ..per_plan import PerPlan
+from . import scripts
+from .pipe import RedisPipe, sha1
+from .scripts import CALL_RETENTION_MS, HELD_IN_OTHER_PERIODS, Script
 
 log = logging.getLogger("budgetd.store.redis")
 
-DAY_MS = 86_400_000
-CALL_RETENTION_MS = 7 * DAY_MS  # settles stay idempotent this long after the hold
-COUNTER_RETENTION_MS = {"daily": 35 * DAY_MS, "monthly": 400 * DAY_MS, "hourly": 8 * DAY_MS}
-NOTICE_MARKER_MS = 40 * DAY_MS  # job notices (resumed, digest, anomaly) are written once within this
 GROUP = "delivery"  # the consumer group that leases notices to one replica each
-LEDGER_MAXLEN = 1_000_000  # entries per tag, approximately (XADD MAXLEN ~)
 _SEEN_CACHE_LIMIT = 100_000
-_PIPED = frozenset({"hold", "settle", "release"})  # the hot path's scripts: over RedisPipe (not on Cluster)
+_PIPED = (scripts.HOLD, scripts.SETTLE, scripts.RELEASE)  # the hot path's scripts: over RedisPipe (not on Cluster)
 RUN_ID_CHECK_EVERY = 15  # pings (30 s in the daemon) between looks at the servers' run_id, for the log only
-
-
-def _script(name: str) -> str:
-    lua = resources.files(__package__).joinpath("lua")
-    return lua.joinpath("common.lua").read_text() + lua.joinpath(f"{name}.lua").read_text()
+READ_BATCH = 500  # agents per pipeline of a read_many
 
 
 @dataclass(frozen=True)
-class _Encoded:
-    """A plan's keys and fixed script arguments, for one store."""
+class _PlanKeys:
+    """A plan's keys and the arguments of its hold and settle that are the
+    same on every call, for one store."""
 
     tag: str
     pauses: tuple[str, ...]
-    counters_json: str
-    day_and_groups: tuple[str, str]
     call_prefix: str  # a call's key is this and its request id
     hold_keys: tuple[str, ...]  # after the call's key
-    hold_tail: tuple  # the hold's arguments after the call ttl
     settle_keys: tuple[str, ...]  # after the call's key
-
-
-def _ms(when) -> int:
-    return int(when.timestamp() * 1000)
+    hold_tail: tuple  # scripts.hold_tail
+    settle_tail: tuple  # scripts.settle_tail
 
 
 @dataclass
@@ -139,13 +129,15 @@ class RedisStore(Store):
         # calls in flight within the pool size for both kinds of client.
         self._in_flight = asyncio.Semaphore(self.max_connections)
         self._scripts: dict = {}
-        self._sources = {name: (source, sha1(source)) for name in _PIPED for source in [_script(name)]}
+        self._shas = {script.name: sha1(script.source) for script in _PIPED}
         self._pipe: RedisPipe | None = None
         self._known: set[str] = set()  # index entries this process already wrote
         self._indexing = asyncio.Lock()
         self._lease_ms = 60_000
-        self._identity = ("redis", object())  # this store's entries in Plan.memo
-        self._indexed = (self._identity, "indexed")
+        # Plans are cached per agent and passed on every call: their keys and
+        # fixed arguments are encoded once per plan.
+        self._plan_keys = PerPlan(self._encode_plan)
+        self._indexed = PerPlan(lambda plan: [False])  # whether _index_plan ran for the plan
 
     # -- lifecycle ------------------------------------------------------------
     async def open(self) -> None:
@@ -167,8 +159,7 @@ class RedisStore(Store):
             kwargs = pool.connection_kwargs
             self._address = f"{kwargs.get('host', 'localhost')}:{kwargs.get('port', 6379)}" if "path" not in kwargs \
                 else kwargs["path"]
-        self._scripts = {n: self._client.register_script(_script(n))
-                         for n in ("hold", "settle", "release", "expire", "notify", "pause", "lift", "reconcile")}
+        self._scripts = {script.name: self._client.register_script(script.source) for script in scripts.SCRIPTS}
         # An unreachable Redis does not stop the daemon: health says NOT_SERVING
         # and calls answer UNAVAILABLE until it is back (the first ping that
         # reaches it then writes or adopts the markers).
@@ -325,15 +316,15 @@ class RedisStore(Store):
             raise self._lost
         return reply
 
-    async def _run(self, name: str, keys: list[str], args: list) -> list:
-        if self._pipe is not None and name in _PIPED:
-            return await self._piped(name, keys, args)
-        return await self._call(self._scripts[name](keys=keys, args=[str(a) for a in args]))
+    async def _run(self, script: Script, keys, args) -> list:
+        if self._pipe is not None and script in _PIPED:
+            return await self._piped(script, keys, args)
+        return await self._call(self._scripts[script.name](keys=keys, args=[str(a) for a in args]))
 
-    async def _piped(self, name: str, keys: list[str], args: list) -> list:
+    async def _piped(self, script: Script, keys, args) -> list:
         if self._lost is not None:
             raise self._lost
-        source, sha = self._sources[name]
+        source, sha = script.source, self._shas[script.name]
         try:
             # The pipe's own watchdog bounds the wait (no timer per call); the
             # connect is bounded by redis-py's socket_connect_timeout.
@@ -365,54 +356,6 @@ class RedisStore(Store):
     def _pause_keys(self, tag: str, plan: Plan) -> list[str]:
         return [self._key(tag, "p", s.key) for s in plan.scopes]
 
-    def _limits_args(self, plan: Plan, counters, now_ms: int, at: int, check_caps: bool = True,
-                     notify_as: str | None = None, warn_at=(), flat: bool = False) -> tuple[str, ...]:
-        """The limits argument (see common.lua) and, after it, the texts of
-        the notices it refers to; ``at`` is where they start in ARGV.
-        Caps only for counters in a current period of the plan. Keys outlive
-        their period by a retention. ``notify_as``: the agent whose change may
-        warn or pause (None: a hold, which never does). ``flat``: before the
-        limits JSON, each counter's cap, key expiry and warning thresholds as
-        plain arguments, so that the common case (no notice) decodes no JSON.
-        Depends on ``now_ms`` only for counters of past periods, so the common
-        case is cached on the plan."""
-        memo_key = ("redis-limits", tuple(counters), at, check_caps, notify_as, tuple(warn_at), flat)
-        cached = plan.memo.get(memo_key)
-        if cached is not None:
-            return cached
-        scope_index = {s.key: i for i, s in enumerate(plan.scopes, start=1)}
-        entries, texts, plain, all_current = [], [], [], True
-        json_at = at + len(counters) * (2 + len(warn_at)) if flat else at
-
-        def text(notice: Notice) -> list[str]:
-            """The notice's position in ARGV (the script reads it only to emit it) and its key."""
-            texts.append(notice.to_json())
-            return [str(json_at + len(texts)), notice.key]
-
-        for scope, window, period in counters:
-            limit = plan.limit_for(scope, window)
-            current = limit is not None and limit.period.key == period
-            all_current = all_current and current
-            cap = limit.cap_nanos if check_caps and current and limit.cap_nanos is not None else -1
-            ends = _ms(limit.period.resets_at) if current else now_ms
-            reason = rules.cap_pause_reason(limit) if cap >= 0 else ""
-            pause_notice, warnings = ["0", ""], []
-            if notify_as is not None and cap >= 0:
-                # spent_nanos and at_ms are filled in by the script (common.lua emit)
-                record = PauseRecord(scope, "cap", window, period, reason, 0)
-                pause_notice = text(notices.paused_at_cap(notify_as, record, 0, cap))
-                warnings = [[str(threshold_nanos(cap, f)), str(f), *text(notices.warning(notify_as, limit, f, 0, 0))]
-                            for f in warn_at]
-            expiry = str(ends + COUNTER_RETENTION_MS[window])
-            entries.append([str(scope_index.get(scope, 1)), window, period, str(cap), expiry, reason, *pause_notice,
-                            warnings])
-            # A threshold of -1 is never crossed (no warnings for this counter).
-            plain += [str(cap), expiry, *([w[0] for w in warnings] or ["-1"] * len(warn_at))]
-        encoded = (*(plain if flat else ()), json.dumps(entries), *texts)
-        if all_current:
-            plan.memo[memo_key] = encoded
-        return encoded
-
     async def _index(self, *entries: tuple[str, str]) -> None:
         """SADD to the listing/sweeping indexes, once per process per entry."""
         if all(f"{k} {m}" in self._known for k, m in entries):
@@ -426,59 +369,46 @@ class RedisStore(Store):
                     self._known.add(f"{key} {member}")
 
     # -- the atomic steps -------------------------------------------------------
-    def _encoded(self, plan: Plan) -> _Encoded:
-        """The plan's keys and fixed arguments, computed once per plan."""
-        encoded = plan.memo.get(self._identity)
-        if encoded is None:
-            tag = self._tag(plan)
-            holds, pauses = self._key(tag, "holds"), tuple(self._pause_keys(tag, plan))
-            counters = tuple(self._counter_key(tag, c) for c in plan.counters)
-            encoded = plan.memo[self._identity] = _Encoded(
-                tag=tag,
-                pauses=pauses,
-                counters_json=plan.counters_json,
-                day_and_groups=tuple(_day_and_groups(plan.agent_id, plan.counters)),
-                call_prefix=self._key(tag, "r", plan.agent_id, ""),
-                hold_keys=(holds, *pauses, *counters),
-                hold_tail=(len(pauses), len(counters),
-                           *self._limits_args(plan, plan.counters, 0, at=11, flat=True)),
-                settle_keys=(holds, self._key(tag, "ledger"), self._key(tag, "outbox"), *pauses, *counters),
-            )
-        return encoded
-
-    def _settle_tail(self, plan: Plan, enc: _Encoded, warn_at) -> tuple:
-        """A settle's arguments after the groups json, for the plan's own
-        counters; once per plan and warn_at (the config's, the same tuple on
-        every call)."""
-        memo_key = (self._identity, "settle")
-        cached = plan.memo.get(memo_key)
-        if cached is None or (cached[0] is not warn_at and cached[0] != warn_at):
-            tail = (len(warn_at), *self._limits_args(plan, plan.counters, 0, at=16, notify_as=plan.agent_id,
-                                                      warn_at=warn_at, flat=True))
-            cached = plan.memo[memo_key] = (warn_at, tail)
-        return cached[1]
+    def _encode_plan(self, plan: Plan) -> _PlanKeys:
+        tag = self._tag(plan)
+        holds, pauses = self._key(tag, "holds"), tuple(self._pause_keys(tag, plan))
+        counters = tuple(self._counter_key(tag, c) for c in plan.counters)
+        limits = scripts.counter_limits(plan, plan.counters, 0)
+        return _PlanKeys(
+            tag=tag,
+            pauses=pauses,
+            call_prefix=self._key(tag, "r", plan.agent_id, ""),
+            hold_keys=(holds, *pauses, *counters),
+            settle_keys=(holds, self._key(tag, "ledger"), self._key(tag, "outbox"), *pauses, *counters),
+            hold_tail=scripts.hold_tail(len(pauses), limits),
+            settle_tail=scripts.settle_tail(len(pauses), *scripts.day_and_groups(plan.agent_id, plan.counters),
+                                            limits),
+        )
 
     async def _index_plan(self, plan: Plan, tag: str) -> None:
         """Before a hold or settle writes: the tag (so the sweeper and the
         deliverer find its holds and notices) and the agent's current periods
-        (so listings and the digest find its spend). Once per plan: the
-        callers skip it once the plan's memo has ``self._indexed``."""
+        (so listings and the digest find its spend). Once per plan."""
+        indexed = self._indexed(plan)
+        if indexed[0]:
+            return
         daily, monthly = plan.limits[0].period, plan.limits[1].period
         await self._index((f"{self.prefix}:tags", tag),
                           (f"{self.prefix}:seen:daily:{daily.key}", plan.agent_id),
                           (f"{self.prefix}:seen:monthly:{monthly.key}", plan.agent_id))
-        plan.memo[self._indexed] = True
+        indexed[0] = True
 
     async def hold(self, req: HoldRequest) -> HoldResult:
         plan = req.plan
-        enc = self._encoded(plan)
-        if not plan.memo.get(self._indexed):
-            await self._index_plan(plan, enc.tag)
+        enc = self._plan_keys(plan)
+        await self._index_plan(plan, enc.tag)
         # Everything but the request's own values was encoded once per plan.
         keys = (enc.call_prefix + req.request_id, *enc.hold_keys)
-        args = (req.agent_id, req.request_id, req.amount_nanos, req.now_ms, req.deadline_ms, _tags_json(req.tags),
-                enc.counters_json, req.deadline_ms - req.now_ms + CALL_RETENTION_MS, *enc.hold_tail)
-        reply = await self._run("hold", keys, args)
+        args = scripts.hold_args(
+            agent=plan.agent_id, request_id=req.request_id, amount=req.amount_nanos, now_ms=req.now_ms,
+            deadline_ms=req.deadline_ms, tags=_tags_json(req.tags), counters_json=plan.counters_json,
+            call_ttl_ms=req.deadline_ms - req.now_ms + CALL_RETENTION_MS, tail=enc.hold_tail)
+        reply = await self._run(scripts.HOLD, keys, args)
         if reply[0] == "allowed":
             return HoldResult(True, int(reply[1]), int(reply[2]))
         if reply[0] == "conflict":
@@ -496,49 +426,47 @@ class RedisStore(Store):
 
     async def settle(self, req: SettleRequest) -> SettleResult:
         plan = req.plan
-        enc = self._encoded(plan)
-        tag = enc.tag
-        if not plan.memo.get(self._indexed):
-            await self._index_plan(plan, tag)
-        counters = plan.counters
-        pricing = json.dumps(vars(req.pricing)) if req.pricing else ""
-        actual = -1 if req.actual_nanos is None else req.actual_nanos
+        enc = self._plan_keys(plan)
+        await self._index_plan(plan, enc.tag)
+        counters: tuple[Counter, ...] = plan.counters
         # The common case, a hold in the plan's own periods: keys and limits encoded once per plan.
         keys = (enc.call_prefix + req.request_id, *enc.settle_keys)
-        args = (req.agent_id, req.request_id, actual, req.now_ms, _tags_json(req.tags), enc.counters_json,
-                plan.estimate_nanos, CALL_RETENTION_MS, len(enc.pauses), len(counters), LEDGER_MAXLEN, pricing,
-                *enc.day_and_groups, *self._settle_tail(plan, enc, req.plan.warn_at))
-        reply = await self._run("settle", keys, args)
-        if reply[0] == "rekey":  # held in earlier periods: settle those counters
-            counters = [tuple(c) for c in json.loads(reply[1])]
-            keys = (keys[0], *enc.settle_keys[:3 + len(enc.pauses)], *(self._counter_key(tag, c) for c in counters))
-            args = (*args[:5], json.dumps(counters), *args[6:9], len(counters), *args[10:12],
-                    *_day_and_groups(req.agent_id, counters), len(req.plan.warn_at),
-                    *self._limits_args(plan, counters, req.now_ms, at=16, notify_as=req.agent_id,
-                                       warn_at=req.plan.warn_at, flat=True))
-            reply = await self._run("settle", keys, args)
+        request = dict(
+            agent=plan.agent_id, request_id=req.request_id, actual=-1 if req.actual_nanos is None else req.actual_nanos,
+            now_ms=req.now_ms, tags=_tags_json(req.tags), estimate=plan.estimate_nanos, call_ttl_ms=CALL_RETENTION_MS,
+            pricing=json.dumps(vars(req.pricing)) if req.pricing else "")
+        reply = await self._run(scripts.SETTLE, keys, scripts.settle_args(
+            counters_json=plan.counters_json, tail=enc.settle_tail, **request))
+        if reply[0] == HELD_IN_OTHER_PERIODS:  # settle the counters it was held on
+            counters = tuple(tuple(c) for c in json.loads(reply[1]))  # type: ignore[misc]  # JSON triples
+            keys = (keys[0], *enc.settle_keys[:3 + len(enc.pauses)], *(self._counter_key(enc.tag, c) for c in counters))
+            tail = scripts.settle_tail(len(enc.pauses), *scripts.day_and_groups(plan.agent_id, counters),
+                                       scripts.counter_limits(plan, counters, req.now_ms))
+            reply = await self._run(scripts.SETTLE, keys, scripts.settle_args(
+                counters_json=reply[1], tail=tail, **request))
         if reply[0] == "duplicate":
             return SettleResult(int(reply[1]), duplicate=True)
         paused = []
         for index in reply[2:]:
             scope, window, period = counters[int(index) - 1]
             limit = plan.limit_for(scope, window)
+            assert limit is not None  # a pause starts only at a cap of the plan
             paused.append(PauseRecord(scope, "cap", window, period, rules.cap_pause_reason(limit), req.now_ms))
         return SettleResult(int(reply[1]), paused=tuple(paused))
 
     async def release(self, request_id: str, plan: Plan, now_ms: int) -> bool:
-        agent_id = plan.agent_id
-        tag = self._tag(plan)
-        counters = plan.counters
-        for _ in range(2):
-            keys = [self._key(tag, "r", agent_id, request_id), self._key(tag, "holds"),
-                    *(self._counter_key(tag, c) for c in counters)]
-            reply = await self._run("release", keys, [agent_id, request_id, json.dumps(counters),
-                                                      now_ms, len(counters)])
-            if reply[0] != "rekey":
-                break
-            counters = [tuple(c) for c in json.loads(reply[1])]
-        return reply[0] == "released"
+        tag = self._plan_keys(plan).tag
+        counters_json = plan.counters_json
+        counter_keys = [self._counter_key(tag, c) for c in plan.counters]
+        while True:
+            keys = [self._key(tag, "r", plan.agent_id, request_id), self._key(tag, "holds"), *counter_keys]
+            reply = await self._run(scripts.RELEASE, keys, scripts.release_args(
+                agent=plan.agent_id, request_id=request_id, counters_json=counters_json, now_ms=now_ms,
+                counter_count=len(counter_keys)))
+            if reply[0] != HELD_IN_OTHER_PERIODS:
+                return reply[0] == "released"
+            counters_json = reply[1]
+            counter_keys = [self._counter_key(tag, tuple(c)) for c in json.loads(counters_json)]
 
     async def expire(self, now_ms: int, charge: bool, plan_for: PlanLookup) -> int:
         expired = 0
@@ -561,23 +489,26 @@ class RedisStore(Store):
         pauses = self._pause_keys(tag, plan)
         keys = [call_key, self._key(tag, "holds"), self._key(tag, "ledger"), self._key(tag, "outbox"), *pauses,
                 *(self._counter_key(tag, c) for c in counters)]
-        args = [agent_id, request_id, now_ms, 1 if charge else 0, stored, len(pauses), len(counters), LEDGER_MAXLEN,
-                *_day_and_groups(agent_id, counters),
-                *self._limits_args(plan, counters, now_ms, at=11, check_caps=charge, notify_as=agent_id)]
-        return 1 if (await self._run("expire", keys, args))[0] == "expired" else 0
+        # No warnings from an expiry: only what was held is charged.
+        limits = scripts.counter_limits(replace(plan, warn_at=()), counters, now_ms, check_caps=charge)
+        day, groups = scripts.day_and_groups(agent_id, counters)
+        args = scripts.expire_args(agent=agent_id, request_id=request_id, now_ms=now_ms, charge=charge,
+                                   counters_json=stored, pause_count=len(pauses), day=day, groups=groups,
+                                   limits=limits)
+        return 1 if (await self._run(scripts.EXPIRE, keys, args))[0] == "expired" else 0
 
     async def pause(self, plan: Plan, reason: str, now_ms: int) -> None:
         tag = self._tag(plan)
         await self._index((f"{self.prefix}:tags", tag), (f"{self.prefix}:paused", plan.agent_id))
         notice = notices.paused_by_operator(plan.agent_id, reason, now_ms)
-        await self._run("pause", [self._key(tag, "p", f"agent:{plan.agent_id}"), self._key(tag, "outbox")],
-                        ["pause", f"{now_ms}|{reason}", notice.to_json(), notice.key])
+        await self._run(scripts.PAUSE, [self._key(tag, "p", f"agent:{plan.agent_id}"), self._key(tag, "outbox")],
+                        scripts.pause_args("pause", f"{now_ms}|{reason}", notice))
 
     async def resume(self, plan: Plan, now_ms: int) -> bool:
         tag = self._tag(plan)
         notice = notices.resumed(plan.agent_id, f"agent:{plan.agent_id}", "operator", now_ms)
-        lifted = await self._run("pause", [self._key(tag, "p", f"agent:{plan.agent_id}"), self._key(tag, "outbox")],
-                                 ["resume", "", notice.to_json(), notice.key])
+        lifted = await self._run(scripts.PAUSE, [self._key(tag, "p", f"agent:{plan.agent_id}"),
+                                                 self._key(tag, "outbox")], scripts.pause_args("resume", "", notice))
         await self._call(self._client.srem(f"{self.prefix}:paused", plan.agent_id))
         self._known.discard(f"{self.prefix}:paused {plan.agent_id}")
         return lifted == 1
@@ -587,25 +518,16 @@ class RedisStore(Store):
         SQLite's one transaction): no window is left unreconciled because
         another one's call failed."""
         tag = self._tag(plan)
-        scope_index = {s.key: i for i, s in enumerate(plan.scopes, start=1)}
         targets = rules.reconcile_targets(plan, cause)
         if not targets:
             return []
-        args: list = [now_ms, len(plan.scopes)]
-        prepared = []
-        for limit, change in targets:
-            scope, window, period = limit.counter
-            reason, paused, resumed = rules.reconcile_notices(plan, limit, change, now_ms)
-            prepared.append((paused, resumed))
-            cap = -1 if limit.cap_nanos is None else limit.cap_nanos  # -1: uncapped now, a pause only lifts
-            args += [scope_index[scope], f"{window}:{period}", cap, f"{now_ms}|{reason}",
-                     paused.to_json(), paused.key, resumed.to_json(), resumed.key]
         keys = [self._key(tag, "outbox"), *self._pause_keys(tag, plan),
                 *(self._counter_key(tag, limit.counter) for limit, _ in targets)]
-        reply = await self._run("reconcile", keys, args)
+        reply = await self._run(scripts.RECONCILE, keys, scripts.reconcile_args(plan, targets, now_ms))
         written = []
-        for (paused, resumed), done, spent in zip(prepared, reply[0::2], reply[1::2]):
-            if done == "paused":  # the script filled in the spend (common.lua emit)
+        for (limit, change), done, spent in zip(targets, reply[0::2], reply[1::2]):
+            _, paused, resumed = rules.reconcile_notices(plan, limit, change, now_ms)
+            if done == "paused":  # at the spend the script read
                 written.append(replace(paused, spent_nanos=int(spent)))
             elif done == "resumed":
                 written.append(resumed)
@@ -657,8 +579,8 @@ class RedisStore(Store):
                 continue
             window, period = lapsed[-1]
             notice = notices.resumed(plan.agent_id, scope.key, "rollover", now_ms, window, period)
-            done = await self._run("lift", [key, self._key(tag, "n", notice.key), self._key(tag, "outbox")],
-                                   [notice.to_json(), notice.key, NOTICE_MARKER_MS, *(f"{w}:{p}" for w, p in lapsed)])
+            done = await self._run(scripts.LIFT, [key, self._key(tag, "n", notice.key), self._key(tag, "outbox")],
+                                   scripts.lift_args(notice, [f"{w}:{p}" for w, p in lapsed]))
             if done == 1:
                 written.append(notice)
         return written
@@ -670,8 +592,8 @@ class RedisStore(Store):
     async def add_notice(self, notice: Notice, plan: Plan | None) -> bool:
         tag = self._notice_tag(plan)
         await self._index((f"{self.prefix}:tags", tag))
-        done = await self._run("notify", [self._key(tag, "n", notice.key), self._key(tag, "outbox")],
-                               [notice.to_json(), notice.key, NOTICE_MARKER_MS])
+        done = await self._run(scripts.NOTIFY, [self._key(tag, "n", notice.key), self._key(tag, "outbox")],
+                               scripts.notify_args(notice))
         return done == 1
 
     async def _outboxes(self) -> list[tuple[str, str]]:
@@ -776,20 +698,24 @@ class RedisStore(Store):
         return sorted(found, key=lambda item: (-item[1], item[0]))[:limit]
 
     async def read(self, plan: Plan) -> AgentState:
-        tag = self._tag(plan)
-        balances = {}
-        for limit in plan.limits:
-            spent, reserved = await self._call(
-                self._client.hmget(self._counter_key(tag, limit.counter), "spent", "reserved"))
-            balances[limit.counter] = Balance(int(spent or 0), int(reserved or 0))
-        pauses = []
-        for scope, key in zip(plan.scopes, self._pause_keys(tag, plan)):
-            for field, value in (await self._call(self._client.hgetall(key))).items():
-                since, _, reason = value.partition("|")
-                window, _, period = field.partition(":") if field != "manual" else ("", "", "")
-                pauses.append(PauseRecord(scope.key, "manual" if field == "manual" else "cap",
-                                          window, period, reason, int(since)))
-        return AgentState(balances, pauses)
+        return (await self.read_many([plan]))[0]
+
+    async def read_many(self, plans) -> list[AgentState]:
+        """Pipelined: every counter and pause hash of a batch of agents in
+        one round trip (on Cluster, one per node the batch touches)."""
+        states: list[AgentState] = []
+        for start in range(0, len(plans), READ_BATCH):
+            batch = plans[start:start + READ_BATCH]
+            pipe = self._client.pipeline(transaction=False)
+            for plan in batch:
+                tag = self._tag(plan)
+                for limit in plan.limits:
+                    pipe.hmget(self._counter_key(tag, limit.counter), "spent", "reserved")
+                for key in self._pause_keys(tag, plan):
+                    pipe.hgetall(key)
+            replies = iter(await self._call(pipe.execute()))
+            states += [_agent_state(plan, replies) for plan in batch]
+        return states
 
     async def active_agents(self, daily_period: str, monthly_period: str) -> list[str]:
         names: set[str] = set()
@@ -804,9 +730,20 @@ def _tags_json(tags) -> str:
     return json.dumps(dict(tags)) if tags else "{}"
 
 
-def _day_and_groups(agent_id: str, counters) -> list[str]:
-    day, groups = rules.day_and_groups(agent_id, counters)
-    return [day or "", json.dumps(groups)]
+def _agent_state(plan: Plan, replies) -> AgentState:
+    """From read_many's replies, the plan's: its counters' HMGETs, then its pause hashes' HGETALLs."""
+    balances = {}
+    for limit in plan.limits:
+        spent, reserved = next(replies)
+        balances[limit.counter] = Balance(int(spent or 0), int(reserved or 0))
+    pauses = []
+    for scope in plan.scopes:
+        for field, value in next(replies).items():
+            since, _, reason = value.partition("|")
+            window, _, period = field.partition(":") if field != "manual" else ("", "", "")
+            pauses.append(PauseRecord(scope.key, "manual" if field == "manual" else "cap",
+                                      window, period, reason, int(since)))
+    return AgentState(balances, pauses)
 
 
 def _report_keys(by: str, fields: dict) -> list[str]:
