@@ -12,9 +12,9 @@ import asyncio
 import logging
 from collections import defaultdict
 
+from .app import BudgetService
 from .auth import PermissionDenied, Unauthenticated, identify, require
 from .notices.model import Notice
-from .service import Core
 from .store import StoreError
 
 log = logging.getLogger("budgetd.events")
@@ -26,8 +26,8 @@ QUEUE_LIMIT = 1000
 class EventHub:
     CLOSED = object()  # put in every watcher's queue at a drain: the stream ends
 
-    def __init__(self, core: Core) -> None:
-        self.core = core
+    def __init__(self, service: BudgetService) -> None:
+        self.service = service
         # agent id -> {queue: the authorization metadata its stream opened with}
         self._subscribers: dict[str, dict[asyncio.Queue, tuple]] = defaultdict(dict)
         self._cursor: object | None = None
@@ -35,7 +35,7 @@ class EventHub:
 
     async def start(self) -> None:
         try:
-            _, self._cursor = await self.core.store.events_after(None)  # from now on
+            _, self._cursor = await self.service.store.events_after(None)  # from now on
         except StoreError as err:
             log.warning("events start without a cursor: %s", err)
         self._task = asyncio.create_task(self._poll_forever())
@@ -55,7 +55,7 @@ class EventHub:
         whose token it no longer allows (the stream reads the refusal and
         ends with UNAUTHENTICATED or PERMISSION_DENIED). Returns how many.
         The reloader runs this right after each config swap."""
-        auth = self.core.active.config.auth
+        auth = self.service.in_force.config.auth
         if auth is None:  # auth turned off: every caller is trusted
             return 0
         ended = 0
@@ -93,9 +93,9 @@ class EventHub:
             await asyncio.sleep(POLL_SECONDS)
             try:
                 if self._cursor is None:
-                    _, self._cursor = await self.core.store.events_after(None)
+                    _, self._cursor = await self.service.store.events_after(None)
                     continue
-                events, self._cursor = await self.core.store.events_after(self._cursor)
+                events, self._cursor = await self.service.store.events_after(self._cursor)
             except StoreError as err:
                 log.debug("events poll: %s", err)
                 continue
@@ -113,7 +113,7 @@ class EventHub:
         if event.agent_id == agent_id and event.scope in ("", f"agent:{agent_id}"):
             return True
         if event.scope.startswith("group:"):
-            plan = self.core.plan_or_none(agent_id)
+            plan = self.service.plan_or_none(agent_id)
             return plan is not None and any(s.key == event.scope for s in plan.scopes)
         return False
 

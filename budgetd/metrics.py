@@ -97,5 +97,5 @@ class _Server(ThreadingMixIn, WSGIServer):
 
 
 class _QuietHandler(WSGIRequestHandler):
-    def log_message(self, format, *args):  # noqa: A002 - every scrape on stderr would drown the JSON log
+    def log_message(self, format, *args):  # every scrape on stderr would drown the JSON log
         pass

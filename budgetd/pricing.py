@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 import genai_prices
+
 from budgetd_client.money import ceil_nanos
 from budgetd_client.usage import Usage
 

@@ -18,14 +18,14 @@ import logging
 import os
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
+from .app import ConfigInForce, utc_of_ms
 from .auth import may_listen
 from .config import Config, ConfigError, load_config_text
 from .config.diff import CapChanges, a_member, diff, diff_agents
 from .notices.model import Notice
-from .service import Active, to_ms
 from .store import StoreError, StoreRefused
 from .store.base import CapChange
 from .windows import current_periods
@@ -48,7 +48,7 @@ class Reloader:
         self.daemon = daemon
         self.path = Path(path)
         self.generation = 1
-        self.loaded_at = datetime.now(timezone.utc)
+        self.loaded_at = datetime.now(UTC)
         self.last_error = ""
         self.last_error_at: datetime | None = None
         self._stat = self._read_stat()
@@ -95,7 +95,7 @@ class Reloader:
         except OSError as err:
             return await self._reject(f"{self.path}: cannot read the file: {err}", _digest(str(err).encode()))
         self._seen = digest
-        old = self.daemon.core.active
+        old = self.daemon.service.in_force
         with _without_gc():
             try:
                 new, changes = await asyncio.to_thread(self._prepare, data, old)
@@ -118,10 +118,10 @@ class Reloader:
         data = self.path.read_bytes()
         return data, _digest(data)
 
-    def _prepare(self, data: bytes, old: Active) -> tuple[Active, CapChanges]:
+    def _prepare(self, data: bytes, old: ConfigInForce) -> tuple[ConfigInForce, CapChanges]:
         """In the worker thread: the new config in force, and what it changed."""
         config = load_config_text(data.decode("utf-8", errors="replace"), str(self.path))
-        new = Active.of(config)
+        new = ConfigInForce.of(config)
         return new, diff(old.resolver, new.resolver)
 
     def _refuse_unauthenticated(self, config: Config) -> str:
@@ -136,36 +136,36 @@ class Reloader:
                 "every caller would be trusted. Keep auth.tokens, or set server.allow_unauthenticated: true "
                 "if the network is trusted")
 
-    def _swap(self, new: Active, why: str) -> None:
+    def _swap(self, new: ConfigInForce, why: str) -> None:
         daemon = self.daemon
-        old = daemon.core.active.config
+        old = daemon.service.in_force.config
         for key in NEEDS_RESTART:
             if getattr(new.config, key) != getattr(old, key):
                 log.warning("%s changed: it takes effect at the next restart", key)
-        daemon.core.active = new
+        daemon.service.in_force = new
         self.generation += 1
-        self.loaded_at = datetime.now(timezone.utc)
+        self.loaded_at = datetime.now(UTC)
         daemon.metrics.reloads.labels("applied").inc()
         daemon.metrics.generation.set(self.generation)
         log.info("config reloaded", extra={"why": why, "generation": self.generation})
         daemon.events.reauthorize()  # open Watch streams are checked against the new tokens
 
-    async def _reconcile(self, old: Active, changes: CapChanges) -> None:
+    async def _reconcile(self, old: ConfigInForce, changes: CapChanges) -> None:
         """Agents whose caps changed pause (a cap now at or below the spend) or
         resume (above it, or removed); no other agent is touched, so an
         operator's resume stands through an unrelated edit."""
-        core = self.daemon.core
-        new = core.active
-        now = core.clock()
+        service = self.daemon.service
+        new = service.in_force
+        now_ms = service.now_ms()
         targets = {agent_id: dict(windows) for agent_id, windows in changes.agents.items()}
         for agent_id, windows in self._unreconciled.items():  # failed last time: tried again
             targets.setdefault(agent_id, {}).update({w: c for w, c in windows.items() if w not in targets[agent_id]})
         self._unreconciled = {}
         active: list[str] = []
         if changes.fallback_changed or changes.groups:
-            daily, monthly = current_periods(now, new.config.zone)
+            daily, monthly = current_periods(utc_of_ms(now_ms), new.config.zone)
             try:
-                active = await core.store.active_agents(daily.key, monthly.key)
+                active = await service.store.active_agents(daily.key, monthly.key)
             except StoreError as err:
                 log.error("config change: could not list the active agents: %s; send SIGHUP to try again", err)
         if changes.fallback_changed and active:
@@ -177,11 +177,11 @@ class Reloader:
                 targets.setdefault(member, {}).update(windows)
         failed: list[str] = []
         for agent_id in sorted(targets):
-            plan = core.plan_or_none(agent_id)
+            plan = service.plan_or_none(agent_id)
             if plan is None:
                 continue
             try:  # one agent the store cannot reconcile must not leave the rest unreconciled
-                notices = await core.store.reconcile(plan, to_ms(now), CapChange(targets[agent_id]))
+                notices = await service.store.reconcile(plan, now_ms, CapChange(targets[agent_id]))
             except (StoreError, StoreRefused) as err:
                 failed.append(agent_id)
                 self._unreconciled[agent_id] = targets[agent_id]
@@ -196,12 +196,12 @@ class Reloader:
 
     async def _reject(self, error: str, digest: str) -> bool:
         self.last_error = error
-        self.last_error_at = datetime.now(timezone.utc)
+        self.last_error_at = datetime.now(UTC)
         self.daemon.metrics.reloads.labels("rejected").inc()
         log.error("config edit rejected; the running config stays", extra={"error": error})
         notice = Notice(f"config_rejected:{digest}", "config_rejected", reason=error,
-                        at_ms=to_ms(self.daemon.core.clock()))
-        await self.daemon.core.store.add_notice(notice, None)
+                        at_ms=self.daemon.service.now_ms())
+        await self.daemon.service.store.add_notice(notice, None)
         return False
 
 

@@ -6,15 +6,15 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime
+from pathlib import Path
 
 import grpc
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
-from budgetd_client.v1 import budget_pb2 as pb
-from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from .app import BudgetService, ConfigInForce, NowMs, system_now_ms
 from .auth import PermissionDenied, Unauthenticated, identify, may_listen, require
 from .config import Config
 from .config.schema import ServerConfig
@@ -23,17 +23,15 @@ from .metrics import MAX_AGENT_SERIES, Metrics
 from .notices.checks import Checks
 from .notices.delivery import Deliverer
 from .reload import Reloader
-from .service import Active, AdminService, BudgetService, Clock, Core, system_clock
-from .windows import current_periods
+from .rpc.interceptors import Authorization, Outcomes
+from .rpc.registration import SERVICE_NAMES, add_service
+from .rpc.servicers import AdminServicer, BudgetServicer
 from .store import Store, StoreError, StoreLost, open_store
 from .store_loss import StoreLossAlarm
+from .windows import Window, current_periods
 
 log = logging.getLogger("budgetd")
 
-SERVICE_NAMES = (
-    pb.DESCRIPTOR.services_by_name["Budget"].full_name,
-    pb.DESCRIPTOR.services_by_name["Admin"].full_name,
-)
 # Requests are small (ids, a few tags); anything larger is not ours.
 MAX_MESSAGE_BYTES = 64 * 1024
 HEALTH_CHECK_SECONDS = 2.0
@@ -44,6 +42,7 @@ MAX_CONCURRENT_STREAMS = 1000  # per client connection
 # HTTP/2 handshake within this (or the idle time, when shorter): a socket
 # that connects and says nothing is closed.
 HANDSHAKE_SECONDS = 20.0
+MS_PER_DAY = 86_400_000
 # Connections with calls open (a Watch is often quiet) are pinged this often,
 # and closed when a ping goes unanswered this long: a peer that vanished
 # without closing its socket does not hold a descriptor past that.
@@ -64,75 +63,23 @@ class Intervals:
     retention: float = 3600.0  # trim the ledger
 
 
-def add_service(server: grpc.aio.Server, name: str, servicer) -> None:
-    """Register a servicer like the generated ``add_*_to_server``, except that
-    requests arrive as bytes and are parsed here: a body that is not the
-    expected protobuf is answered INVALID_ARGUMENT (grpc.aio's own
-    deserializer would answer UNKNOWN)."""
-    service = pb.DESCRIPTOR.services_by_name[name]
-    handlers = {}
-    for method in service.methods:
-        request_type = getattr(pb, method.input_type.name)
-        response_type = getattr(pb, method.output_type.name)
-        implementation = getattr(servicer, method.name)
-        if method.server_streaming:
-            handlers[method.name] = grpc.unary_stream_rpc_method_handler(
-                _parsing_stream(implementation, request_type), response_serializer=response_type.SerializeToString)
-        else:
-            handlers[method.name] = grpc.unary_unary_rpc_method_handler(
-                _parsing(implementation, request_type), response_serializer=response_type.SerializeToString)
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service.full_name, handlers),))
-
-
-async def _refuse_malformed(context: grpc.aio.ServicerContext, request_type, err: DecodeError):
-    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"malformed {request_type.__name__}: {err}")
-
-
-def _parsing(handler, request_type):
-    parse = request_type.FromString
-
-    async def parse_then_handle(body: bytes, context: grpc.aio.ServicerContext):
-        try:
-            request = parse(body)
-        except DecodeError as err:
-            await _refuse_malformed(context, request_type, err)
-        return await handler(request, context)
-
-    return parse_then_handle
-
-
-def _parsing_stream(handler, request_type):
-    parse = request_type.FromString
-
-    async def parse_then_stream(body: bytes, context: grpc.aio.ServicerContext):
-        try:
-            request = parse(body)
-        except DecodeError as err:
-            await _refuse_malformed(context, request_type, err)
-        async for message in handler(request, context):
-            yield message
-
-    return parse_then_stream
-
-
 class Daemon:
-    def __init__(self, config: Config, *, clock: Clock = system_clock, store: Store | None = None,
+    def __init__(self, config: Config, *, now_ms: NowMs = system_now_ms, store: Store | None = None,
                  intervals: Intervals = Intervals(), config_path: str | None = None) -> None:
         self.config = config  # as started: listen addresses and the store do not reload
-        self.clock = clock
         self.intervals = intervals
         self.metrics = Metrics()
         self.store = store or open_store(config.store.url)
-        self.core = Core(Active.of(config), self.store, clock, self.metrics)
-        self.events = EventHub(self.core)
-        self.deliverer = Deliverer(self.core)
-        self.checks = Checks(self.core)
-        self.store_loss = StoreLossAlarm(self.core, self.deliverer)
+        self.service = BudgetService(ConfigInForce.of(config), self.store, now_ms, self.metrics)
+        self.events = EventHub(self.service)
+        self.deliverer = Deliverer(self.service)
+        self.checks = Checks(self.service)
+        self.store_loss = StoreLossAlarm(self.service, self.deliverer)
         self.reloader = Reloader(self, config_path) if config_path else None
         self.metrics_port: int | None = None
         self.health = health.aio.HealthServicer()
         self.scheduler = AsyncIOScheduler(
-            timezone=timezone.utc,
+            timezone=UTC,
             # A busy loop must not silently drop runs (apscheduler's default grace is 1 s).
             job_defaults={"misfire_grace_time": 300, "coalesce": True, "max_instances": 1},
         )
@@ -156,9 +103,11 @@ class Daemon:
             # gRPC turns SO_REUSEPORT on by default; a second daemon would then
             # bind the same port silently. With SQLite there must be one.
             options.append(("grpc.so_reuseport", 0))
-        self.server = grpc.aio.server(options=options)
-        add_service(self.server, "Budget", BudgetService(self.core, self.events))
-        add_service(self.server, "Admin", AdminService(self.core, self.reloader))
+        # Outermost first: the error mapping sees what authorization refuses.
+        interceptors = [Outcomes(self.metrics), Authorization(lambda: self.service.in_force.config.auth)]
+        self.server = grpc.aio.server(options=options, interceptors=interceptors)
+        add_service(self.server, "Budget", BudgetServicer(self.service, self.events))
+        add_service(self.server, "Admin", AdminServicer(self.service, self.reloader))
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(
             (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
@@ -176,9 +125,9 @@ class Daemon:
             self.metrics_port = self._serve_metrics(self.config.server.metrics_listen)
         self.metrics.generation.set(1)
         ttl = self.config.reservation_ttl_seconds
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         jobs = [
-            (self.core.sweep, max(1, min(30, ttl // 10))),
+            (self.service.expire_lapsed_holds, max(1, min(30, ttl // 10))),
             (self.check_health, HEALTH_CHECK_SECONDS),
             (self.deliverer.deliver_due, self.intervals.deliver),
             (self.checks.rollover, self.intervals.rollover),
@@ -216,7 +165,7 @@ class Daemon:
         """None when a scrape with this Authorization header may read
         /metrics, else (HTTP status, why). Decided by the tokens in force, so
         a reload that changes them applies to the next scrape."""
-        config = self.core.active.config  # a reload never drops auth from a port off loopback (Reloader)
+        config = self.service.in_force.config  # a reload never drops auth from a port off loopback (Reloader)
         try:
             require(identify(config.auth, [("authorization", authorization)] if authorization else []), admin=True)
         except Unauthenticated as err:
@@ -232,7 +181,7 @@ class Daemon:
         if server.tls is None:
             return self.server.add_insecure_port(server.listen)
         tls = server.tls
-        read = lambda path: open(path, "rb").read()  # noqa: E731
+        read = lambda path: Path(path).read_bytes()  # noqa: E731
         credentials = grpc.ssl_server_credentials(
             [(read(tls.key_file), read(tls.cert_file))],
             root_certificates=read(tls.client_ca_file) if tls.client_ca_file else None,
@@ -259,9 +208,8 @@ class Daemon:
         return ok
 
     async def trim_ledger(self) -> None:
-        days = self.core.active.config.ledger_retention_days
-        cutoff = self.core.clock() - timedelta(days=days)
-        dropped = await self.store.trim_ledger(int(cutoff.timestamp() * 1000))
+        days = self.service.in_force.config.ledger_retention_days
+        dropped = await self.store.trim_ledger(self.service.now_ms() - days * MS_PER_DAY)
         if dropped:
             log.info("ledger trimmed", extra={"rows": dropped, "retention_days": days})
 
@@ -271,7 +219,7 @@ class Daemon:
         configured id: at a million agents that held the loop 1.5-2 s."""
         agents = sorted(set(seen))[:MAX_AGENT_SERIES]
         chosen = set(agents)
-        for agent_id in self.core.active.resolver.exact_agent_ids:
+        for agent_id in self.service.in_force.resolver.exact_agent_ids:
             if len(agents) >= MAX_AGENT_SERIES:
                 break
             if agent_id not in chosen:
@@ -280,24 +228,21 @@ class Daemon:
         return agents
 
     async def refresh_gauges(self) -> None:
-        core = self.core
-        daily, monthly = current_periods(core.clock(), core.active.config.zone)
-        agents = self._gauge_agents(await core.store.active_agents(daily.key, monthly.key))
-        paused = 0
-        self.metrics.spent.clear()
-        self.metrics.cap.clear()
-        for agent_id in agents:
-            if core.plan_or_none(agent_id) is None:
-                continue
-            status = await core.status(agent_id)
-            paused += status.paused
-            for window in (status.daily, status.monthly):
-                name = "daily" if window is status.daily else "monthly"
-                self.metrics.spent.labels(agent_id, name).set(window.spent_nanos / 1e9)
-                if window.HasField("cap_nanos"):
-                    self.metrics.cap.labels(agent_id, name).set(window.cap_nanos / 1e9)
-        self.metrics.paused.set(paused)
-        self.metrics.outbox_depth.set(await core.store.outbox_depth())
+        service, metrics = self.service, self.metrics
+        daily, monthly = current_periods(service.now(), service.in_force.config.zone)
+        reports = await service.statuses(self._gauge_agents(await self.store.active_agents(daily.key, monthly.key)))
+        metrics.spent.clear()
+        metrics.cap.clear()
+        for report in reports:
+            agent_id = report.plan.agent_id
+            for window in (Window.DAILY, Window.MONTHLY):
+                limit = report.plan.limit_for(f"agent:{agent_id}", window.value)
+                assert limit is not None  # every plan has the agent's own daily and monthly windows
+                metrics.spent.labels(agent_id, window.value).set(report.state.balance(limit).spent_nanos / 1e9)
+                if limit.cap_nanos is not None:
+                    metrics.cap.labels(agent_id, window.value).set(limit.cap_nanos / 1e9)
+        metrics.paused.set(sum(report.paused for report in reports))
+        metrics.outbox_depth.set(await self.store.outbox_depth())
 
     async def stop(self) -> None:
         """Drain, then stop. Health goes NOT_SERVING and new holds are
@@ -311,11 +256,11 @@ class Daemon:
         self._stopping = True
         grace = self.config.server.shutdown_grace_seconds
         started = asyncio.get_running_loop().time()
-        log.info("draining", extra={"grace_seconds": grace, "holds_in_flight": len(self.core.granted)})
+        log.info("draining", extra={"grace_seconds": grace, "holds_in_flight": len(self.service.holds_in_flight)})
         self.metrics.draining.set(1)
         await self.health.enter_graceful_shutdown()
         self.events.close_watchers()
-        left = await self.core.drain(grace)
+        left = await self.service.drain(grace)
         if left:
             log.warning("drain ended by its grace with holds still unsettled (the sweeper settles them by "
                         "on_reservation_expiry after a restart)", extra={"holds": left})

@@ -14,6 +14,8 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from .app import BudgetService
+from .notices.delivery import Deliverer
 from .notices.messages import Context, render
 from .notices.model import store_lost
 from .notices.slack import DeliveryError
@@ -26,8 +28,8 @@ MAX_RETRY_SECONDS = 60.0
 
 
 class StoreLossAlarm:
-    def __init__(self, core, deliverer) -> None:
-        self.core = core
+    def __init__(self, service: BudgetService, deliverer: Deliverer) -> None:
+        self.service = service
         self.deliverer = deliverer  # its sender follows the slack settings in force
         self.lost: StoreLost | None = None
         self._task: asyncio.Task | None = None
@@ -37,9 +39,9 @@ class StoreLossAlarm:
         if self.lost is not None:
             return
         self.lost = err
-        self.core.metrics.store_lost.set(1)
+        self.service.metrics.store_lost.set(1)
         log.critical("store lost: %s", err)
-        notice = store_lost(str(err), self.core.now_ms())
+        notice = store_lost(str(err), self.service.now_ms())
         self._task = asyncio.get_running_loop().create_task(self._notify(notice))
 
     async def _notify(self, notice) -> None:
@@ -48,18 +50,18 @@ class StoreLossAlarm:
             sender = self.deliverer.sender
             if sender is None:
                 return  # no slack section: the log, the metric and health say it
-            text, blocks = render(notice, Context(timezone=self.core.active.config.timezone))
+            text, blocks = render(notice, Context(timezone=self.service.in_force.config.timezone))
             try:
                 await sender.send(text, blocks)
-                self.core.metrics.notices.labels("sent").inc()
+                self.service.metrics.notices.labels("sent").inc()
                 return
             except DeliveryError as err:
                 if err.permanent:
                     log.error("store-lost notice dropped: %s", err)
-                    self.core.metrics.notices.labels("failed").inc()
+                    self.service.metrics.notices.labels("failed").inc()
                     return
                 log.warning("store-lost notice delayed %.0fs: %s", backoff, err)
-                self.core.metrics.notices.labels("retried").inc()
+                self.service.metrics.notices.labels("retried").inc()
             await asyncio.sleep(backoff)
             backoff = min(MAX_RETRY_SECONDS, backoff * 2)
 

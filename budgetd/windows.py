@@ -8,12 +8,13 @@ midnights, so a daily window is 23 or 25 hours long on DST days.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import UTC, date, datetime, time, timedelta
 from enum import Enum
 from zoneinfo import ZoneInfo
 
 
-class Window(str, Enum):
+# Not StrEnum: that would change how a window formats in an f-string.
+class Window(str, Enum):  # noqa: UP042
     DAILY = "daily"
     MONTHLY = "monthly"
     # Uncapped; counted for the anomaly check. UTC clock hours ("2026-11-22T15").
@@ -36,12 +37,12 @@ def local_midnight(day: date, zone: ZoneInfo) -> datetime:
     before the jump, which lands on the first instant after it. That is the
     start of the day we want.
     """
-    return datetime.combine(day, time(0), tzinfo=zone).astimezone(timezone.utc)
+    return datetime.combine(day, time(0), tzinfo=zone).astimezone(UTC)
 
 
 def period_of(window: Window, instant: datetime, zone: ZoneInfo) -> Period:
     if window is Window.HOURLY:
-        start = instant.astimezone(timezone.utc).replace(minute=0, second=0, microsecond=0)
+        start = instant.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
         return Period(window, start.strftime("%Y-%m-%dT%H"), start, start + timedelta(hours=1))
     local_day = instant.astimezone(zone).date()
     if window is Window.DAILY:

@@ -8,12 +8,14 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from budgetd_client.v1 import budget_pb2 as pb
 
-from .plan import Limit, Plan, Scope
-from .store import AgentState, Denial
+from .app import AgentReport
+from .plan import Limit, Scope
+from .store import AgentState, Denial, HoldResult
 from .store.rules import pause_in_force, remaining
 from .windows import Window
 
-WINDOWS = {Window.DAILY: pb.WINDOW_DAILY, Window.MONTHLY: pb.WINDOW_MONTHLY, "daily": pb.WINDOW_DAILY, "monthly": pb.WINDOW_MONTHLY}
+WINDOWS = {Window.DAILY: pb.WINDOW_DAILY, Window.MONTHLY: pb.WINDOW_MONTHLY,
+           "daily": pb.WINDOW_DAILY, "monthly": pb.WINDOW_MONTHLY}
 PAUSE_KINDS = {"manual": pb.PAUSE_KIND_MANUAL, "cap": pb.PAUSE_KIND_CAP}
 SCOPE_KINDS = {"agent": pb.SCOPE_KIND_AGENT, "group": pb.SCOPE_KIND_GROUP}
 
@@ -63,7 +65,18 @@ def window_status(limit: Limit, state: AgentState) -> pb.WindowStatus:
     return msg
 
 
-def agent_status(plan: Plan, state: AgentState) -> pb.AgentStatus:
+def authorize_response(result: HoldResult) -> pb.AuthorizeResponse:
+    if result.allowed:
+        return pb.AuthorizeResponse(decision=pb.DECISION_ALLOWED, held_nanos=result.held_nanos,
+                                    hold_expires_at=timestamp(ms=result.deadline_ms))
+    d = result.denial
+    assert d is not None  # a hold refused says why
+    decision = pb.DECISION_DENIED_PAUSED if d.kind == "paused" else pb.DECISION_DENIED_CAP
+    return pb.AuthorizeResponse(decision=decision, denial=denial(d))
+
+
+def agent_status(report: AgentReport) -> pb.AgentStatus:
+    plan, state = report.plan, report.state
     by_scope: dict[Scope, dict[Window, Limit]] = {}
     for limit in plan.limits:
         by_scope.setdefault(limit.scope, {})[limit.window] = limit
@@ -91,6 +104,7 @@ def agent_status(plan: Plan, state: AgentState) -> pb.AgentStatus:
         msg.paused_scope.CopyFrom(scope(Scope.parse(record.scope)))
         if limit is not None:
             msg.resumes_at.CopyFrom(timestamp(limit.period.resets_at))
+    msg.budget_source = report.budget_source
     return msg
 
 

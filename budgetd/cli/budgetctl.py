@@ -57,7 +57,7 @@ def status_table(statuses: list[AgentStatus]) -> str:
             rows.append((who, w.window, w.period, _usd(w.spent_usd), _usd(w.reserved_usd), _usd(w.cap_usd),
                          _usd(w.remaining_usd), _pause_text(st) if i == 0 else ""))
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-    return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows)
+    return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)).rstrip() for row in rows)
 
 
 def _jsonable(st: AgentStatus) -> dict:
@@ -100,7 +100,7 @@ def render_report(report, fmt: str) -> str:
     rows = [(report.by.upper(), "COST", "CALLS")] + [(r.key, _usd(r.cost_usd), str(r.calls)) for r in report.rows]
     rows.append(("TOTAL", _usd(report.total_usd), str(sum(r.calls for r in report.rows))))
     widths = [max(len(row[i]) for row in rows) for i in range(3)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=False)).rstrip() for row in rows]
     return f"{report.since} .. {report.until}\n" + "\n".join(lines)
 
 

@@ -89,7 +89,7 @@ async def _serve(config, path: str) -> int:
     await asyncio.wait((draining, again), return_when=asyncio.FIRST_COMPLETED)
     if not draining.done():
         log.warning("stopping now: a second signal ended the drain")
-        daemon.core.end_drain_now()
+        daemon.service.holds_in_flight.stop_waiting()
         await draining
     again.cancel()
     return 0

@@ -11,8 +11,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from budgetd_client.validation import AGENT_ID_PATTERN, MAX_ID_LENGTH
 from budgetd_client.money import NANOS_PER_USD, plain
+from budgetd_client.validation import AGENT_ID_PATTERN, MAX_ID_LENGTH
 
 # int64 nanodollars hold $9.2 billion; a cap needs headroom for spend past it.
 MAX_CAP_USD = Decimal(1_000_000_000)

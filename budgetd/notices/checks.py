@@ -13,7 +13,7 @@ from decimal import Decimal
 
 from budgetd_client.money import NANOS_PER_USD
 
-from ..service import Core, to_ms
+from ..app import BudgetService, to_ms
 from ..windows import Window, current_periods, period_of
 from .model import Notice
 
@@ -28,8 +28,8 @@ def _previous(window: Window, now: datetime, zone) -> str:
 
 
 class Checks:
-    def __init__(self, core: Core) -> None:
-        self.core = core
+    def __init__(self, service: BudgetService) -> None:
+        self.service = service
 
     async def run_due(self) -> int:
         """Every check once, against the clock now: what the scheduler runs
@@ -37,46 +37,42 @@ class Checks:
         return await self.rollover() + int(await self.digest()) + await self.anomalies()
 
     async def _agents(self, daily: str, monthly: str) -> list[str]:
-        return await self.core.store.active_agents(daily, monthly)
+        return await self.service.store.active_agents(daily, monthly)
 
     async def rollover(self) -> int:
         """Agents (and groups) whose cap pause belonged to a period that ended:
         lift the pause and say they run again."""
-        now = self.core.clock()
-        zone = self.core.active.config.zone
+        now = self.service.now()
+        zone = self.service.in_force.config.zone
         agents = set(await self._agents(_previous(Window.DAILY, now, zone), _previous(Window.MONTHLY, now, zone)))
         written = 0
         for agent_id in sorted(agents):
-            plan = self.core.plan_or_none(agent_id)
+            plan = self.service.plan_or_none(agent_id)
             if plan is not None:
-                written += len(await self.core.store.lift_lapsed_pauses(plan, to_ms(now)))
+                written += len(await self.service.store.lift_lapsed_pauses(plan, to_ms(now)))
         return written
 
     async def digest(self) -> bool:
         """Once a day at ``digest.at`` local time: yesterday's top spenders,
         the change from the day before, the agents paused now."""
-        config = self.core.active.config
+        config = self.service.in_force.config
         if config.digest is None:
             return False
-        now = self.core.clock()
+        now = self.service.now()
         local = now.astimezone(config.zone)
         if local.time() < time.fromisoformat(config.digest.at):
             return False
         yesterday = period_of(Window.DAILY, now - timedelta(days=1), config.zone).key
         day_before = period_of(Window.DAILY, now - timedelta(days=2), config.zone).key
-        store, plan_for = self.core.store, self.core.plan_or_none
+        store, plan_for = self.service.store, self.service.plan_or_none
         top = await store.top_spenders("daily", yesterday, plan_for, 10_000)
         before = await store.top_spenders("daily", day_before, plan_for, 10_000)
         total, previous = sum(s for _, s in top), sum(s for _, s in before)
         change = f" ({(total - previous) / previous:+.0%} on {day_before})" if previous else ""
         daily, monthly = current_periods(now, config.zone)
-        paused = []
-        for agent_id in await self._agents(daily.key, monthly.key):
-            try:
-                if (await self.core.status(agent_id)).paused:
-                    paused.append(agent_id)
-            except Exception:  # an agent no longer configured
-                continue
+        # Agents no longer budgeted are left out by statuses.
+        reports = await self.service.statuses(await self._agents(daily.key, monthly.key))
+        paused = [report.plan.agent_id for report in reports if report.paused]
         notice = Notice(f"digest:{local.date().isoformat()}", "digest", period=yesterday, spent_nanos=total,
                         at_ms=to_ms(now), extra={"top": top[: config.digest.top], "paused": paused,
                                                  "change": change, "previous_nanos": previous})
@@ -85,8 +81,8 @@ class Checks:
     async def anomalies(self) -> int:
         """An agent whose spend in the current hour is above ``anomaly.factor``
         x its trailing 7-day hourly average, and above ``anomaly.floor_usd``."""
-        config = self.core.active.config
-        now = self.core.clock()
+        config = self.service.in_force.config
+        now = self.service.now()
         hour = period_of(Window.HOURLY, now, config.zone)
         history = [period_of(Window.HOURLY, hour.starts_at - timedelta(hours=h), config.zone).key
                    for h in range(1, HISTORY_HOURS + 1)]
@@ -94,10 +90,10 @@ class Checks:
         daily, monthly = current_periods(now, config.zone)
         written = 0
         for agent_id in await self._agents(daily.key, monthly.key):
-            plan = self.core.plan_or_none(agent_id)
+            plan = self.service.plan_or_none(agent_id)
             if plan is None:
                 continue
-            spent = await self.core.store.spent_in(plan, f"agent:{agent_id}", "hourly", [hour.key, *history])
+            spent = await self.service.store.spent_in(plan, f"agent:{agent_id}", "hourly", [hour.key, *history])
             current = spent.get(hour.key, 0)
             average = Decimal(sum(spent.get(h, 0) for h in history)) / HISTORY_HOURS
             if current <= floor or current <= config.anomaly.factor * average:
@@ -106,7 +102,7 @@ class Checks:
             notice = Notice(f"anomaly:{agent_id}:{hour.key}", "anomaly", agent_id, f"agent:{agent_id}", "hourly",
                             hour.key, current, 0, "spend spike", to_ms(now),
                             {"average_nanos": int(average), "ratio": ratio})
-            if await self.core.store.add_notice(notice, plan):
+            if await self.service.store.add_notice(notice, plan):
                 log.warning("anomaly", extra={"agent": agent_id, "hour": hour.key, "ratio": ratio})
                 written += 1
         return written

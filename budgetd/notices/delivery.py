@@ -11,7 +11,7 @@ import os
 import socket
 from datetime import timedelta
 
-from ..service import Core, to_ms
+from ..app import BudgetService, to_ms
 from ..store import Claimed
 from ..windows import Window, period_of
 from .messages import Context, render
@@ -25,13 +25,13 @@ FIRST_RETRY_SECONDS = 2.0
 
 
 class Deliverer:
-    def __init__(self, core: Core) -> None:
-        self.core = core
+    def __init__(self, service: BudgetService) -> None:
+        self.service = service
         self.owner = f"{socket.gethostname()}-{os.getpid()}"
         self._sender: tuple[object, SlackSender | None] = (None, None)
 
     def _slack(self):
-        return self.core.active.config.slack
+        return self.service.in_force.config.slack
 
     @property
     def sender(self) -> SlackSender | None:
@@ -44,13 +44,13 @@ class Deliverer:
 
     async def deliver_due(self) -> int:
         """One pass; the scheduler runs it every second."""
-        now = self.core.clock()
-        claimed = await self.core.store.claim_notices(self.owner, to_ms(now), LEASE_MS, BATCH)
+        store = self.service.store
+        claimed = await store.claim_notices(self.owner, self.service.now_ms(), LEASE_MS, BATCH)
         sent = 0
         sender = self.sender
         for i, item in enumerate(claimed):
             if sender is None:  # nowhere to send: events only
-                await self.core.store.finish_notice(item, "skipped", to_ms(self.core.clock()))
+                await store.finish_notice(item, "skipped", self.service.now_ms())
                 continue
             if i and self._slack().min_interval_seconds:
                 await asyncio.sleep(self._slack().min_interval_seconds)
@@ -59,32 +59,32 @@ class Deliverer:
 
     async def _deliver(self, item: Claimed, sender: SlackSender) -> int:
         text, blocks = render(item.notice, await self._context(item))
-        now_ms = to_ms(self.core.clock())
+        now_ms = self.service.now_ms()
         try:
             await sender.send(text, blocks)
         except DeliveryError as err:
             if err.permanent:
                 log.error("notice dropped: %s", err, extra={"notice": item.notice.key})
-                await self.core.store.finish_notice(item, "failed", now_ms, str(err))
+                await self.service.store.finish_notice(item, "failed", now_ms, str(err))
                 self._count("failed")
             else:
                 backoff = min(self._slack().retry_max_seconds, FIRST_RETRY_SECONDS * 2 ** (item.attempts - 1))
                 log.warning("notice delayed %.0fs: %s", backoff, err, extra={"notice": item.notice.key})
-                await self.core.store.retry_notice(item, now_ms + int(backoff * 1000), now_ms, str(err))
+                await self.service.store.retry_notice(item, now_ms + int(backoff * 1000), now_ms, str(err))
                 self._count("retried")
             return 0
-        await self.core.store.finish_notice(item, "sent", now_ms)
+        await self.service.store.finish_notice(item, "sent", now_ms)
         self._count("sent")
         return 1
 
     def _count(self, outcome: str) -> None:
-        self.core.metrics.notices.labels(outcome).inc()
+        self.service.metrics.notices.labels(outcome).inc()
 
     async def _context(self, item: Claimed) -> Context:
         n = item.notice
-        config = self.core.active.config
+        config = self.service.in_force.config
         ctx = Context(timezone=config.timezone)
-        plan = self.core.plan_or_none(n.agent_id) if n.agent_id else None
+        plan = self.service.plan_or_none(n.agent_id) if n.agent_id else None
         if plan is None or n.kind not in ("paused", "warning", "anomaly"):
             return ctx
         resumes_at = None
@@ -92,13 +92,14 @@ class Deliverer:
             limit = plan.limit_for(n.scope, n.window)
             if limit is not None and limit.period.key == n.period:
                 resumes_at = limit.period.resets_at
-        since = period_of(Window.DAILY, self.core.clock(), config.zone).starts_at
+        now = self.service.now()
+        since = period_of(Window.DAILY, now, config.zone).starts_at
         if n.window == "monthly":
-            since = period_of(Window.MONTHLY, self.core.clock(), config.zone).starts_at
+            since = period_of(Window.MONTHLY, now, config.zone).starts_at
         elif n.kind == "anomaly":
-            since = self.core.clock() - timedelta(hours=1)
+            since = now - timedelta(hours=1)
         try:
-            top = await self.core.store.top_models(plan, to_ms(since), 3)
+            top = await self.service.store.top_models(plan, to_ms(since), 3)
         except Exception:  # the message goes out without them
             top = []
         return Context(timezone=config.timezone, resumes_at=resumes_at, top_models=top)

@@ -86,8 +86,9 @@ def render(n: Notice, ctx: Context) -> tuple[str, list[dict]]:
         who = _who(n) if n.scope.startswith("group") else f"*{n.agent_id}*"
         text = f":white_check_mark: {who} is running again because {_resumed_because(n)}."
     elif n.kind == "anomaly":
+        average = usd(int(n.extra.get("average_nanos", 0)))
         text = (f":rotating_light: *{n.agent_id}* spent {usd(n.spent_nanos)} in the last hour, "
-                f"{n.extra.get('ratio', '?')}x its 7-day hourly average of {usd(int(n.extra.get('average_nanos', 0)))}.")
+                f"{n.extra.get('ratio', '?')}x its 7-day hourly average of {average}.")
         lines = [f"If this is a runaway loop: `budgetctl pause {n.agent_id} --reason \"runaway\"`"]
     elif n.kind == "digest":
         text = f":bar_chart: Spend digest for {n.period}: {usd(n.spent_nanos)} in total{n.extra.get('change', '')}."

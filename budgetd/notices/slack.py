@@ -4,8 +4,6 @@ Retry-After) and connection errors; what is left is ours to classify."""
 
 from __future__ import annotations
 
-import asyncio
-
 import aiohttp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_async_handlers import (
@@ -51,5 +49,5 @@ class SlackSender:
             status = err.response.status_code
             # chat.postMessage answers 200 {"ok": false, "error": ...} for bad channels, tokens, blocks.
             raise _classify(status if status != 200 else 400, str(err.response.get("error"))) from None
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as err:
+        except (TimeoutError, aiohttp.ClientError, OSError) as err:
             raise DeliveryError(f"slack unreachable: {type(err).__name__}: {err}", permanent=False) from None

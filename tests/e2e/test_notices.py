@@ -116,7 +116,7 @@ async def running(tmp_path, slack):
         url = store_url or f"sqlite://{tmp_path}/b.db"
         settings = slack_config(slack) if slack_settings is None else slack_settings
         config = load_config_text(f'server: {{listen: "127.0.0.1:0"}}\nstore: {{url: "{url}"}}\n' + body + settings)
-        daemon = Daemon(config, clock=clock, intervals=QUIET)
+        daemon = Daemon(config, now_ms=lambda: int(clock().timestamp() * 1000), intervals=QUIET)
         await start_and_settle(daemon)
         started.append(Running(daemon, slack))
         return started[-1]
@@ -133,7 +133,8 @@ async def aspend(budget: AsyncBudget, agent: str, usd: str) -> None:
 
 
 async def test_crossing_80_percent_warns_once_and_reaching_the_cap_posts_one_pause(running, slack):
-    run = await running(FakeClock(days_ahead(1, 12)), "warn_at: [0.8]\nagents:\n  capped: {daily_usd: 1.00}\n")
+    clock = FakeClock(days_ahead(1, 12))
+    run = await running(clock, "warn_at: [0.8]\nagents:\n  capped: {daily_usd: 1.00}\n")
     await aspend(run.budget, "capped", "0.50")
     await aspend(run.budget, "capped", "0.35")  # 85%: crosses 80%
     await aspend(run.budget, "capped", "0.05")  # 90%: no new warning
@@ -150,7 +151,7 @@ async def test_crossing_80_percent_warns_once_and_reaching_the_cap_posts_one_pau
     assert blocks[0]["type"] == "section" and "capped" in blocks[0]["text"]["text"]
 
     # Later passes (past any lease or retry) find nothing more to say.
-    run.daemon.clock.advance(minutes=5)
+    clock.advance(minutes=5)
     assert await run.due() == []
     assert slack.texts() == [warning, paused]
 

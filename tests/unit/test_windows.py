@@ -64,7 +64,7 @@ async def daemon_at(tmp_path):
         config = load_config_text(
             f'server: {{listen: "127.0.0.1:0"}}\nstore: {{url: "sqlite://{tmp_path}/b.db"}}\n' + body
         )
-        daemon = Daemon(config, clock=clock)
+        daemon = Daemon(config, now_ms=lambda: int(clock().timestamp() * 1000))
         await daemon.start()
         daemons.append(daemon)
         return AsyncBudget(f"127.0.0.1:{daemon.port}")

@@ -1,0 +1,49 @@
+"""Holds this process granted and has not yet seen settled or released, with
+their deadlines: a drain waits for them. A deadline passed means the sweeper
+settles the hold, so a drain does not wait for those."""
+
+from __future__ import annotations
+
+import asyncio
+
+
+class HoldsInFlight:
+    def __init__(self) -> None:
+        self.deadlines: dict[tuple[str, str], int] = {}  # (agent id, request id) -> deadline, unix ms
+        self.draining = False
+        self._all_settled = asyncio.Event()
+
+    def __len__(self) -> int:
+        return len(self.deadlines)
+
+    def granted(self, agent_id: str, request_id: str, deadline_ms: int) -> None:
+        self.deadlines[(agent_id, request_id)] = deadline_ms
+
+    def ended(self, agent_id: str, request_id: str) -> None:
+        if self.deadlines.pop((agent_id, request_id), None) is not None and self.draining and not self.deadlines:
+            self._all_settled.set()
+
+    def forget_lapsed(self, now_ms: int) -> None:
+        """Drop holds past their deadline (the sweeper's now)."""
+        for key in [key for key, deadline in self.deadlines.items() if deadline <= now_ms]:
+            del self.deadlines[key]
+        if self.draining and not self.deadlines:
+            self._all_settled.set()
+
+    def stop_waiting(self) -> None:
+        """Stop waiting for the holds still out (a second signal)."""
+        self.deadlines.clear()
+        self._all_settled.set()
+
+    async def drain(self, now_ms: int, grace_seconds: float) -> int:
+        """From now on ``draining``; wait until every hold is settled, released
+        or past its deadline, or ``grace_seconds`` pass. Returns how many were
+        left unsettled."""
+        self.draining = True
+        self.forget_lapsed(now_ms)
+        if self.deadlines:
+            try:
+                await asyncio.wait_for(self._all_settled.wait(), grace_seconds)
+            except TimeoutError:
+                pass
+        return len(self.deadlines)

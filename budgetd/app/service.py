@@ -1,0 +1,288 @@
+"""The use cases of budgetd: hold, settle, release, status, pause, resume,
+report, and the sweep of lapsed holds. The gRPC servicers, the scheduler's
+jobs and any later front end (a dashboard) call these; nothing here knows
+the wire. Each hold, settle and release makes exactly one store call.
+Input is checked (ValueError) before anything is touched."""
+
+from __future__ import annotations
+
+import asyncio
+import difflib
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import date, datetime
+
+from budgetd_client import validation
+from budgetd_client.usage import Usage, UsageEstimate
+
+from ..config.schema import GLOB_CHARS
+from ..metrics import Metrics
+from ..plan import Plan
+from ..pricing import UnknownModel
+from ..store import AgentState, HoldRequest, HoldResult, Pricing, SettleRequest, Store
+from ..store.rules import pause_in_force
+from ..windows import current_periods
+from .clock import NowMs, utc_of_ms
+from .errors import Draining, UnknownAgent
+from .holds_in_flight import HoldsInFlight
+from .snapshot import ConfigInForce
+
+log = logging.getLogger("budgetd.service")
+
+REPORT_GROUPINGS = ("agent", "model", "day", "group")
+
+
+@dataclass(frozen=True)
+class AgentReport:
+    """An agent's status: its plan now, what the store holds for it, and
+    where its budget comes from ("configured", "defaults", ...)."""
+
+    plan: Plan
+    state: AgentState
+    budget_source: str
+
+    @property
+    def paused(self) -> bool:
+        return pause_in_force(self.plan, self.state.pauses) is not None
+
+
+@dataclass(frozen=True)
+class Settled:
+    counted_nanos: int
+    duplicate: bool
+    paused: bool
+    price_version: str
+
+
+@dataclass(frozen=True)
+class Report:
+    rows: list[tuple[str, int, int]]  # (key, cost nanos, calls)
+    since: str
+    until: str
+
+
+class BudgetService:
+    def __init__(self, in_force: ConfigInForce, store: Store, now_ms: NowMs, metrics: Metrics) -> None:
+        self.in_force = in_force  # replaced whole by a reload
+        self.store = store
+        self.now_ms = now_ms
+        self.metrics = metrics
+        self.holds_in_flight = HoldsInFlight()
+
+    def now(self) -> datetime:
+        """The time as a datetime, for calendar work off the hot path."""
+        return utc_of_ms(self.now_ms())
+
+    @property
+    def draining(self) -> bool:
+        return self.holds_in_flight.draining
+
+    async def drain(self, grace_seconds: float) -> int:
+        """Refuse new holds; wait for those granted here (see HoldsInFlight)."""
+        return await self.holds_in_flight.drain(self.now_ms(), grace_seconds)
+
+    def plan_at_ms(self, agent_id: str, now_ms: int) -> Plan:
+        plan = self.in_force.plans.get_at_ms(agent_id, now_ms)
+        if plan is None:
+            raise UnknownAgent(f"agent {agent_id!r} has no budget (and the config has no defaults)")
+        return plan
+
+    def plan_or_none(self, agent_id: str) -> Plan | None:
+        return self.in_force.plans.get_at_ms(agent_id, self.now_ms())
+
+    async def hold(self, agent_id: str, request_id: str, tags: dict[str, str],
+                   estimate: int | UsageEstimate | None) -> HoldResult:
+        """``estimate``: nanos, token bounds to price, or None (the plan's)."""
+        if self.draining:
+            raise Draining()
+        agent_id = validation.check_agent_id(agent_id)
+        request_id = validation.check_request_id(request_id)
+        tags = validation.check_tags(tags) if tags else {}
+        now_ms = self.now_ms()
+        plan = self.plan_at_ms(agent_id, now_ms)
+        amount = self._estimate_nanos(estimate, plan)
+        deadline_ms = now_ms + self.in_force.config.reservation_ttl_seconds * 1000
+        result = await self.store.hold(HoldRequest(request_id, amount, plan, now_ms, deadline_ms, tags))
+        if result.allowed:
+            self.holds_in_flight.granted(agent_id, request_id, result.deadline_ms)
+            self.metrics.holds_allowed.inc()
+        else:
+            d = result.denial
+            self.metrics.holds.labels("denied", d.kind).inc()
+            log.debug("denied", extra={"agent": agent_id, "kind": d.kind, "scope": d.scope.key})
+        return result
+
+    def _estimate_nanos(self, estimate: int | UsageEstimate | None, plan: Plan) -> int:
+        if estimate is None:
+            return plan.estimate_nanos
+        if isinstance(estimate, int):
+            return validation.check_nanos(estimate, field="estimate_nanos")
+        output = estimate.output_tokens
+        if output is None:
+            output = self.in_force.resolver.budget(plan.agent_id).estimate_output_tokens
+        usage = Usage(model=estimate.model, provider=estimate.provider or "openai",
+                      input_tokens=estimate.input_tokens, output_tokens=output,
+                      service_tier=estimate.service_tier, batch=estimate.batch)
+        return validation.check_nanos(self.in_force.prices.price(usage).nanos, field="estimate_usage (priced)")
+
+    async def settle(self, agent_id: str, request_id: str, tags: dict[str, str],
+                     actual: int | Usage | None) -> Settled:
+        """``actual``: nanos, the usage to price, or None (settle what was held)."""
+        agent_id = validation.check_agent_id(agent_id)
+        request_id = validation.check_request_id(request_id)
+        tags = validation.check_tags(tags) if tags else {}
+        nanos, pricing = self._actual_nanos(actual, request_id)
+        now_ms = self.now_ms()
+        plan = self.plan_at_ms(agent_id, now_ms)
+        result = await self.store.settle(SettleRequest(request_id, nanos, plan, now_ms, tags, pricing))
+        self.holds_in_flight.ended(agent_id, request_id)
+        for pause in result.paused:
+            log.warning("paused at cap", extra={"agent": agent_id, "scope": pause.scope, "window": pause.window,
+                                                "period": pause.period, "reason": pause.reason})
+        return Settled(result.counted_nanos, result.duplicate, bool(result.paused),
+                       pricing.price_version if pricing else "")
+
+    def _actual_nanos(self, actual: int | Usage | None, request_id: str) -> tuple[int | None, Pricing | None]:
+        if actual is None:
+            return None, None
+        if isinstance(actual, int):
+            return validation.check_nanos(actual, field="actual_nanos"), None
+        nanos: int | None
+        try:
+            price = self.in_force.prices.price(actual)
+            nanos, version = validation.check_nanos(price.nanos, field="usage (priced)"), price.version
+        except UnknownModel as err:
+            # Money was spent; it cannot be counted as zero. Settle what was held.
+            log.warning("settling the hold: %s", err, extra={"request_id": request_id})
+            nanos, version = None, f"unpriced ({actual.model}): settled the hold"
+        return nanos, Pricing(actual.model, actual.provider, actual.input_tokens, actual.cached_input_tokens,
+                              actual.output_tokens, actual.reasoning_tokens, version)
+
+    async def release(self, agent_id: str, request_id: str) -> bool:
+        agent_id = validation.check_agent_id(agent_id)
+        request_id = validation.check_request_id(request_id)
+        now_ms = self.now_ms()
+        released = await self.store.release(request_id, self.plan_at_ms(agent_id, now_ms), now_ms)
+        self.holds_in_flight.ended(agent_id, request_id)
+        return released
+
+    async def status(self, agent_id: str, *, known_only: bool = False,
+                     may_see: Callable[[str], bool] | None = None) -> AgentReport:
+        """``known_only``: an operator asking, so a typo is refused, not shown
+        as a defaults budget (``may_see``: the ids the caller may be told of)."""
+        agent_id = validation.check_agent_id(agent_id)
+        if known_only:
+            await self.require_known(agent_id, "nothing to show", may_see)
+        return await self._report(agent_id)
+
+    async def _report(self, agent_id: str) -> AgentReport:
+        plan = self.plan_at_ms(agent_id, self.now_ms())
+        return AgentReport(plan, await self.store.read(plan), self.in_force.resolver.source(agent_id))
+
+    async def statuses(self, agent_ids: Iterable[str]) -> list[AgentReport]:
+        """The status of each agent that has a budget, in one batched read
+        (agents seen earlier but no longer budgeted are left out)."""
+        now_ms = self.now_ms()
+        plans = [plan for agent_id in agent_ids if (plan := self.in_force.plans.get_at_ms(agent_id, now_ms))]
+        states = await self.store.read_many(plans)
+        source = self.in_force.resolver.source
+        return [AgentReport(plan, state, source(plan.agent_id)) for plan, state in zip(plans, states, strict=True)]
+
+    async def list_statuses(self) -> list[AgentReport]:
+        """Every configured agent and every agent with spend this period, by id."""
+        daily, monthly = current_periods(self.now(), self.in_force.config.zone)
+        seen = await self.store.active_agents(daily.key, monthly.key)
+        return await self.statuses(sorted(set(self.in_force.resolver.exact_agent_ids) | set(seen)))
+
+    def open_watch(self, agent_id: str) -> str:
+        """Whether a stream of the agent's events may open: the checked id."""
+        if self.draining:
+            raise Draining("new watches")
+        agent_id = validation.check_agent_id(agent_id)
+        self.plan_at_ms(agent_id, self.now_ms())
+        return agent_id
+
+    async def pause(self, agent_id: str, reason: str) -> AgentReport:
+        agent_id = validation.check_agent_id(agent_id)
+        reason = validation.check_reason(reason) or "paused by an operator"
+        await self.require_known(agent_id, "nothing was paused")
+        now_ms = self.now_ms()
+        await self.store.pause(self.plan_at_ms(agent_id, now_ms), reason, now_ms)
+        log.warning("paused by operator", extra={"agent": agent_id, "reason": reason})
+        return await self._report(agent_id)
+
+    async def resume(self, agent_id: str) -> AgentReport:
+        agent_id = validation.check_agent_id(agent_id)
+        await self.require_known(agent_id, "nothing was resumed")
+        now_ms = self.now_ms()
+        if await self.store.resume(self.plan_at_ms(agent_id, now_ms), now_ms):
+            log.warning("resumed by operator", extra={"agent": agent_id})
+        return await self._report(agent_id)
+
+    async def report(self, by: str, since: str, until: str) -> Report:
+        """Spend grouped ``by`` (a grouping or a tag key) over days ``since``
+        to ``until`` (YYYY-MM-DD; empty: today)."""
+        by = by or "agent"
+        if by not in REPORT_GROUPINGS:
+            validation.check_tags({by: ""}, field="by")  # a tag key: the same rule as tags
+        today = current_periods(self.now(), self.in_force.config.zone)[0].key
+        first, last = (_day(since, "since") or today), (_day(until, "until") or today)
+        if first > last:  # an empty range is a mistake to say, not an empty report
+            raise ValueError(f"since {first} is after until {last}" + (" (today)" if not until else "")
+                             + ": the range is empty; give since on or before until")
+        return Report(await self.store.report(by, first, last), first, last)
+
+    async def require_known(self, agent_id: str, doing: str, may_see: Callable[[str], bool] | None = None) -> None:
+        """Refuse (NOT_FOUND) an operator command for an agent that is neither
+        in the config by its exact id nor ever seen: a typo would otherwise
+        pause, resume or show a defaults budget nobody uses. Seen: spend or
+        holds in a current window, a pause, or a ledger row (the ledger is
+        read only when the cheaper answers say no, so a typo costs one scan).
+        ``may_see``: which ids the caller may be told of (a scoped token)."""
+        in_force = self.in_force
+        if in_force.resolver.source(agent_id) == "configured":
+            return
+        daily, monthly = current_periods(self.now(), in_force.config.zone)
+        seen = set(await self.store.active_agents(daily.key, monthly.key))
+        if agent_id in seen:
+            return
+        seen |= {key for key, _, _ in await self.store.report("agent", "0001-01-01", "9999-12-31")}
+        if agent_id in seen:
+            return
+        # Off the loop: a config may name a million agents.
+        close = await asyncio.to_thread(_close_matches, agent_id, in_force.config.agents, seen, may_see)
+        hint = (f"did you mean {' or '.join(repr(c) for c in close)}?" if close
+                else "`budgetctl status` lists the agents budgetd knows")
+        raise UnknownAgent(f"agent {agent_id!r} is not in the config and budgetd has never seen it (no spend, "
+                           f"holds, pause or ledger rows); {hint} ({doing})")
+
+    async def expire_lapsed_holds(self) -> int:
+        """Settle or release holds past their deadline, by the config's policy."""
+        charge = self.in_force.config.on_reservation_expiry == "charge"
+        now_ms = self.now_ms()
+        self.holds_in_flight.forget_lapsed(now_ms)
+        expired = await self.store.expire(now_ms, charge, self.plan_or_none)
+        if expired:
+            log.info("expired holds", extra={"count": expired, "policy": "charge" if charge else "release"})
+        return expired
+
+
+def _close_matches(agent_id: str, configured: Iterable[str], seen: set[str],
+                   may_see: Callable[[str], bool] | None) -> list[str]:
+    """The known ids nearest to a mistyped one ("did you mean")."""
+    slack = max(2, len(agent_id) // 3)  # ids much longer or shorter are never close: skip them cheaply
+    known = {a for a in (*configured, *seen) if abs(len(a) - len(agent_id)) <= slack and not GLOB_CHARS.search(a)
+             and (may_see is None or may_see(a))}
+    return difflib.get_close_matches(agent_id, sorted(known), n=3)
+
+
+def _day(text: str, field: str) -> str:
+    if not text:
+        return ""
+    try:
+        return date.fromisoformat(text).isoformat()
+    except ValueError:
+        raise ValueError(f"{field}: {text!r} is not a date (YYYY-MM-DD)") from None
+
+
