@@ -38,7 +38,7 @@ class Metrics:
         self.notices = Counter("budgetd_notices", "Notice deliveries by outcome", ["outcome"], registry=r)
         self.reloads = Counter("budgetd_config_reloads", "Config reloads by outcome", ["outcome"], registry=r)
         self.generation = Gauge("budgetd_config_generation", "Generation of the config in force", registry=r)
-        self._server = None
+        self._server: _Server | None = None
         # labels() takes a lock and validates on every call: the hot path
         # keeps the children it uses.
         self.holds_allowed = self.holds.labels("allowed", "")
@@ -58,10 +58,11 @@ class Metrics:
         class Server(_Server):
             address_family = socket.getaddrinfo(host, int(port), type=socket.SOCK_STREAM)[0][0]
 
-        self._server = make_server(host, int(port), _guarded(make_wsgi_app(self.registry), access),
-                                   server_class=Server, handler_class=_QuietHandler)
-        threading.Thread(target=self._server.serve_forever, name="metrics", daemon=True).start()
-        return self._server.server_port
+        server = make_server(host, int(port), _guarded(make_wsgi_app(self.registry), access),
+                             server_class=Server, handler_class=_QuietHandler)
+        self._server = server
+        threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
+        return server.server_port
 
     def stop(self) -> None:
         if self._server is not None:

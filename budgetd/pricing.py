@@ -83,6 +83,7 @@ class PriceTable:
             cost = self._from_table(usage)
         except LookupError:
             if self._unknown == "fallback":
+                assert self._fallback is not None  # the config requires it with unknown_model: fallback
                 return Price(usd_to_nanos_ceil(_override_cost(self._fallback, usage)), self.version, "fallback")
             raise UnknownModel(
                 f"no price for model {usage.model!r} (provider {usage.provider}): add it under prices:, "

@@ -105,20 +105,20 @@ class Daemon:
             options.append(("grpc.so_reuseport", 0))
         # Outermost first: the error mapping sees what authorization refuses.
         interceptors = [Outcomes(self.metrics), Authorization(lambda: self.service.in_force.config.auth)]
-        self.server = grpc.aio.server(options=options, interceptors=interceptors)
-        add_service(self.server, "Budget", BudgetServicer(self.service, self.events))
-        add_service(self.server, "Admin", AdminServicer(self.service, self.reloader))
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        self.server = server = grpc.aio.server(options=options, interceptors=interceptors)
+        add_service(server, "Budget", BudgetServicer(self.service, self.events))
+        add_service(server, "Admin", AdminServicer(self.service, self.reloader))
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(
             (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
-            self.server,
+            server,
         )
         try:
-            self.port = self._bind()
+            self.port = self._bind(server)
         except (RuntimeError, OSError) as err:
             await self.store.close()
             raise OSError(f"cannot listen on {self.config.server.listen}: {err}") from None
-        await self.server.start()
+        await server.start()
         await self.check_health()
         await self.events.start()
         if self.config.server.metrics_listen:
@@ -174,12 +174,12 @@ class Daemon:
             return 403, str(err)
         return None
 
-    def _bind(self) -> int:
+    def _bind(self, grpc_server: grpc.aio.Server) -> int:
         server = self.config.server
         if not may_listen(self.config, server.listen):
             raise OSError(REFUSED_WITHOUT_AUTH)
         if server.tls is None:
-            return self.server.add_insecure_port(server.listen)
+            return grpc_server.add_insecure_port(server.listen)
         tls = server.tls
         read = lambda path: Path(path).read_bytes()  # noqa: E731
         credentials = grpc.ssl_server_credentials(
@@ -187,7 +187,7 @@ class Daemon:
             root_certificates=read(tls.client_ca_file) if tls.client_ca_file else None,
             require_client_auth=tls.client_ca_file is not None,
         )
-        return self.server.add_secure_port(server.listen, credentials)
+        return grpc_server.add_secure_port(server.listen, credentials)
 
     async def check_health(self) -> bool:
         """Serving = the store answers AND we are not shutting down."""

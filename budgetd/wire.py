@@ -97,13 +97,13 @@ def agent_status(report: AgentReport) -> pb.AgentStatus:
     )
     paused = pause_in_force(plan, state.pauses)
     if paused is not None:
-        record, limit = paused
+        record, capped = paused
         msg.paused = True
         msg.pause_kind = PAUSE_KINDS[record.kind]
         msg.pause_reason = record.reason
         msg.paused_scope.CopyFrom(scope(Scope.parse(record.scope)))
-        if limit is not None:
-            msg.resumes_at.CopyFrom(timestamp(limit.period.resets_at))
+        if capped is not None:
+            msg.resumes_at.CopyFrom(timestamp(capped.period.resets_at))
     msg.budget_source = report.budget_source
     return msg
 

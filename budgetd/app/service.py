@@ -109,6 +109,7 @@ class BudgetService:
             self.metrics.holds_allowed.inc()
         else:
             d = result.denial
+            assert d is not None  # a refused hold says why
             self.metrics.holds.labels("denied", d.kind).inc()
             log.debug("denied", extra={"agent": agent_id, "kind": d.kind, "scope": d.scope.key})
         return result
@@ -120,7 +121,9 @@ class BudgetService:
             return validation.check_nanos(estimate, field="estimate_nanos")
         output = estimate.output_tokens
         if output is None:
-            output = self.in_force.resolver.budget(plan.agent_id).estimate_output_tokens
+            budget = self.in_force.resolver.budget(plan.agent_id)
+            assert budget is not None  # the agent has a plan, so a budget
+            output = budget.estimate_output_tokens
         usage = Usage(model=estimate.model, provider=estimate.provider or "openai",
                       input_tokens=estimate.input_tokens, output_tokens=output,
                       service_tier=estimate.service_tier, batch=estimate.batch)

@@ -57,7 +57,8 @@ def status_table(statuses: list[AgentStatus]) -> str:
             rows.append((who, w.window, w.period, _usd(w.spent_usd), _usd(w.reserved_usd), _usd(w.cap_usd),
                          _usd(w.remaining_usd), _pause_text(st) if i == 0 else ""))
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-    return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)).rstrip() for row in rows)
+    return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)).rstrip()
+                     for row in rows)
 
 
 def _jsonable(st: AgentStatus) -> dict:

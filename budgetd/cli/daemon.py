@@ -78,7 +78,9 @@ async def _serve(config, path: str) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     # SIGHUP: reload budgets.yaml now (it is also noticed within a second).
-    loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(daemon.reloader.reload("SIGHUP")))
+    reloader = daemon.reloader
+    assert reloader is not None  # the daemon was started from a file
+    loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(reloader.reload("SIGHUP")))
     # SIGUSR1: run the periodic due-checks now (all but the digest), then log "due-checks done".
     loop.add_signal_handler(signal.SIGUSR1, lambda: loop.create_task(daemon.run_due_checks()))
     await stop.wait()
@@ -109,7 +111,7 @@ def banner(daemon: Daemon, path: str) -> str:
         f"  config:  {path}",
         f"  store:   {store_shown(daemon.config.store.url)}",
     ]
-    if daemon.metrics_port is not None:
+    if daemon.metrics_port is not None and server.metrics_listen:
         lines.append(f"  metrics: http://{server.metrics_listen.rsplit(':', 1)[0]}:{daemon.metrics_port}/metrics")
     steps = [
         (status, spent),

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from decimal import Decimal
 from fnmatch import fnmatchcase
 
+from budgetd_client.money import NANOS_PER_USD
+
 from .schema import GLOB_CHARS, Budget, Config, to_nanos
 
 #: The hold for a call with no estimate when neither the agent nor defaults
@@ -101,7 +103,7 @@ class Resolver:
             agent_id=agent_id,
             daily_nanos=to_nanos(entry.daily_usd),
             monthly_nanos=to_nanos(entry.monthly_usd),
-            estimate_nanos=to_nanos(_first(entry.estimate_usd, self._default_estimate)),
+            estimate_nanos=int(_first(entry.estimate_usd, self._default_estimate) * NANOS_PER_USD),  # always set
             estimate_output_tokens=_first(entry.estimate_output_tokens, self._default_output),
             groups=tuple(g for g, members in self._groups if any(fnmatchcase(agent_id, m) for m in members)),
             warn_at=self._warn_at,

@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
+from typing import Any
 
 import yaml
 
@@ -70,7 +72,7 @@ class Source:
         return None
 
 
-def parse(text: str, source: str, environ: dict[str, str] | None = None, with_lines: bool = True) -> Source:
+def parse(text: str, source: str, environ: Mapping[str, str] | None = None, with_lines: bool = True) -> Source:
     """One pass over libyaml's events (C), building the data and the line map
     in Python without PyYAML's composer and resolver: a 100,000-agent file
     loads in about a second instead of eight.
@@ -173,8 +175,12 @@ class _Builder:
         # The innermost open container (None at the top level), its path, the
         # key waiting for its value (mappings), its anchor, its merge keys'
         # values, and the line of the waiting key.
-        container: dict | list | None = None
-        is_map, path, key, anchor, merges, key_line = False, (), _NO_KEY, None, [], 0
+        # Any: which of dict or list a container is, is_map says (checked once, not per value).
+        container: Any = None
+        path: tuple[Any, ...] = ()
+        key: Any = _NO_KEY
+        merges: list[Any] = []
+        is_map, anchor, key_line = False, None, 0
         root: object = _NO_KEY
         plain_seen: dict = {}
 
@@ -191,6 +197,7 @@ class _Builder:
                 if event.anchor:
                     anchors[event.anchor] = value
             elif kind is map_start or kind is seq_start:
+                child: tuple[Any, ...]
                 if container is None:
                     child = ()
                 elif not is_map:

@@ -44,6 +44,7 @@ def percent(fraction: Decimal) -> str:
 
 def warning(agent_id: str, limit: Limit, fraction: Decimal, spent_nanos: int, now_ms: int) -> Notice:
     scope, window, period = limit.counter
+    assert limit.cap_nanos is not None  # only a capped window warns
     return Notice(f"warning:{scope}:{window}:{period}:{fraction}", "warning", agent_id, scope, window, period,
                   spent_nanos, limit.cap_nanos, f"{percent(fraction)} of the {window} cap", now_ms,
                   {"threshold": str(fraction)})

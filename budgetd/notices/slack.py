@@ -44,6 +44,8 @@ class SlackSender:
                 if response.status_code != 200:
                     raise _classify(response.status_code, response.body)
             else:
+                # The config has a webhook, or a bot token with a channel.
+                assert self._web is not None and self._channel is not None
                 await self._web.chat_postMessage(channel=self._channel, text=text, blocks=blocks)
         except SlackApiError as err:
             status = err.response.status_code
