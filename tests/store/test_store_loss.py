@@ -18,7 +18,7 @@ import redis
 from budgetd.config import Resolver, load_config_text
 from budgetd.plan import make_plan
 from budgetd.store import HoldRequest, SettleRequest, StoreError, StoreLost, open_store
-from budgetd.store import redis as redis_store
+from budgetd.store.redis import store as redis_store
 from budgetd.notices.model import Notice
 
 from redis_servers import RedisCluster, RedisServer
