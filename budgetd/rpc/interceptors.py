@@ -51,14 +51,17 @@ class _WrapOnce(grpc.aio.ServerInterceptor):
         self,
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> grpc.RpcMethodHandler | None:
         handler = await continuation(handler_call_details)
         method = handler_call_details.method
         known = self._wrapped.get(method)
         if known is not None and known[0] is handler:
             return known[1]
+        if handler is None:
+            return None
         service, _, name = method.lstrip("/").partition("/")
-        if handler is None or service not in SERVICE_NAMES:
+        if service not in SERVICE_NAMES:  # health, reflection
+            self._wrapped[method] = (handler, handler)
             return handler
         if handler.unary_unary is not None:
             wrapped = grpc.unary_unary_rpc_method_handler(

@@ -33,7 +33,7 @@ class BudgetServicer(pb_grpc.BudgetServicer):
             e = request.estimate_usage
             estimate = UsageEstimate(e.model, e.input_tokens, e.output_tokens if e.HasField("output_tokens") else None,
                                      e.provider, e.service_tier, e.batch)
-        result = await self.service.hold(request.agent_id, request.request_id, dict(request.tags), estimate)
+        result = await self.service.hold(request.agent_id, request.request_id, _tags(request), estimate)
         return wire.authorize_response(result)
 
     async def Commit(self, request: pb.CommitRequest, context: grpc.aio.ServicerContext) -> pb.CommitResponse:
@@ -43,7 +43,7 @@ class BudgetServicer(pb_grpc.BudgetServicer):
             actual = request.actual_nanos
         elif which == "usage":
             actual = Usage.from_proto(request.usage)
-        settled = await self.service.settle(request.agent_id, request.request_id, dict(request.tags), actual)
+        settled = await self.service.settle(request.agent_id, request.request_id, _tags(request), actual)
         return pb.CommitResponse(counted_nanos=settled.counted_nanos, duplicate=settled.duplicate,
                                  paused=settled.paused, price_version=settled.price_version)
 
@@ -100,6 +100,10 @@ class AdminServicer(pb_grpc.AdminServicer):
         report = await self.service.report(request.by, request.since, request.until)
         return pb.ReportResponse(rows=[pb.ReportRow(key=k or "", cost_nanos=c, calls=n) for k, c, n in report.rows],
                                  total_nanos=sum(c for _, c, _ in report.rows), since=report.since, until=report.until)
+
+
+def _tags(request: pb.AuthorizeRequest | pb.CommitRequest) -> dict[str, str]:
+    return dict(request.tags) if request.tags else {}  # most calls have none: no dict made
 
 
 def _visible_to(service: BudgetService, context: grpc.aio.ServicerContext) -> Callable[[str], bool] | None:
