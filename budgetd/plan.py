@@ -78,11 +78,6 @@ class Plan:
         return json.dumps(self.counters)
 
     @functools.cached_property
-    def memo(self) -> dict:
-        """For a store's encodings of this plan (keys, arguments)."""
-        return {}
-
-    @functools.cached_property
     def _limits_by_scope_window(self) -> dict[tuple[str, str], Limit]:
         by: dict[tuple[str, str], Limit] = {}
         for limit in self.limits:
