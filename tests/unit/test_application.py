@@ -7,12 +7,12 @@ import asyncio
 from datetime import UTC, datetime
 
 import pytest
-from budgetd_client.usage import UsageEstimate
 
 from budgetd.app import BudgetService, ConfigInForce, Draining, UnknownAgent, to_ms
 from budgetd.config import load_config_text
 from budgetd.metrics import Metrics
 from budgetd.store.memory import MemoryStore
+from budgetd_client.usage import UsageEstimate
 
 USD = 1_000_000_000
 START_MS = to_ms(datetime(2026, 11, 22, 12, 0, tzinfo=UTC))

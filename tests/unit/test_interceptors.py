@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import grpc
 import pytest
-from budgetd_client.v1 import budget_pb2 as pb
 
 from budgetd.app import Draining, UnknownAgent
 from budgetd.auth import sha256_hex
@@ -15,6 +14,7 @@ from budgetd.metrics import Metrics
 from budgetd.rpc.interceptors import Authorization, Outcomes
 from budgetd.rpc.registration import Malformed
 from budgetd.store import StoreError
+from budgetd_client.v1 import budget_pb2 as pb
 
 AUTHORIZE = "/budgetd.v1.Budget/Authorize"
 WATCH = "/budgetd.v1.Budget/Watch"
