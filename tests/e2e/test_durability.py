@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import threading
-import time
 import uuid
 from decimal import Decimal
 
 import pytest
-from budgetd_client import Budget, BudgetError
+from budgetd_client import Budget, BudgetError, BudgetUnavailable
 
+from helpers import wait_until
 from redis_servers import RedisServer
 
 D = Decimal
@@ -25,7 +25,7 @@ def test_kill_9_under_load_keeps_every_acknowledged_settle(start_daemon, tmp_pat
     try:
         daemon = start_daemon("agents:\n  busy: {daily_usd: 1000}\n", store_url=url)
         budget = Budget(daemon.address, timeout=3)
-        acked = []
+        acked, settled = [], []
 
         def load():
             ok = 0
@@ -36,12 +36,13 @@ def test_kill_9_under_load_keeps_every_acknowledged_settle(start_daemon, tmp_pat
                 except BudgetError:
                     break  # the daemon died: this call may or may not have settled
                 ok += 1
+                settled.append(1)
             acked.append(ok)
 
         workers = [threading.Thread(target=load) for _ in range(16)]
         for w in workers:
             w.start()
-        time.sleep(1.5)
+        wait_until(lambda: len(settled) > 100, 30, what="the load to get going")
         daemon.kill()
         for w in workers:
             w.join(60)
@@ -68,10 +69,19 @@ def test_fail_open_calls_proceed_while_down_and_are_settled_when_it_returns(star
             call.record_usd("0.01")
     assert ran == 5
     daemon.start()
-    time.sleep(1.2)  # the client's reconnect backoff
-    with budget.guard("a1", estimate_usd="0.01") as call:  # answers again: the kept settles go first
+    # Back: the client reconnects (its backoff is up to 1 s) and its retrier sends the kept settles.
+    wait_until(lambda: answers(budget) and not budget._kept.pending, what="the kept settles to be delivered")
+    with budget.guard("a1", estimate_usd="0.01") as call:
         call.record_usd("0.01")
     assert Budget(daemon.address).status("a1").daily.spent_usd == D("0.06")
     with budget.guard("a1", estimate_usd="0.01") as call:  # nothing is counted twice
         call.record_usd("0.01")
     assert Budget(daemon.address).status("a1").daily.spent_usd == D("0.07")
+
+
+def answers(budget: Budget) -> bool:
+    try:
+        budget.status("a1")
+    except BudgetUnavailable:
+        return False
+    return True

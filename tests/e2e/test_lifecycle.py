@@ -15,7 +15,7 @@ from budgetd_client import Budget, BudgetError
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from helpers import ROOT, free_port, health_status, script
+from helpers import ROOT, free_port, health_status, script, wait_until
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -49,7 +49,7 @@ def test_sigterm_turns_health_off_drains_in_flight_calls_and_exits_0(start_daemo
     daemon = start_daemon("agents:\n  busy: {daily_usd: 1000}\n")
     # New holds wait for a restart that does not come here: 2 s, then refused.
     budget = Budget(daemon.address, timeout=2)
-    acknowledged = []
+    acknowledged, settled = [], []
     stop = threading.Event()
 
     def load():
@@ -61,6 +61,7 @@ def test_sigterm_turns_health_off_drains_in_flight_calls_and_exits_0(start_daemo
             except BudgetError:
                 break  # the daemon is gone: refused, never half-done (a settle late is kept, not raised)
             count += 1
+            settled.append(1)
         acknowledged.append(count)
 
     watched = []
@@ -78,7 +79,7 @@ def test_sigterm_turns_health_off_drains_in_flight_calls_and_exits_0(start_daemo
     workers = [threading.Thread(target=load) for _ in range(16)]
     for w in workers:
         w.start()
-    time.sleep(1.0)
+    wait_until(lambda: len(settled) > 100 and watched, 30, what="the load to get going")
     assert daemon.terminate(timeout=30) == 0
     stop.set()
     for w in workers:
