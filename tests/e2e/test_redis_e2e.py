@@ -12,7 +12,7 @@ import redis
 from budgetd_client import Budget, BudgetError, BudgetUnavailable
 from grpc_health.v1 import health_pb2
 
-from helpers import health_status
+from helpers import health_status, wait_until
 from redis_servers import RedisServer
 from test_protocol_e2e import race_in_parallel
 
@@ -44,7 +44,7 @@ def test_redis_killed_and_restarted_mid_load_loses_no_acknowledged_settle(start_
     try:
         daemon = start_daemon("agents:\n  busy: {daily_usd: 1000}\n", store_url=server.url)
         budget = Budget(daemon.address, timeout=3)
-        acked, unacked, unexpected, stop = [], [], [], threading.Event()
+        acked, unacked, unexpected, settled, stop = [], [], [], [], threading.Event()
 
         def load():
             ok = failed = 0
@@ -53,6 +53,7 @@ def test_redis_killed_and_restarted_mid_load_loses_no_acknowledged_settle(start_
                     with budget.guard("busy", estimate_usd="0.001") as call:
                         call.record_usd("0.001")
                     ok += 1
+                    settled.append(1)
                 except BudgetUnavailable:
                     failed += 1  # the hold or the settle may or may not have landed
                     time.sleep(0.05)
@@ -65,11 +66,12 @@ def test_redis_killed_and_restarted_mid_load_loses_no_acknowledged_settle(start_
         workers = [threading.Thread(target=load) for _ in range(16)]
         for w in workers:
             w.start()
-        time.sleep(1.5)
+        wait_until(lambda: len(settled) > 100, 30, what="the load to get going")
         server.kill()  # kill -9, mid-load
-        time.sleep(1.0)
+        wait_until(lambda: "store error in" in daemon.log(), 30, what="calls to meet the outage")
         server.start()  # same dir: the AOF is replayed
-        time.sleep(2.0)
+        after_restart = len(settled)
+        wait_until(lambda: len(settled) > after_restart + 100, 30, what="the load to go on after the restart")
         stop.set()
         for w in workers:
             w.join(60)
