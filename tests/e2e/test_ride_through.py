@@ -16,6 +16,8 @@ from decimal import Decimal
 
 from budgetd_client import AsyncBudget, Budget, BudgetUnavailable
 
+from helpers import wait_until
+
 D = Decimal
 AMOUNT = D("0.000123")
 SYNC_AGENTS = [f"sync-{i}" for i in range(3)]
@@ -194,7 +196,7 @@ def test_watch_reconnects_across_restarts_and_gets_the_events_after_them(start_d
 
     # SIGTERM: the drain ends the stream at once with UNAVAILABLE "draining".
     assert daemon.terminate() == 0
-    time.sleep(1.0)
+    wait_until(lambda: caplog.text.count("the watch of w was lost") == 1, what="the client to see the stream end")
     daemon.start()
     back = next_event(events, "reconnected")
     assert back.agent_id == "w" and back.status is not None and not back.status.paused
@@ -204,7 +206,7 @@ def test_watch_reconnects_across_restarts_and_gets_the_events_after_them(start_d
 
     # kill -9 while paused; the event after the restart comes through too.
     daemon.kill()
-    time.sleep(1.0)
+    wait_until(lambda: caplog.text.count("the watch of w was lost") == 2, what="the client to see the stream end")
     daemon.start()
     back = next_event(events, "reconnected")
     assert back.status.paused and back.status.pause_reason == "after the restart"  # what the gap hid
