@@ -15,6 +15,8 @@ from budgetd.plan import make_plan
 from budgetd.store import HoldRequest, SettleRequest, open_store
 from budgetd.store.sqlite import batching
 
+pytestmark = pytest.mark.sqlite
+
 NOW = datetime.now(timezone.utc)  # SQLite expires nothing by itself; any time does
 NOW_MS = int(NOW.timestamp() * 1000)
 CONFIG = load_config_text("agents:\n  a1: {daily_usd: 1000}\n")

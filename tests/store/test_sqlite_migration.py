@@ -5,10 +5,14 @@ from __future__ import annotations
 import sqlite3
 from datetime import datetime, timezone
 
+import pytest
+
 from budgetd.config import Resolver, load_config_text
 from budgetd.plan import make_plan
 from budgetd.store import SettleRequest, open_store
 from budgetd.store.sqlite import SCHEMA_VERSION
+
+pytestmark = pytest.mark.sqlite
 
 # The first schema (version 1): request ids were global, the ledger had no pricing.
 SCHEMA_V1 = """

@@ -86,6 +86,7 @@ def remove_db(path) -> None:
             pass
 
 
+@pytest.mark.sqlite
 @pytest.mark.parametrize("synchronous", ["normal", "full"])  # batches on the loop, and on the connection thread
 async def test_a_deleted_sqlite_file_fails_the_next_settle_naming_it_and_every_write_after(tmp_path, synchronous):
     path = tmp_path / "budgetd.db"
@@ -122,6 +123,7 @@ async def test_a_deleted_sqlite_file_fails_the_next_settle_naming_it_and_every_w
     await again.close()
 
 
+@pytest.mark.sqlite
 async def test_a_replaced_sqlite_file_is_lost_and_only_what_was_in_the_new_file_remains(tmp_path):
     path = tmp_path / "budgetd.db"
     store = open_store(f"sqlite://{path}")
@@ -155,6 +157,7 @@ async def test_a_replaced_sqlite_file_is_lost_and_only_what_was_in_the_new_file_
     await again.close()
 
 
+@pytest.mark.sqlite
 async def test_a_deleted_wal_file_is_found_by_the_next_ping(tmp_path):
     path = tmp_path / "budgetd.db"
     store = open_store(f"sqlite://{path}")
@@ -168,6 +171,7 @@ async def test_a_deleted_wal_file_is_found_by_the_next_ping(tmp_path):
     await store.close()
 
 
+@pytest.mark.sqlite
 @pytest.mark.parametrize("synchronous, calls", [("normal", 700), ("full", 300)])
 async def test_an_untouched_sqlite_file_is_never_reported_lost(tmp_path, synchronous, calls):
     """Checkpoints (the committer's every few hundred commits; SQLite's own
@@ -217,6 +221,7 @@ async def ping_until_it_answers(store, timeout: float = 10) -> None:
             await asyncio.sleep(0.1)
 
 
+@pytest.mark.redis
 async def test_a_redis_restarted_without_its_data_is_lost_and_refuses_writes(tmp_path):
     server = RedisServer(tmp_path / "redis").start()  # --save "" --appendonly no
     store = open_store(server.url)
@@ -251,6 +256,7 @@ async def test_a_redis_restarted_without_its_data_is_lost_and_refuses_writes(tmp
         server.stop()
 
 
+@pytest.mark.redis
 async def test_after_a_restart_without_data_the_first_write_is_refused_before_any_ping(tmp_path):
     """Every connection is new after a restart, and checks the marker before
     its first command: no hold or settle is acknowledged into the empty Redis."""
@@ -275,6 +281,7 @@ async def test_after_a_restart_without_data_the_first_write_is_refused_before_an
         server.stop()
 
 
+@pytest.mark.redis
 async def test_a_redis_flushed_without_a_restart_is_lost(tmp_path):
     server = RedisServer(tmp_path / "redis").start()
     store = open_store(server.url)
@@ -291,6 +298,7 @@ async def test_a_redis_flushed_without_a_restart_is_lost(tmp_path):
         server.stop()
 
 
+@pytest.mark.redis
 async def test_a_redis_restarted_with_its_data_is_not_lost(tmp_path, monkeypatch, caplog):
     monkeypatch.setattr(redis_store, "RUN_ID_CHECK_EVERY", 1)  # look at the run_id at every ping
     server = RedisServer(tmp_path / "redis", "--appendonly", "yes", "--appendfsync", "always").start()
@@ -314,6 +322,7 @@ async def test_a_redis_restarted_with_its_data_is_not_lost(tmp_path, monkeypatch
         server.stop()
 
 
+@pytest.mark.redis
 async def test_a_redis_restarted_with_its_data_under_load_is_an_outage_not_a_loss(tmp_path):
     """Calls that run while Redis is down, and while it loads its data again,
     fail as a store error; none is reported lost, and every acknowledged
@@ -364,6 +373,7 @@ async def test_a_redis_restarted_with_its_data_under_load_is_an_outage_not_a_los
         server.stop()
 
 
+@pytest.mark.redis
 async def test_replicas_on_one_redis_adopt_the_same_marker(tmp_path):
     server = RedisServer(tmp_path / "redis").start()
     first, second = open_store(server.url), open_store(server.url)
@@ -391,6 +401,7 @@ async def test_replicas_on_one_redis_adopt_the_same_marker(tmp_path):
     (("--save", "3600 1"), None),
     (("--rename-command", "CONFIG", '""'), "could not tell whether Redis"),
 ])
+@pytest.mark.redis
 async def test_open_warns_when_redis_keeps_nothing_on_disk(tmp_path, caplog, persistence, warned):
     server = RedisServer(tmp_path / "redis", *persistence).start()
     store = open_store(server.url)
@@ -409,6 +420,7 @@ async def test_open_warns_when_redis_keeps_nothing_on_disk(tmp_path, caplog, per
         server.stop()
 
 
+@pytest.mark.redis
 async def test_an_unreachable_redis_at_open_is_checked_once_it_answers(tmp_path):
     server = RedisServer(tmp_path / "redis")  # not started yet
     store = open_store(f"{server.url}?timeout=0.5")
@@ -428,6 +440,8 @@ async def test_an_unreachable_redis_at_open_is_checked_once_it_answers(tmp_path)
         server.stop()
 
 
+@pytest.mark.redis
+@pytest.mark.cluster
 async def test_a_cluster_master_restarted_without_its_data_is_lost(tmp_path):
     """Each master holds a marker of its own: any one of them restarted empty is noticed."""
     cluster = RedisCluster(tmp_path / "cluster").start()
