@@ -247,8 +247,7 @@ class MemoryStore(Store):
             for window, period in lapsed:
                 del data.pauses[(scope.key, window, period)]
             if lapsed and not any(record.scope == scope.key for record in data.pauses.values()):
-                window, period = lapsed[-1]
-                notice = notices.resumed(plan.agent_id, scope.key, "rollover", now_ms, window, period)
+                notice = rules.rollover_resumed(plan, scope.key, lapsed, now_ms)
                 if self._notify(notice):
                     written.append(notice)
         return written

@@ -119,6 +119,14 @@ def lapsed(plan: Plan, scope_key: str, cap_pauses: Iterable[tuple[str, str]]) ->
             if (limit := plan.limit_for(scope_key, window)) is None or limit.period.key != period]
 
 
+def rollover_resumed(plan: Plan, scope_key: str, lapsed_pauses: list[tuple[str, str]], now_ms: int) -> Notice:
+    """The "resumed" notice of a scope whose lapsed cap pauses were lifted,
+    leaving none: named by the last of them (window, period), so it is
+    written once per pause."""
+    window, period = lapsed_pauses[-1]
+    return notices.resumed(plan.agent_id, scope_key, "rollover", now_ms, window, period)
+
+
 def reconcile_notices(plan: Plan, limit: Limit, change: tuple | None, now_ms: int) -> tuple[str, Notice, Notice]:
     """The pause reason and the two notices a reconcile may write for one
     window (the same on every store): both say the config changed the cap,

@@ -60,8 +60,7 @@ def lift_lapsed(conn: sqlite3.Connection, plan: Plan, now_ms: int) -> list[Notic
         for window, period in lapsed:
             conn.execute("DELETE FROM pauses WHERE scope = ? AND win = ? AND period = ?", (scope.key, window, period))
         if lapsed and not any(p.scope == scope.key for p in pauses_of(conn, plan)):
-            window, period = lapsed[-1]
-            notice = notices.resumed(plan.agent_id, scope.key, "rollover", now_ms, window, period)
+            notice = rules.rollover_resumed(plan, scope.key, lapsed, now_ms)
             if notify(conn, notice):
                 written.append(notice)
     return written
