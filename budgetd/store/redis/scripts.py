@@ -39,6 +39,9 @@ class Script:
     keys: tuple[str, ...]
     args: tuple[str, ...]
     per_counter: tuple[str, ...] = ()  # the fields of one counter in the ``per_counter`` section
+    # The Lua loaded before the script's own: common.lua, and notices.lua
+    # for the scripts that build notices (every script runs all of its source).
+    parts: tuple[str, ...] = ("common",)
 
     def key(self, name: str) -> int:
         """The 1-based index of the key ``name`` (K_NAME in the Lua)."""
@@ -61,7 +64,7 @@ class Script:
     def source(self) -> str:
         prelude = "".join(f"local {name} = {value}\n" for name, value in self.names().items())
         lua = resources.files(__package__).joinpath("lua")
-        return prelude + lua.joinpath("common.lua").read_text() + lua.joinpath(f"{self.name}.lua").read_text()
+        return prelude + "".join(lua.joinpath(f"{part}.lua").read_text() for part in (*self.parts, self.name))
 
 
 HOLD = Script(
@@ -77,6 +80,7 @@ SETTLE = Script(
     args=("agent", "request_id", "actual", "now_ms", "tags", "counters_json", "estimate", "call_ttl_ms", "pricing",
           "ledger_maxlen", "pause_count", "counter_count", "day", "groups", "threshold_count", "per_counter"),
     per_counter=("cap", "expiry"),  # then threshold_count warning thresholds
+    parts=("common", "notices"),
 )
 RELEASE = Script(
     "release",
@@ -88,11 +92,13 @@ EXPIRE = Script(
     keys=("call", "holds", "ledger", "outbox", "pauses"),
     args=("agent", "request_id", "now_ms", "charge", "counters_json", "pause_count", "counter_count",
           "ledger_maxlen", "day", "groups", "limits"),
+    parts=("common", "notices"),
 )
 PAUSE = Script("pause", keys=("pauses", "outbox"), args=("action", "value", "notice", "notice_key"))
 LIFT = Script("lift", keys=("pauses", "marker", "outbox"), args=("notice", "notice_key", "marker_ttl_ms", "fields"))
 NOTIFY = Script("notify", keys=("marker", "outbox"), args=("notice", "notice_key", "marker_ttl_ms"))
-RECONCILE = Script("reconcile", keys=("outbox", "pauses"), args=("now_ms", "pause_count", "agent", "windows"))
+RECONCILE = Script("reconcile", keys=("outbox", "pauses"), args=("now_ms", "pause_count", "agent", "windows"),
+                   parts=("common", "notices"))
 
 SCRIPTS = (HOLD, SETTLE, RELEASE, EXPIRE, PAUSE, LIFT, NOTIFY, RECONCILE)
 

@@ -54,9 +54,9 @@ for i = 1, L do
 end
 number(ARGV[A_DEADLINE_MS], 'deadline')
 number(ARGV[A_CALL_TTL_MS], 'call ttl')
-check_type(KEYS[K_HOLDS], 'zset')
 
--- Writes.
+-- Writes; the first, to the one key not checked, writes nothing if it fails.
+redis.call('ZADD', KEYS[K_HOLDS], ARGV[A_DEADLINE_MS], ARGV[A_AGENT] .. ' ' .. ARGV[A_REQUEST_ID])
 for i = 1, L do
   redis.call('HINCRBY', KEYS[K_COUNTERS + i - 1], 'reserved', ARGV[A_AMOUNT])
   -- An expiry for a counter this creates; one that existed has it.
@@ -68,5 +68,4 @@ redis.call('HSET', KEYS[K_CALL], 'state', 'held', 'held', ARGV[A_AMOUNT], 'charg
            'counters', ARGV[A_COUNTERS_JSON], 'tags', ARGV[A_TAGS], 'created', ARGV[A_NOW_MS],
            'deadline', ARGV[A_DEADLINE_MS])
 redis.call('PEXPIRE', KEYS[K_CALL], ARGV[A_CALL_TTL_MS])
-redis.call('ZADD', KEYS[K_HOLDS], ARGV[A_DEADLINE_MS], ARGV[A_AGENT] .. ' ' .. ARGV[A_REQUEST_ID])
 return {'allowed', ARGV[A_AMOUNT], ARGV[A_DEADLINE_MS]}

@@ -44,17 +44,15 @@ number(ARGV[A_CALL_TTL_MS], 'call ttl')
 number(ARGV[A_LEDGER_MAXLEN], 'ledger maxlen')
 number(now_ms, 'now')
 check_type(KEYS[K_HOLDS], 'zset')
-check_type(KEYS[K_LEDGER], 'stream')
 
-local limits, due, exists, spent_after = nil, {}, {}, {}
+local limits, due, exists, spent_before, reserved_before = nil, {}, {}, {}, {}
 for i = 1, L do
   local key = KEYS[K_COUNTERS + i - 1]
   local at = A_PER_COUNTER + (i - 1) * STRIDE
-  local before, _, found = balance(key)
-  exists[i] = found
+  local before, reserved, found = balance(key)
+  exists[i], spent_before[i], reserved_before[i] = found, before, reserved
   number(ARGV[at + C_EXPIRY], 'expiry')
   local spent = before + spent_delta
-  spent_after[i] = spent
   local cap = number(ARGV[at + C_CAP], 'cap')
   if cap >= 0 then
     local notify = spent >= cap
@@ -71,21 +69,22 @@ for i = 1, L do
   end
 end
 
--- Writes.
+-- Writes; the first, to the one key not checked (the ledger), writes nothing if it fails.
+redis.call('XADD', KEYS[K_LEDGER], 'MAXLEN', '~', ARGV[A_LEDGER_MAXLEN], '*', 'request_id', request_id,
+           'agent_id', agent, 'kind', 'settle', 'cost_nanos', decimal(spent_delta), 'tags', tags, 'held_ms', created,
+           'settled_ms', now_ms, 'pricing', ARGV[A_PRICING], 'day', ARGV[A_DAY], 'groups', ARGV[A_GROUPS])
 local started = {}
 for i = 1, L do
   local key = KEYS[K_COUNTERS + i - 1]
-  local at = A_PER_COUNTER + (i - 1) * STRIDE
-  redis.call('HINCRBY', key, 'spent', decimal(spent_delta))
-  if reserved_delta ~= 0 then
-    redis.call('HINCRBY', key, 'reserved', decimal(reserved_delta))
-  end
+  add_to_counter(key, spent_before[i], spent_delta, reserved_before[i], reserved_delta)
   -- The hold set the expiry of the counters it created; this sets it on
   -- any it creates.
   if state ~= 'held' or not exists[i] then
-    redis.call('PEXPIREAT', key, ARGV[at + C_EXPIRY])
+    redis.call('PEXPIREAT', key, ARGV[A_PER_COUNTER + (i - 1) * STRIDE + C_EXPIRY])
   end
-  if due[i] then write_notices(i, key, limits[i], due[i], spent_after[i], agent, KEYS[K_OUTBOX], now_ms, started) end
+  if due[i] then
+    write_notices(i, key, limits[i], due[i], spent_before[i] + spent_delta, agent, KEYS[K_OUTBOX], now_ms, started)
+  end
 end
 redis.call('HSET', KEYS[K_CALL], 'state', 'settled', 'charged', decimal(amount), 'tags', tags, 'ended', now_ms)
 if not state then
@@ -93,9 +92,6 @@ if not state then
 end
 redis.call('PEXPIRE', KEYS[K_CALL], ARGV[A_CALL_TTL_MS])
 redis.call('ZREM', KEYS[K_HOLDS], agent .. ' ' .. request_id)
-redis.call('XADD', KEYS[K_LEDGER], 'MAXLEN', '~', ARGV[A_LEDGER_MAXLEN], '*', 'request_id', request_id,
-           'agent_id', agent, 'kind', 'settle', 'cost_nanos', decimal(spent_delta), 'tags', tags, 'held_ms', created,
-           'settled_ms', now_ms, 'pricing', ARGV[A_PRICING], 'day', ARGV[A_DAY], 'groups', ARGV[A_GROUPS])
 local reply = {'settled', decimal(amount)}
 for _, i in ipairs(started) do table.insert(reply, i) end
 return reply
