@@ -1,7 +1,8 @@
 """The store contracts, small ones in the manner of alisaifee/limits' storage
 bases: each names one job, and ``Store``, the contract every backend
 implements, is their union. Every backend passes one conformance suite
-(tests/store/test_store_*.py, a module per contract), the memory store first.
+(tests/store/store_suite.py, with a module of cases per contract), the
+memory store first.
 
 Each operation is one atomic step over every counter it touches. Callers
 pass a ``Plan`` (which counters, which caps, computed from config and the
