@@ -40,12 +40,21 @@ def start_daemon(tmp_path):
 
 
 _LAYERS = ("unit", "store", "e2e")
+# A test that asks for one of these fixtures needs a redis-server; tests that
+# start their own servers are marked where they are written.
+_BACKEND_FIXTURES = {"redis_server": ("redis",), "redis_cluster": ("redis", "cluster")}
 
 
 def pytest_collection_modifyitems(config, items):
     """Mark every test with its layer, from the folder it lives in, so one
-    layer runs alone: ``pytest -m unit``."""
+    layer runs alone (``pytest -m unit``), and a test that uses Redis with
+    ``redis`` (``pytest -m "not redis"`` runs without a redis-server)."""
     for item in items:
         layer = item.path.parent.name
         if layer in _LAYERS:
             item.add_marker(layer)
+        backends = {name for fixture in item.fixturenames for name in _BACKEND_FIXTURES.get(fixture, ())}
+        if item.get_closest_marker("cluster"):
+            backends.add("redis")  # a cluster is made of redis-servers
+        for name in sorted(backends - {m.name for m in item.iter_markers()}):
+            item.add_marker(name)

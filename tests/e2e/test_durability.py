@@ -15,7 +15,7 @@ from redis_servers import RedisServer
 D = Decimal
 
 
-@pytest.mark.parametrize("store", ["sqlite", "redis"])
+@pytest.mark.parametrize("store", ["sqlite", pytest.param("redis", marks=pytest.mark.redis)])
 def test_kill_9_under_load_keeps_every_acknowledged_settle(start_daemon, tmp_path, store):
     server = None
     url = None

@@ -81,6 +81,7 @@ def test_deleting_the_sqlite_file_while_serving_refuses_the_next_settle_and_is_r
     assert len(slack.texts("store lost")) == 1
 
 
+@pytest.mark.redis
 def test_a_redis_restarted_without_its_data_is_reported_within_10_seconds(start_daemon, slack, tmp_path):
     redis = RedisServer(tmp_path / "redis").start()  # keeps nothing on disk
     try:
@@ -109,6 +110,7 @@ def test_a_redis_restarted_without_its_data_is_reported_within_10_seconds(start_
         redis.stop()
 
 
+@pytest.mark.redis
 def test_a_redis_restarted_with_its_data_is_not_reported(start_daemon, slack, tmp_path):
     redis = RedisServer(tmp_path / "redis", "--appendonly", "yes", "--appendfsync", "always").start()
     try:

@@ -40,7 +40,7 @@ def spend(budget: Budget, agent: str, usd: str) -> None:
         call.record_usd(usd)
 
 
-@pytest.fixture(params=["sqlite", "redis"])
+@pytest.fixture(params=["sqlite", pytest.param("redis", marks=pytest.mark.redis)])
 def daemon(request, start_daemon):
     """Both stores: "seen" is what each store can answer (current windows, pauses, the ledger)."""
     url = None

@@ -24,6 +24,7 @@ names the block's line and shows its output.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -36,7 +37,7 @@ from pathlib import Path
 import pytest
 from fake_provider import FakeProvider
 from grpc_health.v1 import health_pb2
-from helpers import ROOT, free_port, health_status, script
+from helpers import ROOT, free_port, health_status, script, wait_until
 
 README = ROOT / "README.md"
 DOCS = ROOT / "docs"
@@ -204,8 +205,10 @@ class Runner:
         else:
             self.fail(block, f"did not answer on {address} within {START_SECONDS} s", self.log())
             return
-        # What the README says make run prints: its address and its PID.
-        time.sleep(0.3)  # the banner follows the listening log line
+        # What the README says make run prints: its address and its PID (the
+        # banner follows the listening log line; what is missing is said below).
+        with contextlib.suppress(AssertionError):
+            wait_until(lambda: address in self.log() and re.search(r"\bpid (\d+)", self.log()), 5)
         out = self.log()
         if address not in out:
             self.fail(block, f"the daemon is up but did not print its address {address}", out)
@@ -228,8 +231,10 @@ class Runner:
         address = self.env["BUDGETD_ADDRESS"]
         try:
             if self.pid is not None:
+                reloads = self.log().count("config reloaded")
                 os.kill(self.pid, signal.SIGHUP)
-                time.sleep(1.0)
+                with contextlib.suppress(AssertionError):  # said below, with the daemon's output
+                    wait_until(lambda: self.log().count("config reloaded") > reloads or self.daemon.poll() is not None)
                 if health_status(address) != SERVING or self.daemon.poll() is not None:
                     self.fail(block, f"after `kill -HUP {self.pid}` budgetd no longer answers", self.log())
                 os.kill(self.pid, signal.SIGTERM)

@@ -20,6 +20,9 @@ D = Decimal
 CAP = "agents:\n  racer: {daily_usd: 1.00, monthly_usd: 5}\n"
 
 
+pytestmark = pytest.mark.redis  # every test here starts a redis-server (or a cluster of them)
+
+
 def test_two_daemons_on_one_redis_hold_one_cap_exactly(start_daemon, redis_server):
     url = f"{redis_server.url}?prefix=t{uuid.uuid4().hex[:8]}"
     first, second = start_daemon(CAP, store_url=url), start_daemon(CAP, store_url=url)

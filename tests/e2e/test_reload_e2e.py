@@ -25,7 +25,8 @@ def slack():
         yield s
 
 
-@pytest.fixture(params=["sqlite", "redis", "redis-cluster"])
+@pytest.fixture(params=["sqlite", pytest.param("redis", marks=pytest.mark.redis),
+                        pytest.param("redis-cluster", marks=[pytest.mark.redis, pytest.mark.cluster])])
 def store_url(request):
     prefix = f"t{uuid.uuid4().hex[:8]}"
     if request.param == "sqlite":
