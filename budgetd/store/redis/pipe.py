@@ -1,18 +1,17 @@
 """One pipelined connection to Redis for the store's hot path (holds,
 settles, releases).
 
-redis-py spent about as much of the daemon's time on each script call as
+redis-py spends about as much of the daemon's time on each script call as
 the rest of budgetd together (a pool checkout with fork checks, command
-encoding in Python, a stream reader, a timeout per read): under the profile
-it was 43% of the daemon's GIL time, and at one client thread it doubled the
-latency a Redis round trip adds. Here a call is: hiredis packs the command
+encoding in Python, a stream reader, a timeout per read), and at one client
+thread it doubles the latency a Redis round trip adds. Here a call is: hiredis packs the command
 (C), the transport writes it, and this protocol parses replies with hiredis
 as bytes arrive and answers the waiting futures in order. Redis answers a
 connection's commands in the order they came, so calls from concurrent RPCs
 share the one connection and are pipelined under load. One timer per
 connection, not one per call, bounds the wait: when the oldest command has
 had no answer for the timeout, the connection is dropped and every call
-waiting on it fails (a timer per call was 4% of the daemon's GIL time).
+waiting on it fails (a timer per call costs more than the call's own work here).
 
 The connection is opened by redis-py (so TLS, ACL users, passwords and the
 database number in the URL mean what they mean everywhere else), then its
@@ -45,7 +44,7 @@ class _Protocol(asyncio.Protocol):
         self.closed = False
         # The loop the connection was opened on, which is the only one that
         # may use it; kept, since get_running_loop() on Python 3.11 makes a
-        # getpid() system call (5% of the samples in the Redis profile).
+        # getpid() system call each time.
         self._loop = asyncio.get_running_loop()
 
     def send(self, command: tuple) -> asyncio.Future:

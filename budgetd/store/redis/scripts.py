@@ -135,18 +135,17 @@ def counter_limits(plan: Plan, counters: Sequence[Counter], now_ms: int, check_c
     caps, expiries, thresholds, entries = [], [], [], []
     for scope, window, period in counters:
         limit = plan.limit_for(scope, window)
-        current = limit is not None and limit.period.key == period
-        cap = limit.cap_nanos if check_caps and current and limit.cap_nanos is not None else -1
-        expiry = (_ms(limit.period.resets_at) if limit is not None and current else now_ms) \
-            + COUNTER_RETENTION_MS[window]
-        warnings = _warnings(plan, limit) if cap >= 0 and limit is not None else []
+        current = limit if limit is not None and limit.period.key == period else None
+        cap = current.cap_nanos if check_caps and current and current.cap_nanos is not None else -1
+        expiry = (_ms(current.period.resets_at) if current else now_ms) + COUNTER_RETENTION_MS[window]
+        warnings = _warnings(plan, current) if cap >= 0 and current else []
         caps.append(cap)
         expiries.append(expiry)
         thresholds.append(tuple(int(w["threshold"]) for w in warnings) or (-1,) * len(plan.warn_at))
         entries.append({
             "scope_index": scope_index.get(scope, 1), "scope": scope, "window": window, "period": period,
             "cap": str(cap), "expiry": str(expiry),
-            "pause_reason": rules.cap_pause_reason(limit) if cap >= 0 and limit is not None else "",
+            "pause_reason": rules.cap_pause_reason(current) if cap >= 0 and current else "",
             "warnings": warnings,
         })
     return CounterLimits(tuple(caps), tuple(expiries), tuple(thresholds), json.dumps(entries))
@@ -163,7 +162,7 @@ def _warnings(plan: Plan, limit: Limit) -> list[dict[str, str]]:
 
 def hold_tail(pause_count: int, limits: CounterLimits) -> tuple:
     """A hold's arguments from ``pause_count`` on, the same for every hold of a plan."""
-    per_counter = [v for cap, expiry in zip(limits.caps, limits.expiries) for v in (cap, expiry)]
+    per_counter = [v for cap, expiry in zip(limits.caps, limits.expiries, strict=True) for v in (cap, expiry)]
     return (pause_count, len(limits.caps), *per_counter, limits.json)
 
 
@@ -175,7 +174,7 @@ def hold_args(agent: str, request_id: str, amount: int, now_ms: int, deadline_ms
 def settle_tail(pause_count: int, day: str, groups: str, limits: CounterLimits) -> tuple:
     """A settle's arguments from ``ledger_maxlen`` on, the same for every
     settle of a plan's counters."""
-    per_counter = [v for cap, expiry, thresholds in zip(limits.caps, limits.expiries, limits.thresholds)
+    per_counter = [v for cap, expiry, thresholds in zip(limits.caps, limits.expiries, limits.thresholds, strict=True)
                    for v in (cap, expiry, *thresholds)]
     return (LEDGER_MAXLEN, pause_count, len(limits.caps), day, groups, limits.threshold_count, *per_counter,
             limits.json)

@@ -2,9 +2,12 @@
 
 Each step is one Lua script run by EVALSHA (redis-py reloads it on
 NOSCRIPT), so a hold checks and updates every window of the agent and its
-groups atomically, whichever replica runs it. Amounts are integer
-nanodollars (HINCRBY; never INCRBYFLOAT). Counter keys carry their period,
-so rollover needs no job; they expire well after the period ends.
+groups atomically, whichever replica runs it; a script reads and checks
+everything before its first write, so one that fails leaves nothing.
+scripts.py is the interface to the scripts (their KEYS and ARGV by name).
+Amounts are integer nanodollars (never INCRBYFLOAT). Counter keys carry
+their period, so rollover needs no job; they expire well after the period
+ends. Status reads (read_many) pipeline a batch of agents.
 
 Key layout (prefix ``budgetd`` unless ``?prefix=`` says otherwise), with
 ``{T}`` the hash tag:
@@ -13,6 +16,8 @@ Key layout (prefix ``budgetd`` unless ``?prefix=`` says otherwise), with
     {p}:{T}:r:<agent>:<request id>        hash: one call (hold and how it ended)
     {p}:{T}:holds                         zset "<agent> <request id>" by deadline
     {p}:{T}:ledger                        stream, one entry per change to spent
+    {p}:{T}:outbox                        stream of notices (payload: Notice.to_json), leased by a group
+    {p}:{T}:n:<notice key>                marker: this notice was written (within NOTICE_MARKER_MS)
     {p}:tags, {p}:seen:<window>:<period>, {p}:paused   indexes (sweeping, listing)
 On a single Redis every key has the same tag. With ``?cluster=true`` the tag
 is the agent's group (or the agent's id if it has none), so that one script
@@ -39,6 +44,7 @@ import json
 import logging
 import uuid
 from dataclasses import dataclass, replace
+from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
@@ -83,7 +89,7 @@ RUN_ID_CHECK_EVERY = 15  # pings (30 s in the daemon) between looks at the serve
 READ_BATCH = 500  # agents per pipeline of a read_many
 
 
-@dataclass(frozen=True)
+@dataclass
 class _PlanKeys:
     """A plan's keys and the arguments of its hold and settle that are the
     same on every call, for one store."""
@@ -95,6 +101,7 @@ class _PlanKeys:
     settle_keys: tuple[str, ...]  # after the call's key
     hold_tail: tuple  # scripts.hold_tail
     settle_tail: tuple  # scripts.settle_tail
+    indexed: bool = False  # whether _index_plan wrote the plan's index entries
 
 
 @dataclass
@@ -123,7 +130,9 @@ class RedisStore(Store):
         self.timeout = float(query.pop("timeout", "2"))
         self.max_connections = int(query.pop("max_connections", "64"))
         self._url = urlunsplit(parts._replace(query=urlencode(query)))
-        self._client = None
+        # redis.asyncio.Redis, or RedisCluster with ?cluster=true: the commands
+        # used here are the same on both, and redis-py's types do not say so.
+        self._client: Any = None
         # The cluster client's per-node pools raise instead of waiting when all
         # connections are busy (and a burst of first connects trips it): keep
         # calls in flight within the pool size for both kinds of client.
@@ -137,7 +146,6 @@ class RedisStore(Store):
         # Plans are cached per agent and passed on every call: their keys and
         # fixed arguments are encoded once per plan.
         self._plan_keys = PerPlan(self._encode_plan)
-        self._indexed = PerPlan(lambda plan: [False])  # whether _index_plan ran for the plan
 
     # -- lifecycle ------------------------------------------------------------
     async def open(self) -> None:
@@ -181,7 +189,7 @@ class RedisStore(Store):
     _address = ""  # a single Redis's host:port
     _pings = 0
 
-    async def _marker_places(self) -> list[tuple[str, object | None]]:
+    async def _marker_places(self) -> list[tuple[str, Any]]:
         """The marker keys, each with the cluster node it lives on (None on a single Redis)."""
         if not self.cluster:
             return [(self._key("all", "instance"), None)]
@@ -241,8 +249,8 @@ class RedisStore(Store):
         else:
             how = (f"lost its data without a restart (run_id {marker.run_id} unchanged, marker key {marker.key} "
                    f"{what}: flushed, or the key evicted)")
-        return StoreLost(f"Redis at {address or marker.address} {how}: the counters and holds acknowledged before are gone; "
-                         "refusing writes so nothing more is acknowledged into a store that forgot them")
+        return StoreLost(f"Redis at {address or marker.address} {how}: the counters and holds acknowledged before are "
+                         "gone; refusing writes so nothing more is acknowledged into a store that forgot them")
 
     async def _on_connect(self, connection) -> None:
         """A new connection to a single Redis (after a restart, every one is
@@ -279,7 +287,7 @@ class RedisStore(Store):
         found = await asyncio.gather(*(self._call(self._client.get(m.key)) for m in markers))
         self._pings += 1
         look = self._pings % RUN_ID_CHECK_EVERY == 0
-        for marker, value in zip(markers, found):
+        for marker, value in zip(markers, found, strict=True):
             if value == marker.value and not look:
                 continue
             node = self._client.get_node_from_key(marker.key) if self.cluster else None
@@ -305,10 +313,10 @@ class RedisStore(Store):
             raise self._lost
         try:
             # asyncio.timeout, not wait_for: on Python 3.11 wait_for wraps
-            # every call in a task of its own (a few percent of the daemon's time).
+            # every call in a task of its own.
             async with self._in_flight, asyncio.timeout(self.timeout * 2):
                 reply = await awaitable
-        except (RedisError, OSError, asyncio.TimeoutError) as err:
+        except (RedisError, OSError, TimeoutError) as err:
             if self._lost is not None:  # found on a new connection (_on_connect)
                 raise self._lost from None
             raise StoreError(f"redis: {type(err).__name__}: {err}") from None
@@ -328,6 +336,7 @@ class RedisStore(Store):
         try:
             # The pipe's own watchdog bounds the wait (no timer per call); the
             # connect is bounded by redis-py's socket_connect_timeout.
+            assert self._pipe is not None  # _run pipes only when there is one
             reply = await self._pipe.evalsha(source, sha, keys, args)
         except (RedisError, OSError) as err:
             if self._lost is not None:  # found on the pipe's new connection (_on_connect)
@@ -385,23 +394,22 @@ class RedisStore(Store):
                                             limits),
         )
 
-    async def _index_plan(self, plan: Plan, tag: str) -> None:
+    async def _index_plan(self, plan: Plan, enc: _PlanKeys) -> None:
         """Before a hold or settle writes: the tag (so the sweeper and the
         deliverer find its holds and notices) and the agent's current periods
         (so listings and the digest find its spend). Once per plan."""
-        indexed = self._indexed(plan)
-        if indexed[0]:
+        if enc.indexed:
             return
         daily, monthly = plan.limits[0].period, plan.limits[1].period
-        await self._index((f"{self.prefix}:tags", tag),
+        await self._index((f"{self.prefix}:tags", enc.tag),
                           (f"{self.prefix}:seen:daily:{daily.key}", plan.agent_id),
                           (f"{self.prefix}:seen:monthly:{monthly.key}", plan.agent_id))
-        indexed[0] = True
+        enc.indexed = True
 
     async def hold(self, req: HoldRequest) -> HoldResult:
         plan = req.plan
         enc = self._plan_keys(plan)
-        await self._index_plan(plan, enc.tag)
+        await self._index_plan(plan, enc)
         # Everything but the request's own values was encoded once per plan.
         keys = (enc.call_prefix + req.request_id, *enc.hold_keys)
         args = scripts.hold_args(
@@ -418,32 +426,35 @@ class RedisStore(Store):
             return HoldResult(False, denial=Denial("cap", limit.scope, limit, int(reply[2])))
         _, scope_index, limit_index, value, left = reply
         scope = plan.scopes[int(scope_index) - 1]
-        limit = plan.limits[int(limit_index) - 1] if limit_index != "0" else None
+        capped = plan.limits[int(limit_index) - 1] if limit_index != "0" else None
         since, _, reason = value.partition("|")
-        record = PauseRecord(scope.key, "cap" if limit else "manual", limit.window.value if limit else "",
-                             limit.period.key if limit else "", reason, int(since))
-        return HoldResult(False, denial=Denial("paused", scope, limit, int(left), record))
+        record = PauseRecord(scope.key, "cap" if capped else "manual", capped.window.value if capped else "",
+                             capped.period.key if capped else "", reason, int(since))
+        return HoldResult(False, denial=Denial("paused", scope, capped, int(left), record))
 
     async def settle(self, req: SettleRequest) -> SettleResult:
         plan = req.plan
         enc = self._plan_keys(plan)
-        await self._index_plan(plan, enc.tag)
+        await self._index_plan(plan, enc)
         counters: tuple[Counter, ...] = plan.counters
         # The common case, a hold in the plan's own periods: keys and limits encoded once per plan.
         keys = (enc.call_prefix + req.request_id, *enc.settle_keys)
-        request = dict(
-            agent=plan.agent_id, request_id=req.request_id, actual=-1 if req.actual_nanos is None else req.actual_nanos,
-            now_ms=req.now_ms, tags=_tags_json(req.tags), estimate=plan.estimate_nanos, call_ttl_ms=CALL_RETENTION_MS,
-            pricing=json.dumps(vars(req.pricing)) if req.pricing else "")
-        reply = await self._run(scripts.SETTLE, keys, scripts.settle_args(
-            counters_json=plan.counters_json, tail=enc.settle_tail, **request))
+        actual = -1 if req.actual_nanos is None else req.actual_nanos
+        pricing = json.dumps(vars(req.pricing)) if req.pricing else ""
+
+        def args(counters_json: str, tail: tuple) -> tuple:
+            return scripts.settle_args(
+                agent=plan.agent_id, request_id=req.request_id, actual=actual, now_ms=req.now_ms,
+                tags=_tags_json(req.tags), counters_json=counters_json, estimate=plan.estimate_nanos,
+                call_ttl_ms=CALL_RETENTION_MS, pricing=pricing, tail=tail)
+
+        reply = await self._run(scripts.SETTLE, keys, args(plan.counters_json, enc.settle_tail))
         if reply[0] == HELD_IN_OTHER_PERIODS:  # settle the counters it was held on
-            counters = tuple(tuple(c) for c in json.loads(reply[1]))  # type: ignore[misc]  # JSON triples
+            counters = tuple((scope, window, period) for scope, window, period in json.loads(reply[1]))
             keys = (keys[0], *enc.settle_keys[:3 + len(enc.pauses)], *(self._counter_key(enc.tag, c) for c in counters))
             tail = scripts.settle_tail(len(enc.pauses), *scripts.day_and_groups(plan.agent_id, counters),
                                        scripts.counter_limits(plan, counters, req.now_ms))
-            reply = await self._run(scripts.SETTLE, keys, scripts.settle_args(
-                counters_json=reply[1], tail=tail, **request))
+            reply = await self._run(scripts.SETTLE, keys, args(reply[1], tail))
         if reply[0] == "duplicate":
             return SettleResult(int(reply[1]), duplicate=True)
         paused = []
@@ -525,7 +536,7 @@ class RedisStore(Store):
                 *(self._counter_key(tag, limit.counter) for limit, _ in targets)]
         reply = await self._run(scripts.RECONCILE, keys, scripts.reconcile_args(plan, targets, now_ms))
         written = []
-        for (limit, change), done, spent in zip(targets, reply[0::2], reply[1::2]):
+        for (limit, change), done, spent in zip(targets, reply[0::2], reply[1::2], strict=True):
             _, paused, resumed = rules.reconcile_notices(plan, limit, change, now_ms)
             if done == "paused":  # at the spend the script read
                 written.append(replace(paused, spent_nanos=int(spent)))
@@ -567,7 +578,7 @@ class RedisStore(Store):
     async def lift_lapsed_pauses(self, plan: Plan, now_ms: int) -> list[Notice]:
         tag = self._tag(plan)
         written = []
-        for scope, key in zip(plan.scopes, self._pause_keys(tag, plan)):
+        for scope, key in zip(plan.scopes, self._pause_keys(tag, plan), strict=True):
             fields = await self._call(self._client.hkeys(key))
             lapsed = []
             for f in fields:
@@ -640,7 +651,7 @@ class RedisStore(Store):
         await self._call(self._client.xclaim(key, GROUP, "retry", 0, [entry_id], idle=idle, justid=True))
 
     async def events_after(self, cursor: object | None) -> tuple[list[Notice], object]:
-        positions = dict(cursor or {})
+        positions: dict[str, str] = dict(cursor) if isinstance(cursor, dict) else {}
         events: list[Notice] = []
         for _, key in await self._outboxes():
             if cursor is None:
@@ -666,12 +677,11 @@ class RedisStore(Store):
     # -- reads for reports and checks ------------------------------------------------
     async def spent_in(self, plan: Plan, scope: str, window: str, periods: list[str]) -> dict[str, int]:
         tag = self._tag(plan)
-        spent = {}
+        pipe = self._client.pipeline(transaction=False)
         for period in periods:
-            value = await self._call(self._client.hget(self._counter_key(tag, (scope, window, period)), "spent"))
-            if value is not None:
-                spent[period] = int(value)
-        return spent
+            pipe.hget(self._counter_key(tag, (scope, window, period)), "spent")
+        values = await self._call(pipe.execute()) if periods else []
+        return {period: int(value) for period, value in zip(periods, values, strict=True) if value is not None}
 
     async def top_models(self, plan: Plan, since_ms: int, limit: int) -> list[tuple[str, int]]:
         """From the newest ledger entries of the agent's tag (a bounded scan)."""
@@ -686,15 +696,17 @@ class RedisStore(Store):
         return sorted(totals.items(), key=lambda item: (-item[1], item[0]))[:limit]
 
     async def top_spenders(self, window: str, period: str, plan_for: PlanLookup, limit: int) -> list[tuple[str, int]]:
+        agents = [(agent_id, plan) for agent_id in await self._call(
+            self._client.smembers(f"{self.prefix}:seen:{window}:{period}")) if (plan := plan_for(agent_id))]
         found = []
-        for agent_id in await self._call(self._client.smembers(f"{self.prefix}:seen:{window}:{period}")):
-            plan = plan_for(agent_id)
-            if plan is None:
-                continue
-            spent = int(await self._call(self._client.hget(
-                self._counter_key(self._tag(plan), (f"agent:{agent_id}", window, period)), "spent")) or 0)
-            if spent > 0:
-                found.append((agent_id, spent))
+        for start in range(0, len(agents), READ_BATCH):  # a pipeline per batch, not a round trip per agent
+            batch = agents[start:start + READ_BATCH]
+            pipe = self._client.pipeline(transaction=False)
+            for agent_id, plan in batch:
+                pipe.hget(self._counter_key(self._tag(plan), (f"agent:{agent_id}", window, period)), "spent")
+            for (agent_id, _), spent in zip(batch, await self._call(pipe.execute()), strict=True):
+                if int(spent or 0) > 0:
+                    found.append((agent_id, int(spent)))
         return sorted(found, key=lambda item: (-item[1], item[0]))[:limit]
 
     async def read(self, plan: Plan) -> AgentState:

@@ -6,8 +6,9 @@
 -- first (every key it writes, every number it is given) and only then
 -- writes, with writes that cannot fail on what was checked.
 --
--- Amounts are integer strings; HINCRBY keeps them exact in Redis. Lua
--- compares them as doubles, exact to 2^53 nanodollars (~$9M per counter).
+-- Amounts are integer strings. Lua compares and adds them as doubles, exact
+-- to 2^53 nanodollars (~$9M per counter); past that add_to_counter leaves
+-- the sums to HINCRBY, exact in Redis.
 
 local function number(value, what)
   local n = tonumber(value)
@@ -56,7 +57,7 @@ end
 -- The limits (JSON, decoded only when a notice may be due), one object per
 -- counter, in the order of the counter keys:
 --   scope_index (into the pause hashes), scope, window, period,
---   cap (nanodollars, -1: unchecked), pause_reason,
+--   cap (nanodollars, -1: unchecked), expiry (of the key, unix ms), pause_reason,
 --   warnings: [{threshold (nanodollars), fraction, reason}, ...].
 -- The notices of a cap (notices/model.py paused_at_cap and warning) are
 -- built from these fields when they fire (notices.lua).
