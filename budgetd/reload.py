@@ -20,6 +20,7 @@ import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .app import ConfigInForce, utc_of_ms
 from .auth import may_listen
@@ -29,6 +30,9 @@ from .notices.model import Notice
 from .store import StoreError, StoreRefused
 from .store.base import CapChange
 from .windows import current_periods
+
+if TYPE_CHECKING:  # the daemon owns the reloader
+    from .server import Daemon
 
 log = logging.getLogger("budgetd.reload")
 
@@ -44,7 +48,7 @@ def _digest(data: bytes) -> str:
 
 
 class Reloader:
-    def __init__(self, daemon, path: str | Path) -> None:
+    def __init__(self, daemon: Daemon, path: str | Path) -> None:
         self.daemon = daemon
         self.path = Path(path)
         self.generation = 1

@@ -42,7 +42,6 @@ MAX_CONCURRENT_STREAMS = 1000  # per client connection
 # HTTP/2 handshake within this (or the idle time, when shorter): a socket
 # that connects and says nothing is closed.
 HANDSHAKE_SECONDS = 20.0
-MS_PER_DAY = 86_400_000
 # Connections with calls open (a Watch is often quiet) are pinged this often,
 # and closed when a ping goes unanswered this long: a peer that vanished
 # without closing its socket does not hold a descriptor past that.
@@ -134,7 +133,7 @@ class Daemon:
             (self.checks.digest, self.intervals.digest),
             (self.checks.anomalies, self.intervals.anomaly),
             (self.refresh_gauges, self.intervals.gauges),
-            (self.trim_ledger, self.intervals.retention),
+            (self.service.trim_ledger, self.intervals.retention),
         ]
         if self.reloader is not None:
             jobs.append((self.reloader.poll, self.intervals.config))
@@ -206,12 +205,6 @@ class Daemon:
         for name in ("", *SERVICE_NAMES):
             await self.health.set(name, status)
         return ok
-
-    async def trim_ledger(self) -> None:
-        days = self.service.in_force.config.ledger_retention_days
-        dropped = await self.store.trim_ledger(self.service.now_ms() - days * MS_PER_DAY)
-        if dropped:
-            log.info("ledger trimmed", extra={"rows": dropped, "retention_days": days})
 
     def _gauge_agents(self, seen) -> list[str]:
         """At most MAX_AGENT_SERIES agents: those with spend this period first,

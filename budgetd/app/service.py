@@ -31,6 +31,7 @@ from .snapshot import ConfigInForce
 log = logging.getLogger("budgetd.service")
 
 REPORT_GROUPINGS = ("agent", "model", "day", "group")
+MS_PER_DAY = 86_400_000
 
 
 @dataclass(frozen=True)
@@ -259,6 +260,14 @@ class BudgetService:
                 else "`budgetctl status` lists the agents budgetd knows")
         raise UnknownAgent(f"agent {agent_id!r} is not in the config and budgetd has never seen it (no spend, "
                            f"holds, pause or ledger rows); {hint} ({doing})")
+
+    async def trim_ledger(self) -> int:
+        """Drop ledger rows older than the configured retention."""
+        days = self.in_force.config.ledger_retention_days
+        dropped = await self.store.trim_ledger(self.now_ms() - days * MS_PER_DAY)
+        if dropped:
+            log.info("ledger trimmed", extra={"rows": dropped, "retention_days": days})
+        return dropped
 
     async def expire_lapsed_holds(self) -> int:
         """Settle or release holds past their deadline, by the config's policy."""
