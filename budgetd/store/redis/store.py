@@ -83,7 +83,7 @@ from .scripts import CALL_RETENTION_MS, HELD_IN_OTHER_PERIODS, Script
 log = logging.getLogger("budgetd.store.redis")
 
 GROUP = "delivery"  # the consumer group that leases notices to one replica each
-_SEEN_CACHE_LIMIT = 100_000
+_WRITTEN_ONCE_LIMIT = 100_000
 _PIPED = (scripts.HOLD, scripts.SETTLE, scripts.RELEASE)  # the hot path's scripts: over RedisPipe (not on Cluster)
 RUN_ID_CHECK_EVERY = 15  # pings (30 s in the daemon) between looks at the servers' run_id, for the log only
 READ_BATCH = 500  # agents per pipeline of a read_many
@@ -140,7 +140,7 @@ class RedisStore(Store):
         self._scripts: dict = {}
         self._shas = {script.name: sha1(script.source) for script in _PIPED}
         self._pipe: RedisPipe | None = None
-        self._known: set[str] = set()  # index entries this process already wrote
+        self._written_once: set[str] = set()  # index entries and consumer groups this process wrote
         self._indexing = asyncio.Lock()
         self._lease_ms = 60_000
         # Plans are cached per agent and passed on every call: their keys and
@@ -367,15 +367,15 @@ class RedisStore(Store):
 
     async def _index(self, *entries: tuple[str, str]) -> None:
         """SADD to the listing/sweeping indexes, once per process per entry."""
-        if all(f"{k} {m}" in self._known for k, m in entries):
+        if all(f"{k} {m}" in self._written_once for k, m in entries):
             return
         async with self._indexing:  # one writer: a burst of first holds writes each entry once
-            if len(self._known) > _SEEN_CACHE_LIMIT:
-                self._known.clear()
+            if len(self._written_once) > _WRITTEN_ONCE_LIMIT:
+                self._written_once.clear()
             for key, member in entries:
-                if f"{key} {member}" not in self._known:
+                if f"{key} {member}" not in self._written_once:
                     await self._call(self._client.sadd(key, member))
-                    self._known.add(f"{key} {member}")
+                    self._written_once.add(f"{key} {member}")
 
     # -- the atomic steps -------------------------------------------------------
     def _encode_plan(self, plan: Plan) -> _PlanKeys:
@@ -521,7 +521,7 @@ class RedisStore(Store):
         lifted = await self._run(scripts.PAUSE, [self._key(tag, "p", f"agent:{plan.agent_id}"),
                                                  self._key(tag, "outbox")], scripts.pause_args("resume", "", notice))
         await self._call(self._client.srem(f"{self.prefix}:paused", plan.agent_id))
-        self._known.discard(f"{self.prefix}:paused {plan.agent_id}")
+        self._written_once.discard(f"{self.prefix}:paused {plan.agent_id}")
         return lifted == 1
 
     async def reconcile(self, plan: Plan, now_ms: int, cause: CapChange | None = None) -> list[Notice]:
@@ -612,14 +612,14 @@ class RedisStore(Store):
         return [(tag, self._key(tag, "outbox")) for tag in sorted(tags)]
 
     async def _ensure_group(self, key: str) -> None:
-        if f"group {key}" in self._known:
+        if f"group {key}" in self._written_once:
             return
         try:
             await self._call(self._client.xgroup_create(key, GROUP, id="0", mkstream=True))
         except StoreError as err:
             if "BUSYGROUP" not in str(err):
                 raise
-        self._known.add(f"group {key}")
+        self._written_once.add(f"group {key}")
 
     async def claim_notices(self, owner: str, now_ms: int, lease_ms: int, limit: int) -> list[Claimed]:
         claimed: list[Claimed] = []
