@@ -85,7 +85,7 @@ class Daemon:
         self.server: grpc.aio.Server | None = None
         self.port: int | None = None
         self._stopping = False
-        self._jobs: list[tuple[Callable[[], Awaitable[None]], float]] = []
+        self._due_checks: list[Callable[[], Awaitable[None]]] = []  # what SIGUSR1 runs
 
     async def start(self) -> None:
         metrics_listen = self.config.server.metrics_listen
@@ -137,10 +137,12 @@ class Daemon:
         ]
         if self.reloader is not None:
             jobs.append((self.reloader.poll, self.intervals.config))
-        self._jobs = [(_logged(job), seconds) for job, seconds in jobs]
-        for job, seconds in self._jobs:
+        for job, seconds in jobs:
+            run = _logged(job)
             # First run now: a restart catches up on what it missed while down.
-            self.scheduler.add_job(job, "interval", seconds=seconds, next_run_time=now, id=job.__name__)
+            self.scheduler.add_job(run, "interval", seconds=seconds, next_run_time=now, id=job.__name__)
+            if job != self.checks.digest:  # the digest keeps its time of day
+                self._due_checks.append(run)
         self.scheduler.start()
         log.info("listening", extra={"listen": self.config.server.listen, "port": self.port,
                                      "store": store_shown(self.config.store.url)})
@@ -149,9 +151,8 @@ class Daemon:
         """Every periodic job once, now (SIGUSR1), except the daily digest,
         which is sent by its time of day only: tests and operators need not
         wait for the next tick."""
-        for job, _ in self._jobs:
-            if job.__name__ != self.checks.digest.__name__:
-                await job()
+        for run in self._due_checks:
+            await run()
         log.info("due-checks done")
 
     def _serve_metrics(self, listen: str) -> int:
