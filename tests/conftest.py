@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import fcntl
+import os
+
 import pytest
 
 from helpers import DaemonProcess
@@ -58,3 +61,22 @@ def pytest_collection_modifyitems(config, items):
             backends.add("redis")  # a cluster is made of redis-servers
         for name in sorted(backends - {m.name for m in item.iter_markers()}):
             item.add_marker(name)
+
+
+@pytest.fixture(autouse=True)
+def _share_the_machine(request, tmp_path_factory):
+    """Under pytest-xdist a test marked ``serial`` runs while no other test
+    does (it times what it does, or loads the machine): every other test holds
+    a shared lock while it runs, a serial one the exclusive lock. A turnstile
+    in front keeps new tests from starving a serial one that waits."""
+    if "PYTEST_XDIST_WORKER" not in os.environ:
+        yield
+        return
+    run_dir = tmp_path_factory.getbasetemp().parent  # one per run, shared by its workers
+    serial = request.node.get_closest_marker("serial") is not None
+    with open(run_dir / "turnstile.lock", "a") as turnstile, open(run_dir / "machine.lock", "a") as machine:
+        fcntl.flock(turnstile, fcntl.LOCK_EX)
+        fcntl.flock(machine, fcntl.LOCK_EX if serial else fcntl.LOCK_SH)
+        if not serial:
+            fcntl.flock(turnstile, fcntl.LOCK_UN)
+        yield

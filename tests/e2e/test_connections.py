@@ -47,6 +47,10 @@ class LimitedDaemon(DaemonProcess):
         return len(os.listdir(f"/proc/{self.proc.pid}/fd"))
 
 
+# Thousands of connections at a file-descriptor limit: not while other tests need descriptors and cores.
+pytestmark = pytest.mark.serial
+
+
 @pytest.fixture
 def many_files():
     """This side opens the idle connections: its own soft limit goes up for them."""
