@@ -9,7 +9,7 @@ import json
 import re
 import uuid
 from dataclasses import replace
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from importlib import resources
 
@@ -20,8 +20,7 @@ from budgetd.config import Resolver, load_config_text
 from budgetd.notices import model as notices
 from budgetd.notices.model import Notice
 from budgetd.plan import make_plan, threshold_nanos
-from budgetd.store import CapChange, HoldRequest, PauseRecord, SettleRequest, StoreError
-from budgetd.store import rules
+from budgetd.store import CapChange, HoldRequest, PauseRecord, SettleRequest, StoreError, rules
 from budgetd.store.redis import RedisStore, scripts
 
 USD = 10**9
@@ -43,7 +42,7 @@ def lua(part: str) -> str:
 
 
 def plan_of(agent: str, now: datetime | None = None):
-    return make_plan(RESOLVER.budget(agent), now or datetime.now(timezone.utc), CONFIG.zone)
+    return make_plan(RESOLVER.budget(agent), now or datetime.now(UTC), CONFIG.zone)
 
 
 # -- the layout: the Lua's names against the encoders' ----------------------------------------
@@ -79,7 +78,7 @@ def test_hold_args_are_where_the_hold_script_reads_them():
     for i, (cap, expiry) in enumerate(zip(limits.caps, limits.expiries, strict=True)):
         assert args[at + i * fields + scripts.HOLD.per_counter.index("cap")] == cap
         assert args[at + i * fields + scripts.HOLD.per_counter.index("expiry")] == expiry
-    assert args[at + len(plan.counters) * fields] == limits.json
+    assert args[at + len(plan.counters) * fields] == limits.pause_fields_json
     assert len(args) == at + len(plan.counters) * fields + 1
 
 
@@ -156,7 +155,7 @@ def ms(when: datetime) -> int:
 
 
 async def test_every_script_runs_and_its_reply_decodes(store):
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     plan, now_ms = plan_of("a1", now), ms(now)
     assert (await store.hold(HoldRequest("r1", USD // 10, plan, now_ms, now_ms + 60_000))).allowed  # hold
     settled = await store.settle(SettleRequest("r1", USD // 5, plan, now_ms))  # settle
@@ -180,7 +179,7 @@ async def test_every_script_runs_and_its_reply_decodes(store):
 
 
 async def test_the_notices_of_a_settle_are_those_the_notices_module_builds(store):
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     plan, now_ms = plan_of("team/a", now), ms(now)
     await store.settle(SettleRequest("r1", USD * 6 // 10, plan, now_ms))  # crosses 50% of the group's daily cap
     result = await store.settle(SettleRequest("r2", USD * 5 // 10, plan, now_ms + 1))  # reaches it
@@ -198,7 +197,7 @@ async def test_the_notices_of_a_settle_are_those_the_notices_module_builds(store
 
 
 async def test_the_notices_of_a_reconcile_are_the_rules(store):
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     plan, now_ms = plan_of("a1", now), ms(now)
     await store.settle(SettleRequest("r1", USD // 2, plan, now_ms))
     daily = plan.limits[0]
@@ -228,7 +227,7 @@ def counter_key(store, plan, index: int) -> str:
 async def test_a_hold_or_settle_that_fails_writes_nothing(store, step, spoiled):
     """A key of another type where the script reads or writes: the script
     fails, and the keyspace is as it was (DUMP of every key)."""
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     plan, now_ms = plan_of("team/a", now), ms(now)
     assert (await store.hold(HoldRequest("r1", 5, plan, now_ms, now_ms + 60_000))).allowed
     assert (await store.settle(SettleRequest("r1", 5, plan, now_ms))).counted_nanos == 5
@@ -249,7 +248,7 @@ async def test_a_hold_or_settle_that_fails_writes_nothing(store, step, spoiled):
 
 
 async def test_a_counter_field_that_is_not_a_number_fails_the_settle_before_any_write(store):
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     plan, now_ms = plan_of("team/a", now), ms(now)
     assert (await store.hold(HoldRequest("r1", 5, plan, now_ms, now_ms + 60_000))).allowed
     store.raw.hset(counter_key(store, plan, len(plan.limits) - 1), "spent", "many")
@@ -264,7 +263,7 @@ async def test_a_counter_field_that_is_not_a_number_fails_the_settle_before_any_
 
 
 async def test_a_malformed_argument_fails_the_script_before_any_write(store):
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     plan, now_ms = plan_of("a1", now), ms(now)
     assert (await store.hold(HoldRequest("r1", 5, plan, now_ms, now_ms + 60_000))).allowed
     before = store.keyspace()
@@ -281,7 +280,7 @@ async def test_a_malformed_argument_fails_the_script_before_any_write(store):
 
 
 async def test_a_reconcile_that_fails_writes_nothing(store):
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     plan, now_ms = plan_of("a1", now), ms(now)
     await store.settle(SettleRequest("r1", USD // 2, plan, now_ms))
     store.raw.delete(store._key("all", "outbox"))
@@ -298,7 +297,7 @@ async def test_a_reconcile_that_fails_writes_nothing(store):
 
 
 async def test_read_many_reads_every_agent_in_one_round_trip(store, monkeypatch):
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     now_ms = ms(now)
     plans = [plan_of(agent, now) for agent in ("a1", "team/a", "team/b")]
     for i, plan in enumerate(plans):

@@ -120,6 +120,9 @@ class CounterLimits:
     expiries: tuple[int, ...]
     thresholds: tuple[tuple[int, ...], ...]  # per counter, one per warn_at fraction (-1: no warning)
     json: str
+    # What a hold reads of the limits (only when a scope has a pause): per
+    # counter, its scope index and the field of its cap pause (window:period).
+    pause_fields_json: str
 
     @property
     def threshold_count(self) -> int:
@@ -148,7 +151,8 @@ def counter_limits(plan: Plan, counters: Sequence[Counter], now_ms: int, check_c
             "pause_reason": rules.cap_pause_reason(current) if cap >= 0 and current else "",
             "warnings": warnings,
         })
-    return CounterLimits(tuple(caps), tuple(expiries), tuple(thresholds), json.dumps(entries))
+    pause_fields = [[entry["scope_index"], f"{entry['window']}:{entry['period']}"] for entry in entries]
+    return CounterLimits(tuple(caps), tuple(expiries), tuple(thresholds), json.dumps(entries), json.dumps(pause_fields))
 
 
 def _warnings(plan: Plan, limit: Limit) -> list[dict[str, str]]:
@@ -163,7 +167,7 @@ def _warnings(plan: Plan, limit: Limit) -> list[dict[str, str]]:
 def hold_tail(pause_count: int, limits: CounterLimits) -> tuple:
     """A hold's arguments from ``pause_count`` on, the same for every hold of a plan."""
     per_counter = [v for cap, expiry in zip(limits.caps, limits.expiries, strict=True) for v in (cap, expiry)]
-    return (pause_count, len(limits.caps), *per_counter, limits.json)
+    return (pause_count, len(limits.caps), *per_counter, limits.pause_fields_json)
 
 
 def hold_args(agent: str, request_id: str, amount: int, now_ms: int, deadline_ms: int, tags: str,

@@ -1,10 +1,11 @@
 -- Hold an amount on every counter of a plan, or refuse: one atomic step.
 -- KEYS and ARGV: scripts.py HOLD. After the fixed arguments, per counter
--- its cap (-1: unchecked) and key expiry, then the limits JSON (common.lua),
--- decoded only when a pause exists.
+-- its cap (-1: unchecked) and key expiry, then the pause fields JSON,
+-- decoded only when a pause exists: per counter [scope index, the field of
+-- its cap pause in that scope's pause hash (window:period)].
 local S, L = number(ARGV[A_PAUSE_COUNT], 'pause count'), number(ARGV[A_COUNTER_COUNT], 'counter count')
 local K_COUNTERS = K_PAUSES + S
-local A_LIMITS = A_PER_COUNTER + L * C_FIELDS
+local A_PAUSE_FIELDS = A_PER_COUNTER + L * C_FIELDS
 local function cap_of(i) return number(ARGV[A_PER_COUNTER + (i - 1) * C_FIELDS + C_CAP], 'cap') end
 local function expiry_of(i) return ARGV[A_PER_COUNTER + (i - 1) * C_FIELDS + C_EXPIRY] end
 
@@ -32,14 +33,14 @@ for s = 1, S do
   if redis.call('EXISTS', KEYS[K_PAUSES + s - 1]) == 1 then paused = true end
 end
 if paused then
-  local limits = cjson.decode(ARGV[A_LIMITS])
+  local pause_fields = cjson.decode(ARGV[A_PAUSE_FIELDS])
   for s = 1, S do  -- manual pauses first
     local v = redis.call('HGET', KEYS[K_PAUSES + s - 1], 'manual')
     if v then return {'paused', tostring(s), '0', v, '0'} end
   end
   for i = 1, L do  -- then cap pauses of the current periods
-    local s = number(limits[i].scope_index, 'scope index')
-    local v = redis.call('HGET', KEYS[K_PAUSES + s - 1], limits[i].window .. ':' .. limits[i].period)
+    local s = number(pause_fields[i][1], 'scope index')
+    local v = redis.call('HGET', KEYS[K_PAUSES + s - 1], pause_fields[i][2])
     if v then return {'paused', tostring(s), tostring(i), v, left(i)} end
   end
 end
