@@ -317,3 +317,25 @@ async def test_read_many_reads_every_agent_in_one_round_trip(store, monkeypatch)
     assert states == [await store.read(plan) for plan in plans]
     assert [s.balance(p.limits[0]).spent_nanos for s, p in zip(states, plans, strict=True)] == [10, 20, 30]
     assert [p.reason for p in states[1].pauses] == ["why not"] and not states[0].pauses
+
+
+async def test_the_notice_scripts_that_fail_write_nothing(store):
+    """pause, resume (pause.lua), lift and notify, with an outbox that is not a stream. (A pause adds the
+    agent to the index of paused agents before its script, as holds add to theirs: an index entry too many
+    is harmless, so only the keys the scripts write are compared.)"""
+    now = datetime.now(UTC)
+    plan, now_ms = plan_of("a1", now), ms(now)
+    await store.settle(SettleRequest("r1", USD, plan, now_ms))  # a cap pause, to be lifted by a new period
+    store.raw.delete(store._key("all", "outbox"))
+    store.raw.set(store._key("all", "outbox"), "not a stream")
+    def tagged():
+        return {k: v for k, v in store.keyspace().items() if "{all}" in k}
+
+    before = tagged()
+    tomorrow = plan_of("a1", plan.limits[0].period.resets_at + timedelta(minutes=1))
+    for step in (store.pause(plan, "why", now_ms), store.resume(plan, now_ms),
+                 store.lift_lapsed_pauses(tomorrow, now_ms),
+                 store.add_notice(notices.resumed("a1", "agent:a1", "operator", now_ms), plan)):
+        with pytest.raises(StoreError, match="not a stream"):
+            await step
+        assert tagged() == before
