@@ -101,7 +101,7 @@ def test_settle_args_are_where_the_settle_script_reads_them():
             assert thresholds == (-1,) * len(plan.warn_at)
         else:
             assert thresholds == tuple(threshold_nanos(limit.cap_nanos, f) for f in plan.warn_at)
-    assert args[at + len(plan.counters) * stride] == limits.json
+    assert args[at + len(plan.counters) * stride] == limits.limits_json
     assert len(args) == at + len(plan.counters) * stride + 1
 
 
@@ -116,7 +116,7 @@ def test_the_other_encoders_put_each_argument_under_its_name():
                                                   limits=limits),
               agent="ag", request_id="rq", now_ms=11, charge=1, counters_json="[c]", pause_count=1,
               counter_count=len(plan.counters), ledger_maxlen=scripts.LEDGER_MAXLEN, day="d", groups="[g]",
-              limits=limits.json)
+              limits=limits.limits_json)
     notice = notices.resumed("a1", "agent:a1", "operator", 11)
     positions(scripts.PAUSE, scripts.pause_args("resume", "v", notice), action="resume", value="v",
               notice=notice.to_json(), notice_key=notice.key)

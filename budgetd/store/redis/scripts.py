@@ -119,7 +119,7 @@ class CounterLimits:
     caps: tuple[int, ...]
     expiries: tuple[int, ...]
     thresholds: tuple[tuple[int, ...], ...]  # per counter, one per warn_at fraction (-1: no warning)
-    json: str
+    limits_json: str  # common.lua
     # What a hold reads of the limits (only when a scope has a pause): per
     # counter, its scope index and the field of its cap pause (window:period).
     pause_fields_json: str
@@ -181,7 +181,7 @@ def settle_tail(pause_count: int, day: str, groups: str, limits: CounterLimits) 
     per_counter = [v for cap, expiry, thresholds in zip(limits.caps, limits.expiries, limits.thresholds, strict=True)
                    for v in (cap, expiry, *thresholds)]
     return (LEDGER_MAXLEN, pause_count, len(limits.caps), day, groups, limits.threshold_count, *per_counter,
-            limits.json)
+            limits.limits_json)
 
 
 def settle_args(agent: str, request_id: str, actual: int, now_ms: int, tags: str, counters_json: str,
@@ -196,7 +196,7 @@ def release_args(agent: str, request_id: str, counters_json: str, now_ms: int, c
 def expire_args(agent: str, request_id: str, now_ms: int, charge: bool, counters_json: str, pause_count: int,
                 day: str, groups: str, limits: CounterLimits) -> tuple:
     return (agent, request_id, now_ms, 1 if charge else 0, counters_json, pause_count, len(limits.caps),
-            LEDGER_MAXLEN, day, groups, limits.json)
+            LEDGER_MAXLEN, day, groups, limits.limits_json)
 
 
 def pause_args(action: str, value: str, notice: notices.Notice) -> tuple:
