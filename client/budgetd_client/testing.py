@@ -360,7 +360,7 @@ class FakeDaemon:
         return self._status(request.agent_id)
 
     def ListStatus(self, request: pb.ListStatusRequest) -> pb.ListStatusResponse:
-        agent_ids = sorted(set(self._agents) | {a for a in self._seen() if a in self._agents or self._defaults})
+        agent_ids = sorted(set(self._agents) | self._seen())  # an agent is seen only if it has a budget
         return pb.ListStatusResponse(agents=[self._status(agent_id) for agent_id in agent_ids])
 
     def GetConfig(self, request: pb.GetConfigRequest) -> pb.ConfigInfo:
