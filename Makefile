@@ -35,9 +35,10 @@ run: $(STAMP)
 budgetctl: $(STAMP)
 	BUDGETD_ADDRESS="$(BUDGETD_LISTEN)" $(BIN)/budgetctl $(ARGS)
 
-# The tests run on every core (pytest-xdist; each test starts its own daemon
-# and servers, on free ports). PYTEST_PARALLEL= runs them in one process.
-PYTEST_PARALLEL ?= -n auto
+# The tests run in parallel (pytest-xdist), three workers per core: most of a
+# test's time is spent waiting on the daemons and servers it starts (each on
+# free ports of its own). PYTEST_PARALLEL= runs them in one process.
+PYTEST_PARALLEL ?= -n $(shell echo $$((3 * $$(nproc 2>/dev/null || echo 1))))
 test: $(STAMP) lint check-generated
 	$(BIN)/pytest $(PYTEST_PARALLEL) $(PYTEST_ARGS)
 

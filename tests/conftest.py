@@ -61,6 +61,8 @@ def pytest_collection_modifyitems(config, items):
             backends.add("redis")  # a cluster is made of redis-servers
         for name in sorted(backends - {m.name for m in item.iter_markers()}):
             item.add_marker(name)
+    # Serial tests first: at the start no long test is under way for them to wait out.
+    items.sort(key=lambda item: item.get_closest_marker("serial") is None)
 
 
 @pytest.fixture(autouse=True)
