@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -28,12 +29,18 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def free_port_pair(offset: int = 10_000) -> int:
-    """A free port p with p + offset free too (a Redis Cluster node's bus port)."""
-    import random
+# Ports the kernel never hands out on its own (below Linux's ephemeral range,
+# 32768 and up): no outgoing connection or free_port() of a test running
+# alongside can take one between its choice and its use.
+UNASSIGNED_PORTS = (10_000, 32_767)
 
+
+def free_port_pair(offset: int = 10_000) -> int:
+    """A free port p with p + offset free too (a Redis Cluster node's bus port),
+    both among the ports the kernel does not assign."""
+    low, high = UNASSIGNED_PORTS
     for _ in range(200):
-        port = random.randint(20_000, 45_000)
+        port = random.randint(low, high - offset)
         try:
             with socket.socket() as a, socket.socket() as b:
                 a.bind(("127.0.0.1", port))

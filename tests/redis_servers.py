@@ -29,6 +29,10 @@ def redis_env() -> dict[str, str]:
     return env
 
 
+class PortTaken(RuntimeError):
+    """redis-server found its port in use."""
+
+
 class RedisServer:
     def __init__(self, workdir: Path, *extra: str, port: int | None = None, client_kwargs: dict | None = None) -> None:
         if shutil.which("redis-server") is None:
@@ -36,6 +40,9 @@ class RedisServer:
         self.workdir = workdir
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port()
+        # A port picked here may be taken by another test's connection before
+        # redis-server binds it: the first start then tries another one.
+        self._may_move = port is None
         self.extra = extra
         self.client_kwargs = client_kwargs or {}  # how the readiness check connects (TLS, ACL)
         self.proc: subprocess.Popen | None = None
@@ -45,6 +52,18 @@ class RedisServer:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self, timeout: float = 10) -> RedisServer:
+        for attempt in range(3):
+            try:
+                self._start(timeout)
+                break
+            except PortTaken:
+                if not self._may_move or attempt == 2:
+                    raise
+                self.port = free_port()
+        self._may_move = False  # started: its clients know the port
+        return self
+
+    def _start(self, timeout: float) -> None:
         port_args = ["--port", str(self.port)]
         if "--tls-cert-file" in self.extra:
             port_args = ["--port", "0", "--tls-port", str(self.port)]
@@ -58,10 +77,12 @@ class RedisServer:
         while True:
             try:
                 if client.ping():
-                    return self
+                    return
             except redis.ConnectionError:
                 if self.proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"redis-server did not start: {(self.workdir / 'redis.log').read_text()}")
+                    log = (self.workdir / "redis.log").read_text()
+                    raise (PortTaken if "Address already in use" in log else RuntimeError)(
+                        f"redis-server did not start: {log}") from None
                 time.sleep(0.05)
 
     def kill(self) -> None:
