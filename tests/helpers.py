@@ -23,16 +23,15 @@ def script(name: str) -> str:
     return str(Path(sys.executable).parent / name)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 # Ports the kernel never hands out on its own (below Linux's ephemeral range,
-# 32768 and up): no outgoing connection or free_port() of a test running
-# alongside can take one between its choice and its use.
+# 32768 and up): no outgoing connection of a test running alongside can take
+# one between its choice here and its use.
 UNASSIGNED_PORTS = (10_000, 32_767)
+
+
+def free_port() -> int:
+    """A port nothing listens on, among the ports the kernel does not assign."""
+    return free_port_pair(offset=0)
 
 
 def free_port_pair(offset: int = 10_000) -> int:
@@ -41,14 +40,18 @@ def free_port_pair(offset: int = 10_000) -> int:
     low, high = UNASSIGNED_PORTS
     for _ in range(200):
         port = random.randint(low, high - offset)
-        try:
-            with socket.socket() as a, socket.socket() as b:
-                a.bind(("127.0.0.1", port))
-                b.bind(("127.0.0.1", port + offset))
-                return port
-        except OSError:
-            continue
-    raise RuntimeError("no free port pair")
+        if _bindable(port) and _bindable(port + offset):
+            return port
+    raise RuntimeError("no free port")
+
+
+def _bindable(port: int) -> bool:
+    try:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", port))
+    except OSError:
+        return False
+    return True
 
 
 def health_status(address: str, timeout: float = 1.0, tls=None) -> int | None:
