@@ -16,6 +16,8 @@ from budgetd.config import Resolver, load_config_text
 from budgetd.plan import make_plan
 from budgetd.store import HoldRequest, SettleRequest, StoreError, open_store
 
+pytestmark = pytest.mark.redis  # each test starts a redis-server of its own
+
 # From the real clock: the Redis server expires keys by its own clock, so a
 # fixed date would age into keys that expire as they are written.
 NOW = datetime.now(timezone.utc).replace(microsecond=0)

@@ -16,6 +16,8 @@ from budgetd.config import Resolver, load_config_text
 from budgetd.plan import make_plan
 from budgetd.store import HoldRequest, StoreError, open_store
 
+pytestmark = pytest.mark.redis  # each test starts a redis-server of its own
+
 NOW = datetime.now(timezone.utc)  # Redis expires counters by its own clock: no fixed date
 NOW_MS = int(NOW.timestamp() * 1000)
 CONFIG = load_config_text("agents:\n  a1: {daily_usd: 1}\n")
