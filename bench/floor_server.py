@@ -75,12 +75,10 @@ async def store_handlers(redis_url: str) -> dict:
                                      now_ms + 600_000))
         return b"ok"
 
-    warn_at = tuple(config.warn_at)
-
     async def settle(body: bytes, context) -> bytes:
         now_ms = time.time_ns() // 1_000_000
-        await store.settle(SettleRequest(held.pop(0), 1000, plans.get_at_ms("bench", now_ms), now_ms,
-                                         warn_at=warn_at))
+        # The plan carries the config's warn_at, as the daemon's do.
+        await store.settle(SettleRequest(held.pop(0), 1000, plans.get_at_ms("bench", now_ms), now_ms))
         return b"ok"
 
     return {"Hold": hold, "Settle": settle}
