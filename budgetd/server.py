@@ -102,11 +102,12 @@ class Daemon:
             # gRPC turns SO_REUSEPORT on by default; a second daemon would then
             # bind the same port silently. With SQLite there must be one.
             options.append(("grpc.so_reuseport", 0))
-        # Outermost first: the error mapping sees what authorization refuses.
-        interceptors = [Outcomes(self.metrics), Authorization(lambda: self.service.in_force.config.auth)]
-        self.server = server = grpc.aio.server(options=options, interceptors=interceptors)
-        add_service(server, "Budget", BudgetServicer(self.service, self.events))
-        add_service(server, "Admin", AdminServicer(self.service, self.reloader))
+        # Authorization, error mapping and metrics for every method of ours,
+        # unary and streams alike, applied as the handlers are registered.
+        outcomes = Outcomes(self.metrics, Authorization(lambda: self.service.in_force.config.auth))
+        self.server = server = grpc.aio.server(options=options)
+        add_service(server, "Budget", BudgetServicer(self.service, self.events), outcomes)
+        add_service(server, "Admin", AdminServicer(self.service, self.reloader), outcomes)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(
             (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),

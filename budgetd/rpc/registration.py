@@ -5,10 +5,15 @@ UNKNOWN)."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import grpc
 from google.protobuf.message import DecodeError, Message
 
 from budgetd_client.v1 import budget_pb2 as pb
+
+if TYPE_CHECKING:
+    from .interceptors import Outcomes
 
 SERVICE_NAMES = (
     pb.DESCRIPTOR.services_by_name["Budget"].full_name,
@@ -38,9 +43,10 @@ def _lenient_parser(request_type: type[Message]):
     return parse_or_flag
 
 
-def add_service(server: grpc.aio.Server, name: str, servicer: object) -> None:
+def add_service(server: grpc.aio.Server, name: str, servicer: object, outcomes: Outcomes) -> None:
     """Register a servicer like the generated ``add_*_to_server``, with the
-    lenient parser above."""
+    lenient parser above and every handler wrapped by ``outcomes``
+    (authorization, error mapping, metrics; see ``Outcomes.wrap_handler``)."""
     service = pb.DESCRIPTOR.services_by_name[name]
     handlers = {}
     for method in service.methods:
@@ -48,5 +54,6 @@ def add_service(server: grpc.aio.Server, name: str, servicer: object) -> None:
         serialize = getattr(pb, method.output_type.name).SerializeToString
         implementation = getattr(servicer, method.name)
         make = grpc.unary_stream_rpc_method_handler if method.server_streaming else grpc.unary_unary_rpc_method_handler
-        handlers[method.name] = make(implementation, request_deserializer=parse, response_serializer=serialize)
+        handler = make(implementation, request_deserializer=parse, response_serializer=serialize)
+        handlers[method.name] = outcomes.wrap_handler(f"/{service.full_name}/{method.name}", handler)
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service.full_name, handlers),))

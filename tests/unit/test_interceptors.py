@@ -143,13 +143,11 @@ async def ok(request, context):
 
 async def test_admin_methods_need_an_admin_token_and_the_others_one_scoped_to_the_agent():
     auth = auth_config(ADMIN, SCOPED)
-    guard = Outcomes(Metrics())
-    checked = Authorization(lambda: auth)
+    guard = Outcomes(Metrics(), Authorization(lambda: auth))
 
     async def call(method: str, request, token: str | None) -> Context:
         context = Context(token)
-        inner = await through(checked, method, unary(ok))
-        await answer(guard, method, inner, request, context)
+        await answer(guard, method, unary(ok), request, context)
         return context
 
     assert (await call(AUTHORIZE, pb.AuthorizeRequest(agent_id="a1"), "agent-token")).code is None
@@ -165,5 +163,18 @@ async def test_admin_methods_need_an_admin_token_and_the_others_one_scoped_to_th
 
 async def test_without_an_auth_section_every_caller_is_trusted():
     context = Context()
-    inner = await through(Authorization(lambda: None), PAUSE, unary(ok))
-    assert await answer(Outcomes(Metrics()), PAUSE, inner, pb.PauseRequest(agent_id="a1"), context) == pb.AgentStatus()
+    guard = Outcomes(Metrics(), Authorization(lambda: None))
+    assert await answer(guard, PAUSE, unary(ok), pb.PauseRequest(agent_id="a1"), context) == pb.AgentStatus()
+
+
+async def test_a_stream_is_authorized_like_a_unary_call():
+    guard = Outcomes(Metrics(), Authorization(lambda: auth_config(SCOPED)))
+
+    async def watch(request, context):
+        yield pb.Event()
+
+    allowed, refused = Context("agent-token"), Context("agent-token")
+    assert await answer(guard, WATCH, stream(watch), pb.WatchRequest(agent_id="a1"), allowed) == [pb.Event()]
+    assert await answer(guard, WATCH, stream(watch), pb.WatchRequest(agent_id="b1"), refused) is None
+    assert (refused.code, refused.details) == (grpc.StatusCode.PERMISSION_DENIED,
+                                               "token 'bots' may not act for agent 'b1'")
