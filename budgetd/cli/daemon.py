@@ -71,12 +71,14 @@ def _run(main):
 
 async def _serve(config, path: str) -> int:
     daemon = Daemon(config, config_path=path)
-    await daemon.start()
-    print(banner(daemon, path), file=sys.stderr, flush=True)
+    # Before the port opens: a SIGTERM that comes as soon as budgetd answers
+    # must drain it, not kill it where it stands.
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    await daemon.start()
+    print(banner(daemon, path), file=sys.stderr, flush=True)
     # SIGHUP: reload budgets.yaml now (it is also noticed within a second).
     reloader = daemon.reloader
     assert reloader is not None  # the daemon was started from a file
