@@ -67,8 +67,10 @@ class DaemonProcess:
     """``budgetd --config FILE`` in a temp dir, on a free port."""
 
     def __init__(self, workdir: Path, config_body: str, env: dict[str, str] | None = None,
-                 store_url: str | None = None, server_extra: str = "", tls=None) -> None:
+                 store_url: str | None = None, server_extra: str = "", tls=None,
+                 python: str = sys.executable) -> None:
         self.workdir = workdir
+        self.python = python  # another checkout's interpreter: bench/side_by_side.py
         self.tls = tls  # a budgetd_client.Tls for the readiness check of a TLS port
         self.server_extra = server_extra  # more keys under server:, e.g. "tls: {...}"
         self.port = free_port()
@@ -95,7 +97,7 @@ class DaemonProcess:
     def start(self, timeout: float = 20.0) -> DaemonProcess:
         self._log = open(self.log_path, "ab")  # noqa: SIM115
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "budgetd", "--config", str(self.config_path)],
+            [self.python, "-m", "budgetd", "--config", str(self.config_path)],
             cwd=self.workdir, env=self.env, stdout=self._log, stderr=subprocess.STDOUT,
         )
         deadline = time.monotonic() + timeout
