@@ -15,6 +15,7 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
 
 MAX_AGENT_SERIES = 1000  # spend/cap gauges for at most this many agents (cardinality)
+MAX_MODEL_SERIES = 200  # held-to-actual series for at most this many models
 
 
 class Metrics:
@@ -37,12 +38,33 @@ class Metrics:
         self.outbox_depth = Gauge("budgetd_outbox_depth", "Notices not yet delivered", registry=r)
         self.notices = Counter("budgetd_notices", "Notice deliveries by outcome", ["outcome"], registry=r)
         self.reloads = Counter("budgetd_config_reloads", "Config reloads by outcome", ["outcome"], registry=r)
+        self.hold_waits = Counter("budgetd_hold_waits", "Holds that waited for headroom, by how the wait ended "
+                                  "(allowed, refused, timeout, draining)", ["outcome"], registry=r)
+        self.holds_waiting = Gauge("budgetd_holds_waiting", "Holds waiting for headroom now", registry=r)
+        self.hold_wait_seconds = Histogram("budgetd_hold_wait_seconds", "How long a hold waited for headroom",
+                                           buckets=(0.005, 0.025, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30), registry=r)
+        self.held_to_actual = Histogram("budgetd_held_to_actual_ratio", "Nanos held / nanos settled per call, "
+                                        "by model (usage-priced settles of holds granted by this replica)",
+                                        ["model"], buckets=(1, 1.05, 1.1, 1.25, 1.5, 2, 3, 4, 6, 10, 100),
+                                        registry=r)
         self.generation = Gauge("budgetd_config_generation", "Generation of the config in force", registry=r)
         self._server: _Server | None = None
         # labels() takes a lock and validates on every call: the hot path
         # keeps the children it uses.
         self.holds_allowed = self.holds.labels("allowed", "")
         self._latency_of: dict[str, object] = {}
+        self._held_to_actual_of: dict[str, Histogram] = {}
+
+    def held_to_actual_of(self, model: str):
+        """The ratio's series of a model; past MAX_MODEL_SERIES models, one
+        "other" series (model names come from callers: cardinality)."""
+        child = self._held_to_actual_of.get(model)
+        if child is None:
+            if len(self._held_to_actual_of) >= MAX_MODEL_SERIES:
+                model = "other"
+            child = self._held_to_actual_of.get(model) or self.held_to_actual.labels(model)
+            self._held_to_actual_of[model] = child
+        return child
 
     def rpc_latency_of(self, method: str):
         child = self._latency_of.get(method)

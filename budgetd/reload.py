@@ -153,6 +153,7 @@ class Reloader:
         daemon.metrics.generation.set(self.generation)
         log.info("config reloaded", extra={"why": why, "generation": self.generation})
         daemon.events.reauthorize()  # open Watch streams are checked against the new tokens
+        daemon.service.headroom.freed()  # a cap may have risen: holds waiting for room try again
 
     async def _reconcile(self, old: ConfigInForce, changes: CapChanges) -> None:
         """Agents whose caps changed pause (a cap now at or below the spend) or

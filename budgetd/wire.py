@@ -72,7 +72,10 @@ def authorize_response(result: HoldResult) -> pb.AuthorizeResponse:
     d = result.denial
     assert d is not None  # a hold refused says why
     decision = pb.DECISION_DENIED_PAUSED if d.kind == "paused" else pb.DECISION_DENIED_CAP
-    return pb.AuthorizeResponse(decision=decision, denial=denial(d))
+    refused = denial(d)
+    if result.waited_ms:
+        refused.waited_ms = result.waited_ms
+    return pb.AuthorizeResponse(decision=decision, denial=refused)
 
 
 def agent_status(report: AgentReport) -> pb.AgentStatus:

@@ -1,6 +1,7 @@
 """Holds this process granted and has not yet seen settled or released, with
-their deadlines: a drain waits for them. A deadline passed means the sweeper
-settles the hold, so a drain does not wait for those."""
+their deadlines and amounts: a drain waits for them (a deadline passed means
+the sweeper settles the hold, so a drain does not wait for those), and a
+settle compares what was held with what the call cost (a metric)."""
 
 from __future__ import annotations
 
@@ -9,23 +10,29 @@ import asyncio
 
 class HoldsInFlight:
     def __init__(self) -> None:
-        self.deadlines: dict[tuple[str, str], int] = {}  # (agent id, request id) -> deadline, unix ms
+        # (agent id, request id) -> (deadline unix ms, nanos held)
+        self.deadlines: dict[tuple[str, str], tuple[int, int]] = {}
         self.draining = False
         self._all_settled = asyncio.Event()
 
     def __len__(self) -> int:
         return len(self.deadlines)
 
-    def granted(self, agent_id: str, request_id: str, deadline_ms: int) -> None:
-        self.deadlines[(agent_id, request_id)] = deadline_ms
+    def granted(self, agent_id: str, request_id: str, deadline_ms: int, held_nanos: int) -> None:
+        self.deadlines[(agent_id, request_id)] = (deadline_ms, held_nanos)
 
-    def ended(self, agent_id: str, request_id: str) -> None:
-        if self.deadlines.pop((agent_id, request_id), None) is not None and self.draining and not self.deadlines:
+    def ended(self, agent_id: str, request_id: str) -> int | None:
+        """The nanos held, if this process granted the hold (else None)."""
+        entry = self.deadlines.pop((agent_id, request_id), None)
+        if entry is None:
+            return None
+        if self.draining and not self.deadlines:
             self._all_settled.set()
+        return entry[1]
 
     def forget_lapsed(self, now_ms: int) -> None:
         """Drop holds past their deadline (the sweeper's now)."""
-        for key in [key for key, deadline in self.deadlines.items() if deadline <= now_ms]:
+        for key in [key for key, (deadline, _) in self.deadlines.items() if deadline <= now_ms]:
             del self.deadlines[key]
         if self.draining and not self.deadlines:
             self._all_settled.set()

@@ -10,7 +10,7 @@ import asyncio
 import difflib
 import logging
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime
 
 from budgetd_client import validation
@@ -25,6 +25,7 @@ from ..store.rules import pause_in_force
 from ..windows import current_periods
 from .clock import NowMs, utc_of_ms
 from .errors import Draining, UnknownAgent
+from .headroom import HeadroomQueues
 from .holds_in_flight import HoldsInFlight
 from .snapshot import ConfigInForce
 
@@ -70,6 +71,8 @@ class BudgetService:
         self.now_ms = now_ms
         self.metrics = metrics
         self.holds_in_flight = HoldsInFlight()
+        self.headroom = HeadroomQueues()
+        metrics.holds_waiting.set_function(lambda: len(self.headroom))
 
     def now(self) -> datetime:
         """The time as a datetime, for calendar work off the hot path."""
@@ -80,7 +83,10 @@ class BudgetService:
         return self.holds_in_flight.draining
 
     async def drain(self, grace_seconds: float) -> int:
-        """Refuse new holds; wait for those granted here (see HoldsInFlight)."""
+        """Refuse new holds (those waiting for headroom too); wait for those
+        granted here (see HoldsInFlight)."""
+        self.holds_in_flight.draining = True
+        self.headroom.freed()  # each waiter sees the drain at its turn
         return await self.holds_in_flight.drain(self.now_ms(), grace_seconds)
 
     def plan_at_ms(self, agent_id: str, now_ms: int) -> Plan:
@@ -93,8 +99,10 @@ class BudgetService:
         return self.in_force.plans.get_at_ms(agent_id, self.now_ms())
 
     async def hold(self, agent_id: str, request_id: str, tags: dict[str, str],
-                   estimate: int | UsageEstimate | None) -> HoldResult:
-        """``estimate``: nanos, token bounds to price, or None (the plan's)."""
+                   estimate: int | UsageEstimate | None, *, wait_ms: int | None = None) -> HoldResult:
+        """``estimate``: nanos, token bounds to price, or None (the plan's).
+        ``wait_ms``: how long the caller can wait for headroom (its deadline;
+        None: no deadline), capped by the config's ``max_wait_ms``."""
         if self.draining:
             raise Draining()
         agent_id = validation.check_agent_id(agent_id)
@@ -103,10 +111,16 @@ class BudgetService:
         now_ms = self.now_ms()
         plan = self.plan_at_ms(agent_id, now_ms)
         amount = self._estimate_nanos(estimate, plan)
-        deadline_ms = now_ms + self.in_force.config.reservation_ttl_seconds * 1000
-        result = await self.store.hold(HoldRequest(request_id, amount, plan, now_ms, deadline_ms, tags))
+        ttl_ms = self.in_force.config.reservation_ttl_seconds * 1000
+        result = None if agent_id in self.headroom else await self.store.hold(
+            HoldRequest(request_id, amount, plan, now_ms, now_ms + ttl_ms, tags))
+        if result is None or (not result.allowed and result.denial is not None and result.denial.waitable):
+            max_wait_ms = self.in_force.config.max_wait_ms
+            wait_ms = max_wait_ms if wait_ms is None else max(0, min(wait_ms, max_wait_ms))
+            if result is None or wait_ms > 0:
+                result = await self._wait_for_headroom(request_id, amount, plan, tags, result, wait_ms)
         if result.allowed:
-            self.holds_in_flight.granted(agent_id, request_id, result.deadline_ms)
+            self.holds_in_flight.granted(agent_id, request_id, result.deadline_ms, result.held_nanos)
             self.metrics.holds_allowed.inc()
         else:
             d = result.denial
@@ -114,6 +128,24 @@ class BudgetService:
             self.metrics.holds.labels("denied", d.kind).inc()
             log.debug("denied", extra={"agent": agent_id, "kind": d.kind, "scope": d.scope.key})
         return result
+
+    async def _wait_for_headroom(self, request_id: str, amount: int, plan: Plan, tags: dict[str, str],
+                                 first: HoldResult | None, wait_ms: int) -> HoldResult:
+        """Wait in the agent's queue (headroom.py) and retry the hold at each
+        turn, with the time and the plan of that moment."""
+        async def attempt() -> HoldResult:
+            now_ms = self.now_ms()
+            current = self.plan_at_ms(plan.agent_id, now_ms)  # a new day or a reload may have changed it
+            ttl_ms = self.in_force.config.reservation_ttl_seconds * 1000
+            return await self.store.hold(HoldRequest(request_id, amount, current, now_ms, now_ms + ttl_ms, tags))
+
+        waited = await self.headroom.wait(plan.agent_id, (s.key for s in plan.scopes), attempt, first,
+                                          wait_ms / 1000, lambda: self.draining)
+        self.metrics.hold_waits.labels(waited.ended_by).inc()
+        self.metrics.hold_wait_seconds.observe(waited.waited_seconds)
+        if waited.ended_by == "draining":
+            raise Draining()
+        return replace(waited.result, waited_ms=round(waited.waited_seconds * 1000))
 
     def _estimate_nanos(self, estimate: int | UsageEstimate | None, plan: Plan) -> int:
         if estimate is None:
@@ -140,7 +172,11 @@ class BudgetService:
         now_ms = self.now_ms()
         plan = self.plan_at_ms(agent_id, now_ms)
         result = await self.store.settle(SettleRequest(request_id, nanos, plan, now_ms, tags, pricing))
-        self.holds_in_flight.ended(agent_id, request_id)
+        held = self.holds_in_flight.ended(agent_id, request_id)
+        self.headroom.freed(s.key for s in plan.scopes)
+        if held and nanos is not None and pricing is not None and not result.duplicate and result.counted_nanos > 0:
+            # How much the estimate over-held, per model: the slack operators can tighten.
+            self.metrics.held_to_actual_of(pricing.model).observe(held / result.counted_nanos)
         for pause in result.paused:
             log.warning("paused at cap", extra={"agent": agent_id, "scope": pause.scope, "window": pause.window,
                                                 "period": pause.period, "reason": pause.reason})
@@ -167,8 +203,10 @@ class BudgetService:
         agent_id = validation.check_agent_id(agent_id)
         request_id = validation.check_request_id(request_id)
         now_ms = self.now_ms()
-        released = await self.store.release(request_id, self.plan_at_ms(agent_id, now_ms), now_ms)
+        plan = self.plan_at_ms(agent_id, now_ms)
+        released = await self.store.release(request_id, plan, now_ms)
         self.holds_in_flight.ended(agent_id, request_id)
+        self.headroom.freed(s.key for s in plan.scopes)
         return released
 
     async def status(self, agent_id: str, *, known_only: bool = False,
@@ -276,6 +314,7 @@ class BudgetService:
         self.holds_in_flight.forget_lapsed(now_ms)
         expired = await self.store.expire(now_ms, charge, self.plan_or_none)
         if expired:
+            self.headroom.freed()  # released, or charged at what was held: either may leave room
             log.info("expired holds", extra={"count": expired, "policy": "charge" if charge else "release"})
         return expired
 

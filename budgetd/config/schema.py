@@ -205,6 +205,9 @@ class Config(Strict):
     store: StoreConfig = StoreConfig()
     timezone: str = "UTC"
     reservation_ttl_seconds: Annotated[int, Field(ge=1, le=7 * 86400)] = 600
+    # How long a hold refused only by other calls' reservations may wait for
+    # them to settle (never longer than its caller's deadline); 0: refuse at once.
+    max_wait_ms: Annotated[int, Field(ge=0, le=600_000)] = 10_000
     # When budgetd cannot know what a call cost (its settle never came), it
     # errs toward the cap: an expired hold is counted as spent.
     on_reservation_expiry: Literal["release", "charge"] = "charge"

@@ -33,7 +33,8 @@ class BudgetServicer(pb_grpc.BudgetServicer):
             e = request.estimate_usage
             estimate = UsageEstimate(e.model, e.input_tokens, e.output_tokens if e.HasField("output_tokens") else None,
                                      e.provider, e.service_tier, e.batch)
-        result = await self.service.hold(request.agent_id, request.request_id, _tags(request), estimate)
+        result = await self.service.hold(request.agent_id, request.request_id, _tags(request), estimate,
+                                         wait_ms=_wait_budget_ms(context))
         return wire.authorize_response(result)
 
     async def Commit(self, request: pb.CommitRequest, context: grpc.aio.ServicerContext) -> pb.CommitResponse:
@@ -112,3 +113,15 @@ def _visible_to(service: BudgetService, context: grpc.aio.ServicerContext) -> Ca
     if who is None or who.role == "admin":
         return None
     return lambda agent_id: may_act_for(who, agent_id)
+
+
+def _wait_budget_ms(context: grpc.aio.ServicerContext) -> int | None:
+    """How long a hold may wait for headroom and still answer before the
+    caller's deadline (None: no deadline). A tenth of the time left, at least
+    50 ms, is kept for the answer to travel back: a refusal the caller sees
+    says more than its own DEADLINE_EXCEEDED."""
+    left = context.time_remaining()
+    if left is None:
+        return None
+    left_ms = int(left * 1000)
+    return max(0, left_ms - max(50, left_ms // 10))

@@ -63,6 +63,10 @@ class Denial:
     limit: Limit | None  # the refusing window (cap), the capped window (cap pause), None (manual)
     remaining_nanos: int
     pause: PauseRecord | None = None
+    # A cap refusal that only other calls' reservations cause: with them all
+    # released the hold would fit every window (spent + amount <= cap). Such
+    # a hold may wait for headroom; one refused by spend alone may not.
+    waitable: bool = False
 
 
 @dataclass(frozen=True)
@@ -85,6 +89,7 @@ class HoldResult:
     held_nanos: int = 0
     deadline_ms: int = 0
     denial: Denial | None = None
+    waited_ms: int = 0  # how long the application held the hold back for headroom (app/headroom.py)
 
 
 @dataclass(frozen=True)

@@ -42,7 +42,8 @@ def refuse_hold(
     plan: Plan, balances: Mapping[Counter, Balance], pauses: Iterable[PauseRecord], amount_nanos: int
 ) -> Denial | None:
     """None to allow; otherwise why not. Windows are checked in plan order
-    (the agent's daily, monthly, then each group's), the first refusal named."""
+    (the agent's daily, monthly, then each group's), the first refusal named;
+    a cap refusal is ``waitable`` when no window's spend alone refuses."""
     paused = pause_in_force(plan, pauses)
     if paused is not None:
         record, limit = paused
@@ -53,8 +54,17 @@ def refuse_hold(
             continue
         balance = balances.get(limit.counter, Balance())
         if balance.spent_nanos + balance.reserved_nanos + amount_nanos > limit.cap_nanos:
-            return Denial("cap", limit.scope, limit, remaining(limit, balance))
+            return Denial("cap", limit.scope, limit, remaining(limit, balance),
+                          waitable=fits_with_no_reservations(plan, balances, amount_nanos))
     return None
+
+
+def fits_with_no_reservations(plan: Plan, balances: Mapping[Counter, Balance], amount_nanos: int) -> bool:
+    """Whether the amount would fit every capped window were every other
+    call's reservation released: spent + amount <= cap for each."""
+    return all(limit.cap_nanos is None
+               or balances.get(limit.counter, Balance()).spent_nanos + amount_nanos <= limit.cap_nanos
+               for limit in plan.limits)
 
 
 def cap_reached(plan: Plan, counter: Counter, spent_nanos: int) -> tuple[Limit, int] | None:

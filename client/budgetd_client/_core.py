@@ -266,6 +266,7 @@ def raise_for_denial(agent_id: str, resp: pb.AuthorizeResponse) -> None:
             remaining_usd=nanos_to_usd(d.remaining_nanos),
             cap_usd=nanos_to_usd(d.cap_nanos) if d.HasField("cap_nanos") else None,
             resets_at=_time(d.resets_at),
+            waited_ms=d.waited_ms,
         )
     raise BudgetError(f"{agent_id}: budgetd gave an unknown decision {resp.decision}")
 

@@ -24,6 +24,7 @@ class BudgetExceeded(BudgetError):
         remaining_usd: Decimal,
         cap_usd: Decimal | None,
         resets_at: datetime | None,
+        waited_ms: int = 0,
     ) -> None:
         self.agent_id = agent_id
         self.window = window  # "daily" or "monthly"
@@ -31,11 +32,16 @@ class BudgetExceeded(BudgetError):
         self.remaining_usd = remaining_usd
         self.cap_usd = cap_usd
         self.resets_at = resets_at
+        # > 0: the cap had room but other calls' holds filled it; budgetd
+        # waited this long for them to settle before refusing.
+        self.waited_ms = waited_ms
         owner = "" if scope == f"agent:{agent_id}" else f" (via {scope})"
+        waited = (f"; waited {waited_ms} ms for other calls' holds to settle and free room, "
+                  "until the call's deadline or budgetd's max_wait_ms" if waited_ms else "")
         super().__init__(
             f"{agent_id}: {window} budget{owner} exceeded: {plain(remaining_usd)} USD of "
             f"{'no cap' if cap_usd is None else plain(cap_usd) + ' USD'} remains; "
-            f"resets at {resets_at.isoformat() if resets_at else 'never'}"
+            f"resets at {resets_at.isoformat() if resets_at else 'never'}{waited}"
         )
 
 

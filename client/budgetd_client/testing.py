@@ -22,7 +22,9 @@ was held; a window brought to its cap pauses the agent until the period ends
 the admin calls. A shared test runs the same cases against this fake and a
 real budgetd, so the two agree.
 
-Not faked: groups and agent patterns, hold expiry, warnings and ``watch``,
+Not faked: groups and agent patterns, hold expiry, waiting for headroom (a
+hold that budgetd would make wait for other holds is refused at once),
+warnings and ``watch``,
 ``report``, the bundled price table (give the prices the code under test
 uses), auth. Agents and prices take the keys of ``budgets.yaml``.
 """

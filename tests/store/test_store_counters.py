@@ -40,6 +40,24 @@ async def test_denial_names_the_first_window_that_would_go_over_and_holds_nothin
 
 
 @covers("hold", "settle")
+async def test_a_cap_refusal_is_waitable_only_when_reservations_alone_refuse(store):
+    assert (await store.hold(hold("a1", "r1", 900_000_000))).allowed
+    by_reservations = (await store.hold(hold("a1", "r2", 200_000_000))).denial
+    assert (by_reservations.kind, by_reservations.waitable) == ("cap", True)
+    await store.settle(settle("a1", "r1", 850_000_000))  # spent 0.85 of the 1 USD daily cap
+    by_spend = (await store.hold(hold("a1", "r3", 200_000_000))).denial
+    assert (by_spend.kind, by_spend.waitable) == ("cap", False)
+    assert (await store.hold(hold("a1", "r4", 150_000_000))).allowed  # exactly fits
+    # A group's window is part of the same step: team-a's reservation in the
+    # group makes team-b's refusal waitable, team-a's spend would not.
+    assert (await store.hold(hold("team-a", "g1", 600_000_000))).allowed
+    assert (await store.hold(hold("team-b", "g2", 600_000_000))).denial.waitable
+    await store.settle(settle("team-a", "g1", 600_000_000))
+    denial = (await store.hold(hold("team-b", "g3", 600_000_000))).denial
+    assert (denial.scope.key, denial.waitable) == ("group:team", False)
+
+
+@covers("hold", "settle")
 async def test_monthly_window_refuses_when_daily_has_room(store):
     *days, last = T.days_in_one_month(4)
     for i, when in enumerate(days):

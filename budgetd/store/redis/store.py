@@ -423,7 +423,8 @@ class RedisStore(Store):
             raise RequestConflict(f"request_id {req.request_id} was already {reply[1]}")
         if reply[0] == "cap":
             limit = plan.limits[int(reply[1]) - 1]
-            return HoldResult(False, denial=Denial("cap", limit.scope, limit, int(reply[2])))
+            return HoldResult(False, denial=Denial("cap", limit.scope, limit, int(reply[2]),
+                                                   waitable=reply[3] == "1"))
         _, scope_index, limit_index, value, left = reply
         scope = plan.scopes[int(scope_index) - 1]
         capped = plan.limits[int(limit_index) - 1] if limit_index != "0" else None

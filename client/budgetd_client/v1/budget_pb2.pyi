@@ -124,7 +124,7 @@ class UsageEstimate(_message.Message):
     def __init__(self, model: _Optional[str] = ..., provider: _Optional[str] = ..., input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., service_tier: _Optional[str] = ..., batch: _Optional[bool] = ...) -> None: ...
 
 class Denial(_message.Message):
-    __slots__ = ("scope", "window", "cap_nanos", "remaining_nanos", "resets_at", "pause_kind", "pause_reason")
+    __slots__ = ("scope", "window", "cap_nanos", "remaining_nanos", "resets_at", "pause_kind", "pause_reason", "waited_ms")
     SCOPE_FIELD_NUMBER: _ClassVar[int]
     WINDOW_FIELD_NUMBER: _ClassVar[int]
     CAP_NANOS_FIELD_NUMBER: _ClassVar[int]
@@ -132,6 +132,7 @@ class Denial(_message.Message):
     RESETS_AT_FIELD_NUMBER: _ClassVar[int]
     PAUSE_KIND_FIELD_NUMBER: _ClassVar[int]
     PAUSE_REASON_FIELD_NUMBER: _ClassVar[int]
+    WAITED_MS_FIELD_NUMBER: _ClassVar[int]
     scope: Scope
     window: Window
     cap_nanos: int
@@ -139,7 +140,8 @@ class Denial(_message.Message):
     resets_at: _timestamp_pb2.Timestamp
     pause_kind: PauseKind
     pause_reason: str
-    def __init__(self, scope: _Optional[_Union[Scope, _Mapping]] = ..., window: _Optional[_Union[Window, str]] = ..., cap_nanos: _Optional[int] = ..., remaining_nanos: _Optional[int] = ..., resets_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., pause_kind: _Optional[_Union[PauseKind, str]] = ..., pause_reason: _Optional[str] = ...) -> None: ...
+    waited_ms: int
+    def __init__(self, scope: _Optional[_Union[Scope, _Mapping]] = ..., window: _Optional[_Union[Window, str]] = ..., cap_nanos: _Optional[int] = ..., remaining_nanos: _Optional[int] = ..., resets_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., pause_kind: _Optional[_Union[PauseKind, str]] = ..., pause_reason: _Optional[str] = ..., waited_ms: _Optional[int] = ...) -> None: ...
 
 class AuthorizeResponse(_message.Message):
     __slots__ = ("decision", "held_nanos", "hold_expires_at", "denial")

@@ -46,10 +46,19 @@ if paused then
 end
 
 local amount = number(ARGV[A_AMOUNT], 'amount')
+-- Refused by reservations alone ('1'): with every other hold released the
+-- amount fits every window, so the caller may wait for headroom (rules.py).
+local function waitable()
+  for j = 1, L do
+    local cap = cap_of(j)
+    if cap >= 0 and spent[j] + amount > cap then return '0' end
+  end
+  return '1'
+end
 for i = 1, L do
   local cap = cap_of(i)
   if cap >= 0 and spent[i] + reserved[i] + amount > cap then
-    return {'cap', tostring(i), left(i)}
+    return {'cap', tostring(i), left(i), waitable()}
   end
   number(expiry_of(i), 'expiry')
 end
