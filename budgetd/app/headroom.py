@@ -22,6 +22,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 
+from ..plan import Scope
 from ..store import HoldResult
 
 POLL_SECONDS = 0.025  # a head's retry when nothing here woke it: a settle on another replica
@@ -52,18 +53,19 @@ class HeadroomQueues:
     def __len__(self) -> int:
         return sum(len(q) for q in self._queues.values())
 
-    def freed(self, scope_keys: Iterable[str] | None = None) -> None:
+    def freed(self, scopes: Iterable[Scope] | None = None) -> None:
         """Room may have appeared in these scopes (None: anywhere); wake the
-        heads of the queues that share one."""
+        heads of the queues that share one. Called on every settle: with no
+        one waiting it returns before building anything."""
         if not self._queues:
             return
-        keys = None if scope_keys is None else frozenset(scope_keys)
+        keys = None if scopes is None else frozenset(s.key for s in scopes)
         for queue in self._queues.values():
             head = queue[0]
             if keys is None or not head.scope_keys.isdisjoint(keys):
                 head.turn.set()
 
-    async def wait(self, agent_id: str, scope_keys: Iterable[str], attempt: Callable[[], Awaitable[HoldResult]],
+    async def wait(self, agent_id: str, scopes: Iterable[Scope], attempt: Callable[[], Awaitable[HoldResult]],
                    first: HoldResult | None, wait_seconds: float, draining: Callable[[], bool]) -> Waited:
         """Queue, then retry ``attempt`` at each turn until it is allowed,
         refused for good, or ``wait_seconds`` pass. ``first``: the refusal
@@ -71,7 +73,7 @@ class HeadroomQueues:
         loop = asyncio.get_running_loop()
         started = loop.time()
         ends_at = started + wait_seconds
-        me = _Waiter(frozenset(scope_keys))
+        me = _Waiter(frozenset(s.key for s in scopes))
         queue = self._queues.setdefault(agent_id, deque())
         queue.append(me)
         last = first

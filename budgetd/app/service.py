@@ -139,7 +139,7 @@ class BudgetService:
             ttl_ms = self.in_force.config.reservation_ttl_seconds * 1000
             return await self.store.hold(HoldRequest(request_id, amount, current, now_ms, now_ms + ttl_ms, tags))
 
-        waited = await self.headroom.wait(plan.agent_id, (s.key for s in plan.scopes), attempt, first,
+        waited = await self.headroom.wait(plan.agent_id, plan.scopes, attempt, first,
                                           wait_ms / 1000, lambda: self.draining)
         self.metrics.hold_waits.labels(waited.ended_by).inc()
         self.metrics.hold_wait_seconds.observe(waited.waited_seconds)
@@ -173,7 +173,7 @@ class BudgetService:
         plan = self.plan_at_ms(agent_id, now_ms)
         result = await self.store.settle(SettleRequest(request_id, nanos, plan, now_ms, tags, pricing))
         held = self.holds_in_flight.ended(agent_id, request_id)
-        self.headroom.freed(s.key for s in plan.scopes)
+        self.headroom.freed(plan.scopes)
         if held and nanos is not None and pricing is not None and not result.duplicate and result.counted_nanos > 0:
             # How much the estimate over-held, per model: the slack operators can tighten.
             self.metrics.held_to_actual_of(pricing.model).observe(held / result.counted_nanos)
@@ -206,7 +206,7 @@ class BudgetService:
         plan = self.plan_at_ms(agent_id, now_ms)
         released = await self.store.release(request_id, plan, now_ms)
         self.holds_in_flight.ended(agent_id, request_id)
-        self.headroom.freed(s.key for s in plan.scopes)
+        self.headroom.freed(plan.scopes)
         return released
 
     async def status(self, agent_id: str, *, known_only: bool = False,
