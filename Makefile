@@ -78,6 +78,7 @@ clean:
 # Benchmarks (not tests): budgetd against the bare gRPC floor, side by side.
 bench: $(STAMP)
 	$(BIN)/python bench/bench.py
+	$(BIN)/python bench/bench_headroom.py
 
 # Where the daemon's time goes under load (py-spy; PROFILE_STORE=redis for Redis).
 profile: $(STAMP)

@@ -1,6 +1,6 @@
 """budgetd against the bare gRPC floor, measured side by side in one run.
 
-    make bench            (about 6 minutes; BENCH_SECONDS sets the length of one run,
+    make bench            (about 8 minutes; BENCH_SECONDS sets the length of one run,
                            BENCH_RELOAD_AGENTS the size of the reload run, bench_reload.py)
 
 The floor is a grpc.aio server answering two unary calls per "guarded call"

@@ -9,6 +9,13 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
+class _Server(ThreadingHTTPServer):
+    # A hundred callers may connect at once: the default listen backlog (5)
+    # would drop or stall connections beyond it.
+    request_queue_size = 256
+    daemon_threads = True  # a handler still sleeping does not hold up shutdown
+
+
 class FakeProvider:
     def __init__(self) -> None:
         self.requests: list[tuple[str, dict]] = []
@@ -16,7 +23,11 @@ class FakeProvider:
         # What the next response reports (Chat Completions counting).
         self.usage = {"input": 1200, "cached": 1000, "output": 300, "reasoning": 0}
         self.service_tier = "default"
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
+        # Seconds each POST waits before it is answered (a model's latency), so
+        # concurrent calls overlap as they do against a real provider. Each
+        # request sleeps in its own handler thread.
+        self.delay_s: float = 0.0
+        self._server = _Server(("127.0.0.1", 0), _handler(self))
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
     @property
@@ -108,6 +119,8 @@ def _handler(provider: FakeProvider):
             body = json.loads(self.rfile.read(int(self.headers.get("content-length", 0))) or b"{}")
             path = self.path.split("?")[0]
             provider.requests.append((path, body))
+            if provider.delay_s:
+                time.sleep(provider.delay_s)
             if provider.fail_with is not None:
                 status, provider.fail_with = provider.fail_with, None
                 return self._json(status, {"error": {"message": "injected failure", "type": "server_error",
