@@ -10,6 +10,7 @@ import sys
 import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from decimal import Decimal
 
 import openai
@@ -58,24 +59,35 @@ def provider():
         yield p
 
 
-def test_a_waiting_hold_is_let_in_when_the_blocking_call_settles(start_daemon):
-    budget = Budget(start_daemon(SCENARIO).address)
+@contextmanager
+def a_call_settling_soon(budget: Budget, estimate_usd: str, cost_usd: str):
+    """Another call of a1 holding ``estimate_usd`` from its own thread; it
+    records ``cost_usd`` 0.3 s after the block is entered, while the block's
+    own hold (made at once) waits for it."""
     inside, release = threading.Event(), threading.Event()
 
     def blocking() -> None:
-        with budget.guard("a1", estimate_usd="0.90") as call:
+        with budget.guard("a1", estimate_usd=estimate_usd) as call:
             inside.set()
             release.wait(10)
-            call.record_usd("0.40")
+            call.record_usd(cost_usd)
 
-    first = threading.Thread(target=blocking)
-    first.start()
+    other = threading.Thread(target=blocking)
+    other.start()
     inside.wait(10)
-    timer = threading.Timer(0.3, release.set)  # the settle comes while the second hold waits
-    timer.start()
-    with budget.guard("a1", estimate_usd="0.20") as call:  # 0.9 held + 0.2 > 1: waits for the settle
-        call.record_usd("0.20")
-    first.join()
+    threading.Timer(0.3, release.set).start()
+    try:
+        yield
+    finally:
+        release.set()
+        other.join()
+
+
+def test_a_waiting_hold_is_let_in_when_the_blocking_call_settles(start_daemon):
+    budget = Budget(start_daemon(SCENARIO).address)
+    with a_call_settling_soon(budget, "0.90", "0.40"):
+        with budget.guard("a1", estimate_usd="0.20") as call:  # 0.9 held + 0.2 > 1: waits for the settle
+            call.record_usd("0.20")
     st = budget.status("a1")
     assert (st.daily.spent_usd, st.daily.reserved_usd) == (Decimal("0.60"), 0)
 
@@ -105,23 +117,10 @@ def test_a_hold_that_can_never_fit_is_refused_at_once(start_daemon):
 @pytest.mark.redis
 def test_a_waiter_on_one_replica_is_let_in_by_a_settle_on_another(start_daemon, redis_server):
     url = f"{redis_server.url}?prefix=h{uuid.uuid4().hex[:8]}"
-    one, two = Budget(start_daemon(SCENARIO, store_url=url).address), \
-        Budget(start_daemon(SCENARIO, store_url=url).address)
-    inside, release = threading.Event(), threading.Event()
-
-    def blocking() -> None:
-        with one.guard("a1", estimate_usd="0.90") as call:
-            inside.set()
-            release.wait(10)
-            call.record_usd("0.10")
-
-    first = threading.Thread(target=blocking)
-    first.start()
-    inside.wait(10)
-    threading.Timer(0.3, release.set).start()
-    with two.guard("a1", estimate_usd="0.50") as call:
-        call.record_usd("0.50")
-    first.join()
+    one, two = (Budget(start_daemon(SCENARIO, store_url=url).address) for _ in range(2))
+    with a_call_settling_soon(one, "0.90", "0.10"):
+        with two.guard("a1", estimate_usd="0.50") as call:  # waits on the other replica for one's settle
+            call.record_usd("0.50")
     assert one.status("a1").daily.spent_usd == Decimal("0.60")
 
 
