@@ -158,3 +158,26 @@ async def test_a_drain_ends_every_wait_with_draining(service):
             await task
     await svc.settle("a1", "r1", {}, USD)
     assert await drain == 0
+
+
+async def test_waits_and_estimate_slack_are_measured(service):
+    from budgetd_client.usage import Usage
+
+    svc = await service()
+    sample = svc.metrics.registry.get_sample_value
+    assert (await svc.hold("a1", "big", {}, 900_000_000)).allowed
+    waiting = waits(svc, "a1", "next", 200_000_000)
+    await until(lambda: len(svc.headroom) == 1, "the hold to wait")
+    assert sample("budgetd_holds_waiting") == 1
+    await svc.settle("a1", "big", {}, 500_000_000)
+    assert (await waiting).allowed
+    refused = await svc.hold("a1", "late", {}, 400_000_000, wait_ms=30)  # 0.7 held or spent: waits, then times out
+    assert refused.waited_ms >= 30
+    assert sample("budgetd_hold_waits_total", {"outcome": "allowed"}) == 1
+    assert sample("budgetd_hold_waits_total", {"outcome": "timeout"}) == 1
+    assert sample("budgetd_hold_wait_seconds_count") == 2 and sample("budgetd_holds_waiting") == 0
+    # A usage-priced settle of a hold granted here: held / settled, by model.
+    assert (await svc.hold("team-a", "priced", {}, 3_000_000)).allowed
+    await svc.settle("team-a", "priced", {}, Usage("gpt-4o-mini", input_tokens=1000, output_tokens=1000))
+    assert sample("budgetd_held_to_actual_ratio_count", {"model": "gpt-4o-mini"}) == 1
+    assert sample("budgetd_held_to_actual_ratio_sum", {"model": "gpt-4o-mini"}) == 3_000_000 / 750_000
