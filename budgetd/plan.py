@@ -60,6 +60,8 @@ class Plan:
     limits: tuple[Limit, ...]
     # Fractions of each cap whose crossing raises a warning notice (the config's).
     warn_at: tuple[Decimal, ...] = ()
+    # Tags a hold must carry (require_tags: top level, the agent's, its groups').
+    required_tags: tuple[str, ...] = ()
 
     # A plan is immutable and cached per agent (PlanCache), so what is derived
     # from it is computed once: cached_property writes the instance's
@@ -111,7 +113,7 @@ def _plan(budget: AgentBudget, daily: Period, monthly: Period, hourly: Period) -
         scope = Scope("group", group.name)
         limits += [Limit(scope, daily, group.daily_nanos), Limit(scope, monthly, group.monthly_nanos)]
     limits.append(Limit(agent, hourly, None))
-    return Plan(budget.agent_id, budget.estimate_nanos, tuple(limits), budget.warn_at)
+    return Plan(budget.agent_id, budget.estimate_nanos, tuple(limits), budget.warn_at, budget.required_tags)
 
 
 def threshold_nanos(cap_nanos: int, fraction: Decimal) -> int:

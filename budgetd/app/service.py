@@ -110,6 +110,8 @@ class BudgetService:
         tags = validation.check_tags(tags) if tags else {}
         now_ms = self.now_ms()
         plan = self.plan_at_ms(agent_id, now_ms)
+        if plan.required_tags:
+            _require_tags(plan, tags)
         amount = self._estimate_nanos(estimate, plan)
         ttl_ms = self.in_force.config.reservation_ttl_seconds * 1000
         result = None if agent_id in self.headroom else await self.store.hold(
@@ -317,6 +319,17 @@ class BudgetService:
             self.headroom.freed()  # released, or charged at what was held: either may leave room
             log.info("expired holds", extra={"count": expired, "policy": "charge" if charge else "release"})
         return expired
+
+
+def _require_tags(plan: Plan, tags: dict[str, str]) -> None:
+    """Refuse (ValueError: INVALID_ARGUMENT) a hold without every required
+    tag; an empty value is no attribution either."""
+    missing = [key for key in plan.required_tags if not tags.get(key)]
+    if missing:
+        named = " and ".join(repr(key) for key in missing)
+        raise ValueError(f"missing tag{'s' if len(missing) > 1 else ''} {named}: set it in guard(..., tags=...) "
+                         f"or in wrap(..., tags=...) (agent {plan.agent_id!r} requires "
+                         f"{', '.join(plan.required_tags)}; require_tags in the config)")
 
 
 def _close_matches(agent_id: str, configured: Iterable[str], seen: set[str],

@@ -29,6 +29,7 @@ class GroupBudget:
     name: str
     daily_nanos: int | None
     monthly_nanos: int | None
+    required_tags: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,8 @@ class AgentBudget:
     groups: tuple[GroupBudget, ...]
     # Fractions of each cap whose crossing raises a warning notice (the config's).
     warn_at: tuple[Decimal, ...] = ()
+    # The tags its holds must carry: the top level's, its own and its groups', sorted.
+    required_tags: tuple[str, ...] = ()
 
 
 class Resolver:
@@ -55,7 +58,7 @@ class Resolver:
         self._exact_ids = tuple(k for k in config.agents if not GLOB_CHARS.search(k))  # copied, not searched, per ask
         self._patterns = [(k, v) for k, v in config.agents.items() if GLOB_CHARS.search(k)]
         self._groups = [
-            (GroupBudget(name, to_nanos(g.daily_usd), to_nanos(g.monthly_usd)), g.members)
+            (GroupBudget(name, to_nanos(g.daily_usd), to_nanos(g.monthly_usd), tuple(g.require_tags)), g.members)
             for name, g in config.groups.items()
         ]
         defaults = config.defaults
@@ -99,14 +102,17 @@ class Resolver:
         entry = self._match(agent_id)[1]
         if entry is None:
             return None
+        groups = tuple(g for g, members in self._groups if any(fnmatchcase(agent_id, m) for m in members))
         return AgentBudget(
             agent_id=agent_id,
             daily_nanos=to_nanos(entry.daily_usd),
             monthly_nanos=to_nanos(entry.monthly_usd),
             estimate_nanos=int(_first(entry.estimate_usd, self._default_estimate) * NANOS_PER_USD),  # always set
             estimate_output_tokens=_first(entry.estimate_output_tokens, self._default_output),
-            groups=tuple(g for g, members in self._groups if any(fnmatchcase(agent_id, m) for m in members)),
+            groups=groups,
             warn_at=self._warn_at,
+            required_tags=tuple(sorted({*self.config.require_tags, *entry.require_tags,
+                                        *(t for g in groups for t in g.required_tags)})),
         )
 
 

@@ -60,6 +60,8 @@ def _check_group_name(name: str) -> str:
 
 AgentKey = Annotated[str, AfterValidator(check_agent_key)]
 GroupName = Annotated[str, AfterValidator(_check_group_name)]
+# A tag a hold must carry (require_tags): a tag key as the client checks it.
+TagKey = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
 
 
 # Underscores too: container names (docker compose) are used as host names.
@@ -141,12 +143,14 @@ class Budget(Strict):
     estimate_usd: Usd | None = None  # the hold when a call gives no estimate
     # Output tokens held for a request that sets no max_tokens (priced by model).
     estimate_output_tokens: Annotated[int, Field(ge=1, le=10_000_000)] | None = None
+    require_tags: list[TagKey] = []  # besides the top level's and the agent's groups'
 
 
 class GroupConfig(Strict):
     members: Annotated[list[AgentKey], Field(min_length=1)]
     daily_usd: Usd | None = None
     monthly_usd: Usd | None = None
+    require_tags: list[TagKey] = []  # every member's holds must carry these
 
 
 class SlackConfig(Strict):
@@ -214,6 +218,9 @@ class Config(Strict):
     # Ledger rows older than this are dropped (reports look back at most this far).
     ledger_retention_days: Annotated[int, Field(ge=1, le=3650)] = 400
     warn_at: list[Annotated[Decimal, Field(gt=0, lt=1)]] = [Decimal("0.5"), Decimal("0.8"), Decimal("0.9")]
+    # Tags every hold must carry (with a non-empty value): missing attribution
+    # is refused, never counted in an "unknown" bucket.
+    require_tags: list[TagKey] = []
     defaults: Budget | None = None  # None: unknown agents are refused
     agents: dict[AgentKey, Budget] = {}
     groups: dict[GroupName, GroupConfig] = {}
