@@ -14,7 +14,6 @@ long-running client. Not a test: it prints what it measured.
 
 from __future__ import annotations
 
-import itertools
 import json
 import statistics
 import sys
@@ -27,39 +26,6 @@ MODEL = "gpt-4o-mini"
 PROMPT_TOKENS = 1_000
 PROMPT_REPEATS = 200
 FIXTURE_PASSES = 5
-SENTENCES = (
-    "The quarterly report shows that revenue grew by twelve percent, driven mostly by the enterprise tier.",
-    "Please summarise the incident for the on-call channel and list the follow-up actions with owners.",
-    "Our customers asked for a faster export, so the team rewrote the pipeline to stream rows as they arrive.",
-    "Draft a polite reply that declines the meeting and proposes Thursday afternoon instead.",
-)
-
-
-def true_input_tokens(request: dict, encoding) -> int:
-    tokens = 3
-    for message in request["messages"]:
-        tokens += 3 + len(encoding.encode_ordinary(message["role"])) + len(encoding.encode_ordinary(message["content"]))
-    if "tools" in request:
-        tokens += len(encoding.encode_ordinary(json.dumps(request["tools"])))
-    return tokens
-
-
-def english_request(total_tokens: int, encoding) -> dict:
-    """A one-message chat request whose true input is exactly ``total_tokens``."""
-    def request(text: str) -> dict:
-        return {"model": MODEL, "messages": [{"role": "user", "content": text}], "max_tokens": 200}
-
-    text = ""
-    for sentence in itertools.cycle(SENTENCES):
-        longer = f"{text} {sentence}".lstrip()
-        if true_input_tokens(request(longer), encoding) > total_tokens:
-            break
-        text = longer
-    while true_input_tokens(request(text), encoding) < total_tokens:
-        text += " indeed"  # one token each
-    return request(text)
-
-
 def median_us(estimate_chat, requests: list[dict], passes: int) -> float:
     samples = []
     for _ in range(passes):
@@ -96,7 +62,11 @@ def main() -> None:
 
     encoding = tokens.encoding_for(MODEL)
     assert encoding is not None
-    prompt = english_request(PROMPT_TOKENS, encoding)
+    sys.path.insert(0, str(ROOT / "tests"))
+    from token_counts import english_prompt, true_input_tokens  # after the loads above: it loads an encoding
+
+    prompt = {"model": MODEL, "messages": [{"role": "user", "content": english_prompt(PROMPT_TOKENS, encoding)}],
+              "max_tokens": 200}
     fixture_true = [true_input_tokens(r, encoding) for r in fixture]
     exact_prompt_us = median_us(estimate_chat, [prompt], PROMPT_REPEATS)
     exact_fixture_us = median_us(estimate_chat, fixture, FIXTURE_PASSES)

