@@ -11,35 +11,35 @@ import asyncio
 class HoldsInFlight:
     def __init__(self) -> None:
         # (agent id, request id) -> (deadline unix ms, nanos held)
-        self.deadlines: dict[tuple[str, str], tuple[int, int]] = {}
+        self.holds: dict[tuple[str, str], tuple[int, int]] = {}
         self.draining = False
         self._all_settled = asyncio.Event()
 
     def __len__(self) -> int:
-        return len(self.deadlines)
+        return len(self.holds)
 
     def granted(self, agent_id: str, request_id: str, deadline_ms: int, held_nanos: int) -> None:
-        self.deadlines[(agent_id, request_id)] = (deadline_ms, held_nanos)
+        self.holds[(agent_id, request_id)] = (deadline_ms, held_nanos)
 
     def ended(self, agent_id: str, request_id: str) -> int | None:
         """The nanos held, if this process granted the hold (else None)."""
-        entry = self.deadlines.pop((agent_id, request_id), None)
+        entry = self.holds.pop((agent_id, request_id), None)
         if entry is None:
             return None
-        if self.draining and not self.deadlines:
+        if self.draining and not self.holds:
             self._all_settled.set()
         return entry[1]
 
     def forget_lapsed(self, now_ms: int) -> None:
         """Drop holds past their deadline (the sweeper's now)."""
-        for key in [key for key, (deadline, _) in self.deadlines.items() if deadline <= now_ms]:
-            del self.deadlines[key]
-        if self.draining and not self.deadlines:
+        for key in [key for key, (deadline, _) in self.holds.items() if deadline <= now_ms]:
+            del self.holds[key]
+        if self.draining and not self.holds:
             self._all_settled.set()
 
     def stop_waiting(self) -> None:
         """Stop waiting for the holds still out (a second signal)."""
-        self.deadlines.clear()
+        self.holds.clear()
         self._all_settled.set()
 
     async def drain(self, now_ms: int, grace_seconds: float) -> int:
@@ -48,9 +48,9 @@ class HoldsInFlight:
         left unsettled."""
         self.draining = True
         self.forget_lapsed(now_ms)
-        if self.deadlines:
+        if self.holds:
             try:
                 await asyncio.wait_for(self._all_settled.wait(), grace_seconds)
             except TimeoutError:
                 pass
-        return len(self.deadlines)
+        return len(self.holds)

@@ -65,10 +65,8 @@ def _strip_images(value, images: list[int]):
 
 
 def input_token_bound(request: Mapping) -> int:
-    images: list[int] = []
-    text = {k: _strip_images(request[k], images) for k in _TEXT_FIELDS if k in request}
-    encoded = json.dumps(text, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-    return len(encoded) + FRAMING_TOKENS + IMAGE_TOKENS * len(images)
+    """The byte bound of the whole request: its text fields' JSON, plus framing."""
+    return _json_bound({k: request[k] for k in _TEXT_FIELDS if k in request}) + FRAMING_TOKENS
 
 
 def _json_bound(value) -> int:
