@@ -10,19 +10,19 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from decimal import ROUND_CEILING, Decimal
 from zoneinfo import ZoneInfo
 
-from .config.resolve import AgentBudget
+from .config.resolve import AgentBudget, TagBudget
 from .windows import Period, Window, current_periods, period_of
 
 
 @dataclass(frozen=True)
 class Scope:
-    kind: str  # "agent" or "group"
+    kind: str  # "agent", "group", or a budgeted tag's key ("customer")
     name: str
 
     @property
@@ -62,6 +62,14 @@ class Plan:
     warn_at: tuple[Decimal, ...] = ()
     # Tags a hold must carry (require_tags: top level, the agent's, its groups').
     required_tags: tuple[str, ...] = ()
+    # Set for a tag value's own plan (its status, pause and resume; on Redis
+    # Cluster its part of a hold): whose plan it is when not the agent's.
+    owner: Scope | None = None
+
+    @property
+    def owner_scope(self) -> Scope:
+        """Who a manual pause or resume of this plan is for."""
+        return self.owner if self.owner is not None else Scope("agent", self.agent_id)
 
     # A plan is immutable and cached per agent (PlanCache), so what is derived
     # from it is computed once: cached_property writes the instance's
@@ -116,6 +124,26 @@ def _plan(budget: AgentBudget, daily: Period, monthly: Period, hourly: Period) -
     return Plan(budget.agent_id, budget.estimate_nanos, tuple(limits), budget.warn_at, budget.required_tags)
 
 
+def tag_limits(budget: TagBudget, daily: Period, monthly: Period) -> tuple[Limit, Limit]:
+    scope = Scope(budget.key, budget.value)
+    return Limit(scope, daily, budget.daily_nanos), Limit(scope, monthly, budget.monthly_nanos)
+
+
+def with_tags(plan: Plan, budgets: tuple[TagBudget, ...]) -> Plan:
+    """The plan of one call: the agent's plan and the windows of every
+    budgeted tag value the call carries, checked in the same step. The
+    agent's uncapped hourly counter stays last."""
+    daily, monthly = plan.limits[0].period, plan.limits[1].period
+    tags = [limit for budget in budgets for limit in tag_limits(budget, daily, monthly)]
+    return replace(plan, limits=(*plan.limits[:-1], *tags, plan.limits[-1]))
+
+
+def tag_plan(budget: TagBudget, now: datetime, zone: ZoneInfo) -> Plan:
+    """A tag value's own plan: its daily and monthly windows (status, pause, resume)."""
+    daily, monthly = current_periods(now, zone)
+    return Plan("", 0, tag_limits(budget, daily, monthly), owner=Scope(budget.key, budget.value))
+
+
 def threshold_nanos(cap_nanos: int, fraction: Decimal) -> int:
     """The spend at which a warning fires: ``fraction`` of the cap, rounded up."""
     return int((cap_nanos * fraction).to_integral_value(rounding=ROUND_CEILING))
@@ -132,8 +160,15 @@ class PlanCache:
     """
 
     def __init__(self, budget_of: Callable[[str], AgentBudget | None], zone: ZoneInfo,
-                 max_agents: int = 200_000) -> None:
+                 max_agents: int = 200_000, tag_budget_of: Callable[[str, str], TagBudget | None] | None = None,
+                 budgeted_tags: tuple[str, ...] = ()) -> None:
         self._budget_of = budget_of
+        self._tag_budget_of = tag_budget_of
+        self._budgeted_tags = budgeted_tags if tag_budget_of is not None else ()
+        # Plans of calls with budgeted tags, by (agent, its budgeted tag
+        # values): one object per combination, so what stores derive from a
+        # plan (per_plan.py) is derived once for it too.
+        self._with_tags: dict[tuple[str, tuple[tuple[str, str], ...]], Plan] = {}
         self._zone = zone
         self._max_agents = max_agents  # any id gets a plan under defaults: bound the memory
         self._periods: tuple[Period, Period, Period] | None = None
@@ -160,9 +195,28 @@ class PlanCache:
             plan = self._plans[agent_id] = _plan(budget, *self._periods)
         return plan
 
+    def for_call(self, agent_id: str, tags: Mapping[str, str], now_ms: int) -> Plan | None:
+        """The plan of one call: the agent's, with the windows of the budgeted
+        tag values among ``tags`` (a call with none of them: the agent's own)."""
+        plan = self.get_at_ms(agent_id, now_ms)
+        if plan is None or not self._budgeted_tags or not tags:
+            return plan
+        values = tuple((key, value) for key in self._budgeted_tags if (value := tags.get(key)))
+        if not values:
+            return plan
+        combined = self._with_tags.get((agent_id, values))
+        if combined is None:
+            assert self._tag_budget_of is not None  # budgeted_tags are only kept with it
+            budgets = tuple(b for key, value in values if (b := self._tag_budget_of(key, value)) is not None)
+            if len(self._with_tags) >= self._max_agents:
+                self._with_tags.clear()
+            combined = self._with_tags[(agent_id, values)] = with_tags(plan, budgets)
+        return combined
+
     def _enter(self, now: datetime) -> None:
         periods = (*current_periods(now, self._zone), period_of(Window.HOURLY, now, self._zone))
         self._periods = periods
         self._valid_from_ms = int(max(p.starts_at for p in periods).timestamp() * 1000)
         self._valid_until_ms = int(min(p.resets_at for p in periods).timestamp() * 1000)
         self._plans = {}
+        self._with_tags = {}

@@ -31,7 +31,10 @@ def timestamp(when: datetime | None = None, *, ms: int | None = None) -> Timesta
 
 
 def scope(s: Scope) -> pb.Scope:
-    return pb.Scope(kind=SCOPE_KINDS[s.kind], name=s.name)
+    kind = SCOPE_KINDS.get(s.kind)
+    if kind is None:  # a budgeted tag's value: the kind is the tag's key
+        return pb.Scope(kind=pb.SCOPE_KIND_TAG, tag=s.kind, name=s.name)
+    return pb.Scope(kind=kind, name=s.name)
 
 
 def denial(d: Denial) -> pb.Denial:
@@ -83,10 +86,11 @@ def agent_status(report: AgentReport) -> pb.AgentStatus:
     by_scope: dict[Scope, dict[Window, Limit]] = {}
     for limit in plan.limits:
         by_scope.setdefault(limit.scope, {})[limit.window] = limit
-    agent_scope, *group_scopes = by_scope
-    own = by_scope[agent_scope]
+    owner, *group_scopes = by_scope
+    own = by_scope[owner]
     msg = pb.AgentStatus(
         agent_id=plan.agent_id,
+        scope=scope(owner),
         daily=window_status(own[Window.DAILY], state),
         monthly=window_status(own[Window.MONTHLY], state),
         groups=[

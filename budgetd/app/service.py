@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import difflib
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import date, datetime
 
@@ -18,7 +18,7 @@ from budgetd_client.usage import Usage, UsageEstimate
 
 from ..config.schema import GLOB_CHARS
 from ..metrics import Metrics
-from ..plan import Plan
+from ..plan import Plan, tag_plan
 from ..pricing import UnknownModel
 from ..store import AgentState, HoldRequest, HoldResult, Pricing, SettleRequest, Store
 from ..store.rules import pause_in_force
@@ -95,6 +95,14 @@ class BudgetService:
             raise UnknownAgent(f"agent {agent_id!r} has no budget (and the config has no defaults)")
         return plan
 
+    def call_plan_at_ms(self, agent_id: str, tags: Mapping[str, str], now_ms: int) -> Plan:
+        """The plan of one call: the agent's windows, its groups' and those of
+        the budgeted tag values it carries (tag_budgets)."""
+        plan = self.in_force.plans.for_call(agent_id, tags, now_ms)
+        if plan is None:
+            raise UnknownAgent(f"agent {agent_id!r} has no budget (and the config has no defaults)")
+        return plan
+
     def plan_or_none(self, agent_id: str) -> Plan | None:
         return self.in_force.plans.get_at_ms(agent_id, self.now_ms())
 
@@ -109,7 +117,7 @@ class BudgetService:
         request_id = validation.check_request_id(request_id)
         tags = validation.check_tags(tags) if tags else {}
         now_ms = self.now_ms()
-        plan = self.plan_at_ms(agent_id, now_ms)
+        plan = self.call_plan_at_ms(agent_id, tags, now_ms)
         if plan.required_tags:
             _require_tags(plan, tags)
         amount = self._estimate_nanos(estimate, plan)
@@ -137,7 +145,7 @@ class BudgetService:
         turn, with the time and the plan of that moment."""
         async def attempt() -> HoldResult:
             now_ms = self.now_ms()
-            current = self.plan_at_ms(plan.agent_id, now_ms)  # a new day or a reload may have changed it
+            current = self.call_plan_at_ms(plan.agent_id, tags, now_ms)  # a new day or a reload may have changed it
             ttl_ms = self.in_force.config.reservation_ttl_seconds * 1000
             return await self.store.hold(HoldRequest(request_id, amount, current, now_ms, now_ms + ttl_ms, tags))
 
@@ -172,7 +180,9 @@ class BudgetService:
         tags = validation.check_tags(tags) if tags else {}
         nanos, pricing = self._actual_nanos(actual, request_id)
         now_ms = self.now_ms()
-        plan = self.plan_at_ms(agent_id, now_ms)
+        # The hold's counters are settled (the store kept them); the call's
+        # plan gives the caps a settle pauses and warns at.
+        plan = self.call_plan_at_ms(agent_id, tags, now_ms)
         result = await self.store.settle(SettleRequest(request_id, nanos, plan, now_ms, tags, pricing))
         held = self.holds_in_flight.ended(agent_id, request_id)
         self.headroom.freed(plan.scopes)
@@ -263,6 +273,39 @@ class BudgetService:
         if await self.store.resume(self.plan_at_ms(agent_id, now_ms), now_ms):
             log.warning("resumed by operator", extra={"agent": agent_id})
         return await self._report(agent_id)
+
+    # -- a tag value's own windows (tag_budgets) -------------------------------------
+    def tag_plan(self, key: str, value: str) -> tuple[Plan, str]:
+        """A tag value's plan now and where its caps come from; INVALID_ARGUMENT
+        for a tag without a ``tag_budgets`` entry (nothing counts its values)."""
+        validation.check_tags({key: value}, field="tag")
+        if not value:
+            raise ValueError(f"tag {key!r}: the value must not be empty (e.g. {key}=acme)")
+        budget = self.in_force.resolver.tag_budget(key, value)
+        if budget is None:
+            budgeted = ", ".join(self.in_force.resolver.budgeted_tags) or "none"
+            raise ValueError(f"tag {key!r} has no tag_budgets entry in the config (budgeted tags: {budgeted}): "
+                             "budgetd does not count or pause its values")
+        return tag_plan(budget, self.now(), self.in_force.config.zone), budget.source
+
+    async def tag_status(self, key: str, value: str) -> AgentReport:
+        plan, source = self.tag_plan(key, value)
+        return AgentReport(plan, await self.store.read(plan), source)
+
+    async def pause_tag(self, key: str, value: str, reason: str) -> AgentReport:
+        """Pause every call carrying this tag value, of any agent, until resumed."""
+        reason = validation.check_reason(reason) or "paused by an operator"
+        plan, _ = self.tag_plan(key, value)
+        await self.store.pause(plan, reason, self.now_ms())
+        log.warning("paused by operator", extra={"scope": plan.owner_scope.key, "reason": reason})
+        return await self.tag_status(key, value)
+
+    async def resume_tag(self, key: str, value: str) -> AgentReport:
+        """Lift the tag value's pauses (manual, and a cap pause of its windows)."""
+        plan, _ = self.tag_plan(key, value)
+        if await self.store.resume(plan, self.now_ms()):
+            log.warning("resumed by operator", extra={"scope": plan.owner_scope.key})
+        return await self.tag_status(key, value)
 
     async def report(self, by: str, since: str, until: str) -> Report:
         """Spend grouped ``by`` (a grouping or a tag key) over days ``since``

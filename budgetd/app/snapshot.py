@@ -19,4 +19,6 @@ class ConfigInForce:
     @classmethod
     def of(cls, config: Config) -> ConfigInForce:
         resolver = Resolver(config)
-        return cls(config, resolver, PriceTable(config), PlanCache(resolver.budget, config.zone))
+        plans = PlanCache(resolver.budget, config.zone, tag_budget_of=resolver.tag_budget,
+                          budgeted_tags=resolver.budgeted_tags)
+        return cls(config, resolver, PriceTable(config), plans)

@@ -40,7 +40,7 @@ def _pause_text(st: AgentStatus) -> str:
     if not st.paused:
         return ""
     until = f" until {st.resumes_at:%Y-%m-%d %H:%M}Z" if st.resumes_at else " until resumed"
-    by = "" if st.paused_by == f"agent:{st.agent_id}" else f" [{st.paused_by}]"
+    by = "" if st.paused_by in (f"agent:{st.agent_id}", st.scope) else f" [{st.paused_by}]"
     return f"PAUSED{by}{until}: {st.pause_reason}"
 
 
@@ -49,7 +49,8 @@ def status_table(statuses: list[AgentStatus]) -> str:
     rows = [header]
     for st in statuses:
         # "(defaults)": nothing in the config names it (a new agent, or a typo in its id).
-        who = f"{st.agent_id} (defaults)" if _on_defaults(st) else st.agent_id
+        name = st.agent_id or f"tag {st.scope}"  # a tag value's status has no agent
+        who = f"{name} (defaults)" if _on_defaults(st) else name
         windows: list[tuple[str, WindowStatus]] = [(who, st.daily), ("", st.monthly)]
         for group in st.groups:
             windows += [(f"  group {group.name}", group.daily), ("", group.monthly)]
@@ -67,7 +68,7 @@ def _jsonable(st: AgentStatus) -> dict:
                 for k, v in vars(w).items()}
 
     return {
-        "agent_id": st.agent_id, "budget_source": st.budget_source,
+        "agent_id": st.agent_id, "scope": st.scope, "budget_source": st.budget_source,
         "paused": st.paused, "pause_kind": st.pause_kind, "pause_reason": st.pause_reason,
         "paused_by": st.paused_by, "resumes_at": st.resumes_at.isoformat() if st.resumes_at else None,
         "daily": window(st.daily), "monthly": window(st.monthly),
@@ -133,15 +134,19 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     status = commands.add_parser("status", help="spend, holds, caps and pauses")
     status.add_argument("agent", nargs="?", help="one agent (default: every known agent)")
+    status.add_argument("--tag", metavar="KEY=VALUE",
+                        help="a budgeted tag value's windows and pause instead, e.g. customer=acme")
     status.add_argument("--format", choices=["table", "json"], default="table")
     status.add_argument("--unconfigured", action="store_true",
                         help="only agents running on defaults (not named in the config) that spent, held or were "
                              "paused today: new agents, or typos in agent ids")
-    pause = commands.add_parser("pause", help="pause an agent until resumed")
-    pause.add_argument("agent")
+    pause = commands.add_parser("pause", help="pause an agent (or a tag value) until resumed")
+    pause.add_argument("agent", nargs="?")
+    pause.add_argument("--tag", metavar="KEY=VALUE", help="pause every call carrying this tag value instead")
     pause.add_argument("--reason", default="", help="shown to the agent and in status")
-    resume = commands.add_parser("resume", help="lift an agent's pause")
-    resume.add_argument("agent")
+    resume = commands.add_parser("resume", help="lift an agent's (or a tag value's) pause")
+    resume.add_argument("agent", nargs="?")
+    resume.add_argument("--tag", metavar="KEY=VALUE", help="resume this tag value instead")
     check = commands.add_parser("check-config", help="validate a budgets.yaml offline")
     check.add_argument("file")
     commands.add_parser("health", help="exit 0 when budgetd reports SERVING (for probes)")
@@ -174,7 +179,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "status":
             # One agent asked for by name: a typo is refused ("did you mean"), not shown as a defaults budget.
-            statuses = [budget.status(args.agent, known_only=True)] if args.agent else budget.list_status()
+            if args.tag:
+                statuses = [budget.status(args.agent, tag=args.tag)]
+            else:
+                statuses = [budget.status(args.agent, known_only=True)] if args.agent else budget.list_status()
             if args.unconfigured:
                 statuses = [st for st in statuses if _on_defaults(st) and _ran_today(st)]
             if args.format == "json":
@@ -186,9 +194,9 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "report":
             print(render_report(budget.report(args.by, args.since, args.until), args.format))
         elif args.command == "pause":
-            print(status_table([budget.pause(args.agent, reason=args.reason)]))
+            print(status_table([budget.pause(args.agent, reason=args.reason, tag=args.tag)]))
         elif args.command == "resume":
-            print(status_table([budget.resume(args.agent)]))
+            print(status_table([budget.resume(args.agent, tag=args.tag)]))
     except (BudgetError, ValueError) as err:
         print(f"budgetctl: {err}", file=sys.stderr)
         return 1

@@ -46,6 +46,22 @@ class AgentBudget:
     required_tags: tuple[str, ...] = ()
 
 
+@dataclass(frozen=True)
+class TagBudget:
+    """The caps of one tag value (``customer`` = ``acme``)."""
+
+    key: str
+    value: str
+    daily_nanos: int | None
+    monthly_nanos: int | None
+    # "configured" (the exact value is listed), "pattern:GLOB" or "defaults".
+    source: str
+
+    @property
+    def scope_key(self) -> str:
+        return f"{self.key}:{self.value}"
+
+
 class Resolver:
     def __init__(self, config: Config) -> None:
         self.config = config
@@ -66,6 +82,11 @@ class Resolver:
         self._default_output = _first(defaults and defaults.estimate_output_tokens, DEFAULT_ESTIMATE_OUTPUT_TOKENS)
         self._cache: dict[str, AgentBudget | None] = {}
         self._warn_at = tuple(config.warn_at)  # one tuple, shared by every agent's budget
+        #: The tags that have budgets, in config order: a call's other tags cost nothing.
+        self.budgeted_tags = tuple(config.tag_budgets)
+        self._tag_patterns = {key: [(v, caps) for v, caps in tb.values.items() if GLOB_CHARS.search(v)]
+                              for key, tb in config.tag_budgets.items()}
+        self._tag_cache: dict[tuple[str, str], TagBudget | None] = {}
 
     @property
     def exact_agent_ids(self) -> tuple[str, ...]:
@@ -81,6 +102,33 @@ class Resolver:
             self._cache.clear()  # bounded: agent ids come from callers
         self._cache[agent_id] = found
         return found
+
+    def tag_budget(self, key: str, value: str) -> TagBudget | None:
+        """The caps of a tag value: its exact entry, else the first pattern
+        that matches it, else the tag's defaults, else none ("uncapped": its
+        spend is still counted). None when the tag has no ``tag_budgets``
+        entry: its values cost nothing."""
+        try:
+            return self._tag_cache[(key, value)]
+        except KeyError:
+            pass
+        found = self._tag_lookup(key, value)
+        if len(self._tag_cache) >= _CACHE_LIMIT:
+            self._tag_cache.clear()  # bounded: tag values come from callers
+        self._tag_cache[(key, value)] = found
+        return found
+
+    def _tag_lookup(self, key: str, value: str) -> TagBudget | None:
+        config = self.config.tag_budgets.get(key)
+        if config is None or not value:
+            return None
+        source, caps = "configured", None if GLOB_CHARS.search(value) else config.values.get(value)
+        if caps is None:
+            source, caps = next(((f"pattern:{p}", c) for p, c in self._tag_patterns[key] if fnmatchcase(value, p)),
+                                ("defaults", config.defaults))
+        if caps is None:  # counted (status shows it, a pause stops it), never capped
+            return TagBudget(key, value, None, None, "uncapped")
+        return TagBudget(key, value, to_nanos(caps.daily_usd), to_nanos(caps.monthly_usd), source)
 
     def source(self, agent_id: str) -> str:
         """Where the agent's caps come from: "configured" (its exact id),

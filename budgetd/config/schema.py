@@ -153,6 +153,47 @@ class GroupConfig(Strict):
     require_tags: list[TagKey] = []  # every member's holds must carry these
 
 
+# Tag keys a tag budget may not take: scope keys "agent:NAME" and "group:NAME"
+# are the agents' and groups' own.
+RESERVED_TAG_KEYS = frozenset({"agent", "group"})
+# A tag value as the client allows it (no control characters, at most 256
+# characters), or a glob pattern over values ("big-*").
+_TAG_VALUE = re.compile(r"[^\x00-\x1f\x7f-\x9f]{1,256}")
+
+
+def _check_tag_value_key(key: str) -> str:
+    if not _TAG_VALUE.fullmatch(key):
+        raise ValueError(f"{key!r} is not a tag value (1-256 characters, no control characters) or a pattern")
+    return key
+
+
+TagValueKey = Annotated[str, AfterValidator(_check_tag_value_key)]
+
+
+class TagCaps(Strict):
+    daily_usd: Usd | None = None
+    monthly_usd: Usd | None = None
+
+
+class TagBudgetConfig(Strict):
+    """Caps for the values of one tag: ``values`` by exact value or glob
+    pattern (an exact value wins, then the first pattern in file order),
+    ``defaults`` for every other value; with no defaults an unlisted value
+    has no cap of its own."""
+
+    defaults: TagCaps | None = None
+    values: dict[TagValueKey, TagCaps] = {}
+
+
+def _check_tag_budget_key(key: str) -> str:
+    if key in RESERVED_TAG_KEYS:
+        raise ValueError(f"{key!r} cannot be budgeted as a tag: agents and groups have their own sections")
+    return key
+
+
+TagBudgetKey = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$"), AfterValidator(_check_tag_budget_key)]
+
+
 class SlackConfig(Strict):
     webhook_url: str | None = None
     bot_token: str | None = None
@@ -224,6 +265,9 @@ class Config(Strict):
     defaults: Budget | None = None  # None: unknown agents are refused
     agents: dict[AgentKey, Budget] = {}
     groups: dict[GroupName, GroupConfig] = {}
+    # Caps per tag value (customer, feature, ...), checked in the same atomic
+    # step as the agent's and its groups' windows.
+    tag_budgets: dict[TagBudgetKey, TagBudgetConfig] = {}
     slack: SlackConfig | None = None
     digest: DigestConfig | None = None  # omit for no daily digest
     anomaly: AnomalyConfig = AnomalyConfig()

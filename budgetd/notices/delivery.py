@@ -88,11 +88,12 @@ class Deliverer:
         if plan is None or n.kind not in ("paused", "warning", "anomaly"):
             return ctx
         resumes_at = None
-        if n.window in ("daily", "monthly") and n.period:
-            limit = plan.limit_for(n.scope, n.window)
-            if limit is not None and limit.period.key == n.period:
-                resumes_at = limit.period.resets_at
         now = self.service.now()
+        if n.window in ("daily", "monthly") and n.period:
+            # The window's period now (a tag value's windows are not in the agent's plan).
+            current = period_of(Window(n.window), now, config.zone)
+            if current.key == n.period:
+                resumes_at = current.resets_at
         since = period_of(Window.DAILY, now, config.zone).starts_at
         if n.window == "monthly":
             since = period_of(Window.MONTHLY, now, config.zone).starts_at

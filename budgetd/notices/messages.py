@@ -52,7 +52,16 @@ def _resumed_because(n: Notice) -> str:
 
 def _who(n: Notice) -> str:
     kind, _, name = n.scope.partition(":")
-    return f"*{n.agent_id}*" if kind != "group" else f"group *{name}* (via *{n.agent_id}*)"
+    if kind in ("agent", ""):
+        return f"*{n.agent_id}*"
+    via = f" (via *{n.agent_id}*)" if n.agent_id else ""
+    return f"group *{name}*{via}" if kind == "group" else f"{kind} *{name}*{via}"  # a budgeted tag value
+
+
+def _resume_command(n: Notice) -> str:
+    kind, _, name = n.scope.partition(":")
+    return f"budgetctl resume --tag {kind}={name}" if kind not in ("agent", "group", "") else \
+        f"budgetctl resume {n.agent_id}"
 
 
 def _spend(n: Notice) -> str:
@@ -75,16 +84,15 @@ def render(n: Notice, ctx: Context) -> tuple[str, list[dict]]:
         else:
             text = f":octagonal_sign: {_who(n)} is paused: {n.reason}."
         lines = [_spend(n), f"Resumes by itself at {_when(ctx)}." if ctx.resumes_at else "",
-                 f"To resume now: `budgetctl resume {n.agent_id}`"]
+                 f"To resume now: `{_resume_command(n)}`"]
     elif n.kind == "paused":
-        text = f":octagonal_sign: *{n.agent_id}* was paused by an operator: {n.reason}."
-        lines = ["It stays paused until resumed.", f"To resume: `budgetctl resume {n.agent_id}`"]
+        text = f":octagonal_sign: {_who(n)} was paused by an operator: {n.reason}."
+        lines = ["It stays paused until resumed.", f"To resume: `{_resume_command(n)}`"]
     elif n.kind == "warning":
         text = f":warning: {_who(n)} has spent {n.reason}."
         lines = [_spend(n), f"The window resets at {_when(ctx)}." if ctx.resumes_at else ""]
     elif n.kind == "resumed":
-        who = _who(n) if n.scope.startswith("group") else f"*{n.agent_id}*"
-        text = f":white_check_mark: {who} is running again because {_resumed_because(n)}."
+        text = f":white_check_mark: {_who(n)} is running again because {_resumed_because(n)}."
     elif n.kind == "anomaly":
         average = usd(int(n.extra.get("average_nanos", 0)))
         text = (f":rotating_light: *{n.agent_id}* spent {usd(n.spent_nanos)} in the last hour, "

@@ -59,8 +59,10 @@ def paused_at_cap(agent_id: str, record: PauseRecord, spent_nanos: int, cap_nano
                   record.reason, record.since_ms, {"by": "cap"})
 
 
-def paused_by_operator(agent_id: str, reason: str, now_ms: int) -> Notice:
-    return Notice(f"paused:agent:{agent_id}:manual:{now_ms}", "paused", agent_id, f"agent:{agent_id}",
+def paused_by_operator(agent_id: str, reason: str, now_ms: int, scope: str = "") -> Notice:
+    """``scope``: whose pause when not the agent's (a tag value: "customer:acme", no agent)."""
+    scope = scope or f"agent:{agent_id}"
+    return Notice(f"paused:{scope}:manual:{now_ms}", "paused", agent_id, scope,
                   reason=reason, at_ms=now_ms, extra={"by": "operator"})
 
 

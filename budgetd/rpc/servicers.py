@@ -52,6 +52,8 @@ class BudgetServicer(pb_grpc.BudgetServicer):
         return pb.ReleaseResponse(released=await self.service.release(request.agent_id, request.request_id))
 
     async def GetStatus(self, request: pb.GetStatusRequest, context: grpc.aio.ServicerContext) -> pb.AgentStatus:
+        if request.HasField("tag"):  # the token was checked against agent_id, if any (interceptors.py)
+            return wire.agent_status(await self.service.tag_status(request.tag.key, request.tag.value))
         may_see = _visible_to(self.service, context) if request.known_only else None
         return wire.agent_status(await self.service.status(request.agent_id, known_only=request.known_only,
                                                            may_see=may_see))
@@ -78,9 +80,13 @@ class AdminServicer(pb_grpc.AdminServicer):
         self.reloader = reloader  # None: the config came from no file
 
     async def Pause(self, request: pb.PauseRequest, context: grpc.aio.ServicerContext) -> pb.AgentStatus:
+        if request.HasField("tag"):
+            return wire.agent_status(await self.service.pause_tag(request.tag.key, request.tag.value, request.reason))
         return wire.agent_status(await self.service.pause(request.agent_id, request.reason))
 
     async def Resume(self, request: pb.ResumeRequest, context: grpc.aio.ServicerContext) -> pb.AgentStatus:
+        if request.HasField("tag"):
+            return wire.agent_status(await self.service.resume_tag(request.tag.key, request.tag.value))
         return wire.agent_status(await self.service.resume(request.agent_id))
 
     async def ListStatus(self, request: pb.ListStatusRequest,

@@ -203,13 +203,13 @@ class MemoryStore(Store):
 
     # -- pauses -----------------------------------------------------------------------
     async def pause(self, plan: Plan, reason: str, now_ms: int) -> None:
-        scope = f"agent:{plan.agent_id}"
+        scope = plan.owner_scope.key
         self._opened().pauses[(scope, "", "")] = PauseRecord(scope, "manual", "", "", reason, now_ms)
-        self._notify(notices.paused_by_operator(plan.agent_id, reason, now_ms))
+        self._notify(notices.paused_by_operator(plan.agent_id, reason, now_ms, scope))
 
     async def resume(self, plan: Plan, now_ms: int) -> bool:
         data = self._opened()
-        scope = f"agent:{plan.agent_id}"
+        scope = plan.owner_scope.key
         lifted = [key for key, record in data.pauses.items() if record.scope == scope]
         for key in lifted:
             del data.pauses[key]

@@ -88,7 +88,7 @@ def warnings_crossed(plan: Plan, counter: Counter, spent_before: int, spent_afte
 
 def cap_pause_reason(limit: Limit) -> str:
     assert limit.cap_nanos is not None, "a cap pause is of a capped window"
-    who = "" if limit.scope.kind == "agent" else f"group {limit.scope.name} "
+    who = "" if limit.scope.kind == "agent" else f"{limit.scope.kind} {limit.scope.name} "
     return f"{who}{limit.window.value} cap of {nanos_to_usd(limit.cap_nanos)} USD reached"
 
 

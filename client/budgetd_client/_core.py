@@ -242,6 +242,8 @@ def _time(ts) -> datetime | None:
 
 
 def _scope_name(scope: pb.Scope) -> str:
+    if scope.kind == pb.SCOPE_KIND_TAG:  # a budgeted tag's value: "customer:acme"
+        return f"{scope.tag}:{scope.name}"
     return f"{SCOPE_KIND_NAMES.get(scope.kind, 'agent')}:{scope.name}"
 
 
@@ -300,6 +302,7 @@ def agent_status(msg: pb.AgentStatus) -> AgentStatus:
             for g in msg.groups
         ),
         budget_source=msg.budget_source,
+        scope=_scope_name(msg.scope) if msg.HasField("scope") else f"agent:{msg.agent_id}",
     )
 
 
@@ -390,15 +393,53 @@ class Call:
         return req
 
 
-def pause_request(agent_id: str, reason: str) -> pb.PauseRequest:
+TagArg = tuple[str, str] | str
+
+
+def tag_value(tag: TagArg) -> pb.TagValue:
+    """A tag value as ("customer", "acme") or "customer=acme"."""
+    if isinstance(tag, str):
+        key, sep, value = tag.partition("=")
+        if not sep:
+            raise ValueError(f"tag: {tag!r} is not KEY=VALUE (e.g. customer=acme)")
+    elif isinstance(tag, tuple) and len(tag) == 2:
+        key, value = tag
+    else:
+        raise ValueError(f"tag: expected (key, value) or 'key=value', got {tag!r}")
+    validation.check_tags({key: value}, field="tag")
+    if not value:
+        raise ValueError(f"tag {key!r}: the value must not be empty")
+    return pb.TagValue(key=key, value=value)
+
+
+def _one_of(agent_id: str | None, tag: TagArg | None) -> None:
+    if (agent_id is None) == (tag is None):
+        raise ValueError("give an agent id or tag=(key, value), not both or neither")
+
+
+def pause_request(agent_id: str | None, reason: str, tag: TagArg | None = None) -> pb.PauseRequest:
+    _one_of(agent_id, tag)
+    if tag is not None:
+        return pb.PauseRequest(tag=tag_value(tag), reason=validation.check_reason(reason))
     return pb.PauseRequest(agent_id=validation.check_agent_id(agent_id), reason=validation.check_reason(reason))
 
 
-def resume_request(agent_id: str) -> pb.ResumeRequest:
+def resume_request(agent_id: str | None, tag: TagArg | None = None) -> pb.ResumeRequest:
+    _one_of(agent_id, tag)
+    if tag is not None:
+        return pb.ResumeRequest(tag=tag_value(tag))
     return pb.ResumeRequest(agent_id=validation.check_agent_id(agent_id))
 
 
-def status_request(agent_id: str, known_only: bool = False) -> pb.GetStatusRequest:
+def status_request(agent_id: str | None, known_only: bool = False, tag: TagArg | None = None) -> pb.GetStatusRequest:
+    """With ``tag``: that tag value's status; ``agent_id`` then only says
+    whom the caller acts for (an agent token needs it)."""
+    if tag is not None:
+        req = pb.GetStatusRequest(tag=tag_value(tag))
+        if agent_id is not None:
+            req.agent_id = validation.check_agent_id(agent_id)
+        return req
+    _one_of(agent_id, tag)
     return pb.GetStatusRequest(agent_id=validation.check_agent_id(agent_id), known_only=known_only)
 
 

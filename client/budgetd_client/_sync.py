@@ -158,13 +158,19 @@ class Budget:
         embeddings.create are guarded (streams too); all else passes through."""
         return wrap_openai(self, client, agent_id, tags)
 
-    def status(self, agent_id: str, *, known_only: bool = False) -> AgentStatus:
+    def status(self, agent_id: str | None = None, *, known_only: bool = False,
+                     tag: _core.TagArg | None = None) -> AgentStatus:
         """The agent's spend, holds, caps and pause. ``known_only=True`` (what
         operators want) raises ``UnknownAgent`` for an agent neither in the
         config nor ever seen, naming the closest known ids, where the default
-        answers with the ``defaults`` budget an agent of that id would get."""
+        answers with the ``defaults`` budget an agent of that id would get.
+
+        ``tag=("customer", "acme")`` (or ``"customer=acme"``): that tag
+        value's windows and pause (tag_budgets) instead; an agent token also
+        names an agent it acts for."""
         budget, _ = self._stubs()
-        return _core.agent_status(self._rpc(budget.GetStatus, _core.status_request(agent_id, known_only)))
+        request = _core.status_request(agent_id, known_only, tag)
+        return _core.agent_status(self._rpc(budget.GetStatus, request))
 
     def watch(self, agent_id: str):
         """Events about the agent as they happen: paused, resumed, warning,
@@ -252,15 +258,17 @@ class Budget:
         resp = self._rpc(admin.ListStatus, pb.ListStatusRequest())
         return [_core.agent_status(a) for a in resp.agents]
 
-    def pause(self, agent_id: str, reason: str = "") -> AgentStatus:
-        """Pause an agent by hand (admin). It stays paused until resumed."""
+    def pause(self, agent_id: str | None = None, reason: str = "", *,
+                    tag: _core.TagArg | None = None) -> AgentStatus:
+        """Pause an agent by hand (admin), or with ``tag=("customer", "acme")``
+        every call carrying that tag value. It stays paused until resumed."""
         _, admin = self._stubs()
-        return _core.agent_status(self._rpc(admin.Pause, _core.pause_request(agent_id, reason)))
+        return _core.agent_status(self._rpc(admin.Pause, _core.pause_request(agent_id, reason, tag)))
 
-    def resume(self, agent_id: str) -> AgentStatus:
-        """Lift every pause of the agent (admin)."""
+    def resume(self, agent_id: str | None = None, *, tag: _core.TagArg | None = None) -> AgentStatus:
+        """Lift every pause of the agent, or of the tag value (admin)."""
         _, admin = self._stubs()
-        return _core.agent_status(self._rpc(admin.Resume, _core.resume_request(agent_id)))
+        return _core.agent_status(self._rpc(admin.Resume, _core.resume_request(agent_id, tag)))
 
     def report(self, by: str = "agent", since: str = "", until: str = "") -> Report:
         """Spend from the ledger grouped by agent, model, day, group or a tag,

@@ -42,6 +42,9 @@ class AgentStatus:
     # "pattern:GLOB" (an agents: pattern matched it) or "defaults" (nothing
     # in the config names it: a new agent, or a typo in its id).
     budget_source: str = ""
+    # Whose status: "agent:NAME", or a budgeted tag value ("customer:acme",
+    # from status(tag=...): daily and monthly are its windows, agent_id is "").
+    scope: str = ""
 
 
 @dataclass(frozen=True)

@@ -47,7 +47,7 @@ from budgetd.store import CONTRACTS, HoldRequest, Pricing, SettleRequest, Store,
 
 # The modules of cases (test_every_store_method_has_a_conformance_case reads them all).
 SUITE_MODULES = ("test_store_conformance", "test_store_counters", "test_store_pauses", "test_store_ledger",
-                 "test_store_outbox")
+                 "test_store_outbox", "test_store_tags")
 
 # The memory store first: the reference the others are held to.
 STORES = [

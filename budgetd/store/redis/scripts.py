@@ -175,12 +175,14 @@ def hold_args(agent: str, request_id: str, amount: int, now_ms: int, deadline_ms
     return (agent, request_id, amount, now_ms, deadline_ms, tags, counters_json, call_ttl_ms, *tail)
 
 
-def settle_tail(pause_count: int, day: str, groups: str, limits: CounterLimits) -> tuple:
+def settle_tail(pause_count: int, day: str, groups: str, limits: CounterLimits, ledger: bool = True) -> tuple:
     """A settle's arguments from ``ledger_maxlen`` on, the same for every
-    settle of a plan's counters."""
+    settle of a plan's counters. Without ``ledger`` (a tag value's part of a
+    call on Cluster) the script writes no ledger entry."""
     per_counter = [v for cap, expiry, thresholds in zip(limits.caps, limits.expiries, limits.thresholds, strict=True)
                    for v in (cap, expiry, *thresholds)]
-    return (LEDGER_MAXLEN, pause_count, len(limits.caps), day, groups, limits.threshold_count, *per_counter,
+    return (LEDGER_MAXLEN if ledger else 0, pause_count, len(limits.caps), day, groups, limits.threshold_count,
+            *per_counter,
             limits.limits_json)
 
 
@@ -194,9 +196,9 @@ def release_args(agent: str, request_id: str, counters_json: str, now_ms: int, c
 
 
 def expire_args(agent: str, request_id: str, now_ms: int, charge: bool, counters_json: str, pause_count: int,
-                day: str, groups: str, limits: CounterLimits) -> tuple:
+                day: str, groups: str, limits: CounterLimits, ledger: bool = True) -> tuple:
     return (agent, request_id, now_ms, 1 if charge else 0, counters_json, pause_count, len(limits.caps),
-            LEDGER_MAXLEN, day, groups, limits.limits_json)
+            LEDGER_MAXLEN if ledger else 0, day, groups, limits.limits_json)
 
 
 def pause_args(action: str, value: str, notice: notices.Notice) -> tuple:

@@ -54,7 +54,7 @@ from redis.exceptions import RedisError
 
 from ...notices import model as notices
 from ...notices.model import Notice
-from ...plan import Plan
+from ...plan import Plan, Scope
 from .. import rules
 from ..base import Store
 from ..model import (
@@ -104,6 +104,12 @@ class _PlanKeys:
     indexed: bool = False  # whether _index_plan wrote the plan's index entries
 
 
+@dataclass(frozen=True)
+class _ClusterParts:
+    agent: Plan  # the agent's and its groups' windows: the agent's slot
+    tags: tuple[Plan, ...]  # one per budgeted tag value, each its own slot
+
+
 @dataclass
 class _Marker:
     """One marker key (see the module's docstring), as adopted at open."""
@@ -146,6 +152,8 @@ class RedisStore(Store):
         # Plans are cached per agent and passed on every call: their keys and
         # fixed arguments are encoded once per plan.
         self._plan_keys = PerPlan(self._encode_plan)
+        self._cluster_parts = PerPlan(self._split_plan)
+        self._bare_parts: dict[tuple[str, str], Plan] = {}
 
     # -- lifecycle ------------------------------------------------------------
     async def open(self) -> None:
@@ -350,6 +358,8 @@ class RedisStore(Store):
     def _tag(self, plan: Plan) -> str:
         if not self.cluster:
             return "all"
+        if plan.owner is not None:  # a tag value's own slot: its counters are shared by every agent
+            return f"t:{plan.owner.key}"
         groups = [s.name for s in plan.scopes if s.kind == "group"]
         if len(groups) > 1:
             raise StoreRefused(f"agent {plan.agent_id!r} is in groups {groups}: on Redis Cluster an agent's keys "
@@ -364,6 +374,17 @@ class RedisStore(Store):
 
     def _pause_keys(self, tag: str, plan: Plan) -> list[str]:
         return [self._key(tag, "p", s.key) for s in plan.scopes]
+
+    def _split_plan(self, plan: Plan) -> _ClusterParts:
+        """On Cluster, a call's plan in the slots it touches: the agent's (its
+        own and its groups' windows) and one per budgeted tag value."""
+        tag_scopes = [s for s in plan.scopes if s.kind not in ("agent", "group")]
+        if not tag_scopes:
+            return _ClusterParts(plan, ())
+        agent = replace(plan, limits=tuple(limit for limit in plan.limits if limit.scope not in tag_scopes))
+        tags = tuple(replace(plan, limits=tuple(limit for limit in plan.limits if limit.scope == s), owner=s)
+                     for s in tag_scopes)
+        return _ClusterParts(agent, tags)
 
     async def _index(self, *entries: tuple[str, str]) -> None:
         """SADD to the listing/sweeping indexes, once per process per entry."""
@@ -391,7 +412,7 @@ class RedisStore(Store):
             settle_keys=(holds, self._key(tag, "ledger"), self._key(tag, "outbox"), *pauses, *counters),
             hold_tail=scripts.hold_tail(len(pauses), limits),
             settle_tail=scripts.settle_tail(len(pauses), *scripts.day_and_groups(plan.agent_id, plan.counters),
-                                            limits),
+                                            limits, ledger=plan.owner is None),
         )
 
     async def _index_plan(self, plan: Plan, enc: _PlanKeys) -> None:
@@ -400,6 +421,10 @@ class RedisStore(Store):
         (so listings and the digest find its spend). Once per plan."""
         if enc.indexed:
             return
+        if plan.owner is not None:  # a tag value's part of a call (Cluster): its holds are swept
+            await self._index((f"{self.prefix}:tags", enc.tag))
+            enc.indexed = True
+            return
         daily, monthly = plan.limits[0].period, plan.limits[1].period
         await self._index((f"{self.prefix}:tags", enc.tag),
                           (f"{self.prefix}:seen:daily:{daily.key}", plan.agent_id),
@@ -407,6 +432,64 @@ class RedisStore(Store):
         enc.indexed = True
 
     async def hold(self, req: HoldRequest) -> HoldResult:
+        if not self.cluster:
+            return await self._hold_in_slot(req)
+        parts = self._cluster_parts(req.plan)
+        if not parts.tags:
+            return await self._hold_in_slot(req)
+        # Each tag value's counters live in a slot of their own, shared by
+        # every agent: reserve there first, one slot at a time, then in the
+        # agent's slot. Each step is exact in its slot (spent + reserved never
+        # passes a cap), so together they never overspend; a refusal takes
+        # back what the earlier steps reserved, so at worst another call saw
+        # less headroom for a moment. A crash between the steps leaves a hold
+        # in a tag slot, which expires like any other (the sweeper).
+        taken: list[Plan] = []
+        for part in (*parts.tags, parts.agent):
+            try:
+                result = await self._hold_in_slot(replace(req, plan=part))
+            except RequestConflict:
+                await self._withdraw(req.request_id, taken, req.now_ms)
+                raise
+            if not result.allowed:
+                await self._withdraw(req.request_id, taken, req.now_ms)
+                return result
+            taken.append(part)
+        # The agent's call names the tag slots it holds in, so a release or
+        # settle that does not carry the hold's tags still finds them.
+        call_key = self._plan_keys(parts.agent).call_prefix + req.request_id
+        scopes = json.dumps([part.owner_scope.key for part in parts.tags])
+        await self._call(self._client.hset(call_key, "parts", scopes))
+        return result
+
+    async def _tag_parts(self, request_id: str, parts: _ClusterParts) -> tuple[Plan, ...]:
+        """The tag slots of a call on Cluster: those of its plan now and
+        those its hold named (the hold's tags, if the caller's differ)."""
+        call_key = self._plan_keys(parts.agent).call_prefix + request_id
+        named = json.loads(await self._call(self._client.hget(call_key, "parts")) or "[]")
+        known = {part.owner_scope.key for part in parts.tags}
+        return parts.tags + tuple(self._bare_part(parts.agent.agent_id, key) for key in named if key not in known)
+
+    def _bare_part(self, agent_id: str, scope_key: str) -> Plan:
+        """A tag value's part of a call known only by its scope: its counters
+        come from the stored call; no cap is checked (the tag's plan is not known)."""
+        found = self._bare_parts.get((agent_id, scope_key))
+        if found is None:
+            if len(self._bare_parts) >= _WRITTEN_ONCE_LIMIT:
+                self._bare_parts.clear()
+            found = self._bare_parts[(agent_id, scope_key)] = Plan(agent_id, 0, (), owner=Scope.parse(scope_key))
+        return found
+
+    async def _withdraw(self, request_id: str, parts: list[Plan], now_ms: int) -> None:
+        """Take back the holds of a Cluster hold's earlier steps, leaving no
+        trace of the request there: the hold may be retried with its id (a
+        wait for headroom does)."""
+        for part in parts:
+            await self._release_in_slot(request_id, part, now_ms)
+            tag = self._plan_keys(part).tag
+            await self._call(self._client.delete(self._key(tag, "r", part.agent_id, request_id)))
+
+    async def _hold_in_slot(self, req: HoldRequest) -> HoldResult:
         plan = req.plan
         enc = self._plan_keys(plan)
         await self._index_plan(plan, enc)
@@ -434,6 +517,19 @@ class RedisStore(Store):
         return HoldResult(False, denial=Denial("paused", scope, capped, int(left), record))
 
     async def settle(self, req: SettleRequest) -> SettleResult:
+        if not self.cluster:
+            return await self._settle_in_slot(req)
+        parts = self._cluster_parts(req.plan)
+        # The tag values' slots first, the agent's (which writes the ledger
+        # entry and answers) last: a settle retried after a failure between
+        # them finds the first ones settled (duplicates) and finishes.
+        paused: tuple[PauseRecord, ...] = ()
+        for part in await self._tag_parts(req.request_id, parts):
+            paused += (await self._settle_in_slot(replace(req, plan=part))).paused
+        result = await self._settle_in_slot(replace(req, plan=parts.agent))
+        return replace(result, paused=paused + result.paused) if paused else result
+
+    async def _settle_in_slot(self, req: SettleRequest) -> SettleResult:
         plan = req.plan
         enc = self._plan_keys(plan)
         await self._index_plan(plan, enc)
@@ -467,6 +563,14 @@ class RedisStore(Store):
         return SettleResult(int(reply[1]), paused=tuple(paused))
 
     async def release(self, request_id: str, plan: Plan, now_ms: int) -> bool:
+        if not self.cluster:
+            return await self._release_in_slot(request_id, plan, now_ms)
+        parts = self._cluster_parts(plan)
+        for part in await self._tag_parts(request_id, parts):
+            await self._release_in_slot(request_id, part, now_ms)
+        return await self._release_in_slot(request_id, parts.agent, now_ms)
+
+    async def _release_in_slot(self, request_id: str, plan: Plan, now_ms: int) -> bool:
         tag = self._plan_keys(plan).tag
         counters_json = plan.counters_json
         counter_keys = [self._counter_key(tag, c) for c in plan.counters]
@@ -493,7 +597,10 @@ class RedisStore(Store):
     async def _expire_one(self, tag, agent_id, request_id, now_ms, charge, plan_for) -> int:
         call_key = self._key(tag, "r", agent_id, request_id)
         stored = await self._call(self._client.hget(call_key, "counters"))
-        plan = plan_for(agent_id)
+        # A tag value's slot (Cluster) holds the tag's part of a call: it is
+        # released or charged on its own, with no ledger entry (the agent's
+        # slot writes the call's).
+        plan = plan_for(agent_id) if not tag.startswith("t:") else self._bare_part(agent_id, tag[2:])
         if stored is None or plan is None:  # gone, or no longer budgeted: just drop the entry
             await self._call(self._client.zrem(self._key(tag, "holds"), f"{agent_id} {request_id}"))
             return 0
@@ -502,27 +609,30 @@ class RedisStore(Store):
         keys = [call_key, self._key(tag, "holds"), self._key(tag, "ledger"), self._key(tag, "outbox"), *pauses,
                 *(self._counter_key(tag, c) for c in counters)]
         # No warnings from an expiry: only what was held is charged.
-        limits = scripts.counter_limits(replace(plan, warn_at=()), counters, now_ms, check_caps=charge)
+        limits = scripts.counter_limits(replace(plan, warn_at=()), counters, now_ms,
+                                        check_caps=charge and plan.owner is None)
         day, groups = scripts.day_and_groups(agent_id, counters)
         args = scripts.expire_args(agent=agent_id, request_id=request_id, now_ms=now_ms, charge=charge,
                                    counters_json=stored, pause_count=len(pauses), day=day, groups=groups,
-                                   limits=limits)
+                                   limits=limits, ledger=plan.owner is None)
         return 1 if (await self._run(scripts.EXPIRE, keys, args))[0] == "expired" else 0
 
     async def pause(self, plan: Plan, reason: str, now_ms: int) -> None:
-        tag = self._tag(plan)
-        await self._index((f"{self.prefix}:tags", tag), (f"{self.prefix}:paused", plan.agent_id))
-        notice = notices.paused_by_operator(plan.agent_id, reason, now_ms)
-        await self._run(scripts.PAUSE, [self._key(tag, "p", f"agent:{plan.agent_id}"), self._key(tag, "outbox")],
+        tag, scope = self._tag(plan), plan.owner_scope.key
+        listed = [(f"{self.prefix}:paused", plan.agent_id)] if plan.owner is None else []  # agents are listed
+        await self._index((f"{self.prefix}:tags", tag), *listed)
+        notice = notices.paused_by_operator(plan.agent_id, reason, now_ms, scope)
+        await self._run(scripts.PAUSE, [self._key(tag, "p", scope), self._key(tag, "outbox")],
                         scripts.pause_args("pause", f"{now_ms}|{reason}", notice))
 
     async def resume(self, plan: Plan, now_ms: int) -> bool:
-        tag = self._tag(plan)
-        notice = notices.resumed(plan.agent_id, f"agent:{plan.agent_id}", "operator", now_ms)
-        lifted = await self._run(scripts.PAUSE, [self._key(tag, "p", f"agent:{plan.agent_id}"),
-                                                 self._key(tag, "outbox")], scripts.pause_args("resume", "", notice))
-        await self._call(self._client.srem(f"{self.prefix}:paused", plan.agent_id))
-        self._written_once.discard(f"{self.prefix}:paused {plan.agent_id}")
+        tag, scope = self._tag(plan), plan.owner_scope.key
+        notice = notices.resumed(plan.agent_id, scope, "operator", now_ms)
+        lifted = await self._run(scripts.PAUSE, [self._key(tag, "p", scope), self._key(tag, "outbox")],
+                                 scripts.pause_args("resume", "", notice))
+        if plan.owner is None:
+            await self._call(self._client.srem(f"{self.prefix}:paused", plan.agent_id))
+            self._written_once.discard(f"{self.prefix}:paused {plan.agent_id}")
         return lifted == 1
 
     async def reconcile(self, plan: Plan, now_ms: int, cause: CapChange | None = None) -> list[Notice]:

@@ -17,13 +17,13 @@ from .reads import balances, pauses_of
 
 
 def pause(conn: sqlite3.Connection, plan: Plan, reason: str, now_ms: int) -> None:
-    conn.execute("INSERT OR REPLACE INTO pauses VALUES (?, 'manual', '', '', ?, ?)",
-                 (f"agent:{plan.agent_id}", reason, now_ms))
-    notify(conn, notices.paused_by_operator(plan.agent_id, reason, now_ms))
+    scope = plan.owner_scope.key
+    conn.execute("INSERT OR REPLACE INTO pauses VALUES (?, 'manual', '', '', ?, ?)", (scope, reason, now_ms))
+    notify(conn, notices.paused_by_operator(plan.agent_id, reason, now_ms, scope))
 
 
 def resume(conn: sqlite3.Connection, plan: Plan, now_ms: int) -> bool:
-    scope = f"agent:{plan.agent_id}"
+    scope = plan.owner_scope.key
     lifted = conn.execute("DELETE FROM pauses WHERE scope = ?", (scope,)).rowcount > 0
     if lifted:
         notify(conn, notices.resumed(plan.agent_id, scope, "operator", now_ms))

@@ -21,6 +21,7 @@ class ScopeKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     SCOPE_KIND_UNSPECIFIED: _ClassVar[ScopeKind]
     SCOPE_KIND_AGENT: _ClassVar[ScopeKind]
     SCOPE_KIND_GROUP: _ClassVar[ScopeKind]
+    SCOPE_KIND_TAG: _ClassVar[ScopeKind]
 
 class Decision(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -40,6 +41,7 @@ WINDOW_MONTHLY: Window
 SCOPE_KIND_UNSPECIFIED: ScopeKind
 SCOPE_KIND_AGENT: ScopeKind
 SCOPE_KIND_GROUP: ScopeKind
+SCOPE_KIND_TAG: ScopeKind
 DECISION_UNSPECIFIED: Decision
 DECISION_ALLOWED: Decision
 DECISION_DENIED_CAP: Decision
@@ -49,12 +51,22 @@ PAUSE_KIND_MANUAL: PauseKind
 PAUSE_KIND_CAP: PauseKind
 
 class Scope(_message.Message):
-    __slots__ = ("kind", "name")
+    __slots__ = ("kind", "name", "tag")
     KIND_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
+    TAG_FIELD_NUMBER: _ClassVar[int]
     kind: ScopeKind
     name: str
-    def __init__(self, kind: _Optional[_Union[ScopeKind, str]] = ..., name: _Optional[str] = ...) -> None: ...
+    tag: str
+    def __init__(self, kind: _Optional[_Union[ScopeKind, str]] = ..., name: _Optional[str] = ..., tag: _Optional[str] = ...) -> None: ...
+
+class TagValue(_message.Message):
+    __slots__ = ("key", "value")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    key: str
+    value: str
+    def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
 
 class AuthorizeRequest(_message.Message):
     __slots__ = ("agent_id", "request_id", "estimate_nanos", "estimate_usage", "tags")
@@ -203,12 +215,14 @@ class ReleaseResponse(_message.Message):
     def __init__(self, released: _Optional[bool] = ...) -> None: ...
 
 class GetStatusRequest(_message.Message):
-    __slots__ = ("agent_id", "known_only")
+    __slots__ = ("agent_id", "known_only", "tag")
     AGENT_ID_FIELD_NUMBER: _ClassVar[int]
     KNOWN_ONLY_FIELD_NUMBER: _ClassVar[int]
+    TAG_FIELD_NUMBER: _ClassVar[int]
     agent_id: str
     known_only: bool
-    def __init__(self, agent_id: _Optional[str] = ..., known_only: _Optional[bool] = ...) -> None: ...
+    tag: TagValue
+    def __init__(self, agent_id: _Optional[str] = ..., known_only: _Optional[bool] = ..., tag: _Optional[_Union[TagValue, _Mapping]] = ...) -> None: ...
 
 class WindowStatus(_message.Message):
     __slots__ = ("window", "period", "spent_nanos", "reserved_nanos", "cap_nanos", "remaining_nanos", "starts_at", "resets_at")
@@ -241,7 +255,7 @@ class ScopeStatus(_message.Message):
     def __init__(self, scope: _Optional[_Union[Scope, _Mapping]] = ..., daily: _Optional[_Union[WindowStatus, _Mapping]] = ..., monthly: _Optional[_Union[WindowStatus, _Mapping]] = ...) -> None: ...
 
 class AgentStatus(_message.Message):
-    __slots__ = ("agent_id", "paused", "pause_kind", "pause_reason", "paused_scope", "resumes_at", "daily", "monthly", "groups", "budget_source")
+    __slots__ = ("agent_id", "paused", "pause_kind", "pause_reason", "paused_scope", "resumes_at", "daily", "monthly", "groups", "budget_source", "scope")
     AGENT_ID_FIELD_NUMBER: _ClassVar[int]
     PAUSED_FIELD_NUMBER: _ClassVar[int]
     PAUSE_KIND_FIELD_NUMBER: _ClassVar[int]
@@ -252,6 +266,7 @@ class AgentStatus(_message.Message):
     MONTHLY_FIELD_NUMBER: _ClassVar[int]
     GROUPS_FIELD_NUMBER: _ClassVar[int]
     BUDGET_SOURCE_FIELD_NUMBER: _ClassVar[int]
+    SCOPE_FIELD_NUMBER: _ClassVar[int]
     agent_id: str
     paused: bool
     pause_kind: PauseKind
@@ -262,7 +277,8 @@ class AgentStatus(_message.Message):
     monthly: WindowStatus
     groups: _containers.RepeatedCompositeFieldContainer[ScopeStatus]
     budget_source: str
-    def __init__(self, agent_id: _Optional[str] = ..., paused: _Optional[bool] = ..., pause_kind: _Optional[_Union[PauseKind, str]] = ..., pause_reason: _Optional[str] = ..., paused_scope: _Optional[_Union[Scope, _Mapping]] = ..., resumes_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., daily: _Optional[_Union[WindowStatus, _Mapping]] = ..., monthly: _Optional[_Union[WindowStatus, _Mapping]] = ..., groups: _Optional[_Iterable[_Union[ScopeStatus, _Mapping]]] = ..., budget_source: _Optional[str] = ...) -> None: ...
+    scope: Scope
+    def __init__(self, agent_id: _Optional[str] = ..., paused: _Optional[bool] = ..., pause_kind: _Optional[_Union[PauseKind, str]] = ..., pause_reason: _Optional[str] = ..., paused_scope: _Optional[_Union[Scope, _Mapping]] = ..., resumes_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., daily: _Optional[_Union[WindowStatus, _Mapping]] = ..., monthly: _Optional[_Union[WindowStatus, _Mapping]] = ..., groups: _Optional[_Iterable[_Union[ScopeStatus, _Mapping]]] = ..., budget_source: _Optional[str] = ..., scope: _Optional[_Union[Scope, _Mapping]] = ...) -> None: ...
 
 class WatchRequest(_message.Message):
     __slots__ = ("agent_id",)
@@ -293,18 +309,22 @@ class Event(_message.Message):
     def __init__(self, kind: _Optional[str] = ..., agent_id: _Optional[str] = ..., scope: _Optional[str] = ..., window: _Optional[str] = ..., period: _Optional[str] = ..., spent_nanos: _Optional[int] = ..., cap_nanos: _Optional[int] = ..., reason: _Optional[str] = ..., at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class PauseRequest(_message.Message):
-    __slots__ = ("agent_id", "reason")
+    __slots__ = ("agent_id", "reason", "tag")
     AGENT_ID_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
+    TAG_FIELD_NUMBER: _ClassVar[int]
     agent_id: str
     reason: str
-    def __init__(self, agent_id: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+    tag: TagValue
+    def __init__(self, agent_id: _Optional[str] = ..., reason: _Optional[str] = ..., tag: _Optional[_Union[TagValue, _Mapping]] = ...) -> None: ...
 
 class ResumeRequest(_message.Message):
-    __slots__ = ("agent_id",)
+    __slots__ = ("agent_id", "tag")
     AGENT_ID_FIELD_NUMBER: _ClassVar[int]
+    TAG_FIELD_NUMBER: _ClassVar[int]
     agent_id: str
-    def __init__(self, agent_id: _Optional[str] = ...) -> None: ...
+    tag: TagValue
+    def __init__(self, agent_id: _Optional[str] = ..., tag: _Optional[_Union[TagValue, _Mapping]] = ...) -> None: ...
 
 class ListStatusRequest(_message.Message):
     __slots__ = ()

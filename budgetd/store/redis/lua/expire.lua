@@ -42,7 +42,7 @@ for i = 1, L do
 end
 redis.call('HSET', KEYS[K_CALL], 'state', 'expired', 'charged', decimal(charged), 'ended', now_ms)
 redis.call('ZREM', KEYS[K_HOLDS], member)
-if charged ~= 0 then
+if charged ~= 0 and ARGV[A_LEDGER_MAXLEN] ~= '0' then  -- 0: a tag value's part (see settle.lua)
   redis.call('XADD', KEYS[K_LEDGER], 'MAXLEN', '~', ARGV[A_LEDGER_MAXLEN], '*', 'request_id', request_id,
              'agent_id', agent, 'kind', 'expiry', 'cost_nanos', decimal(charged), 'tags', call[5],
              'held_ms', call[6], 'settled_ms', now_ms, 'pricing', '', 'day', ARGV[A_DAY], 'groups', ARGV[A_GROUPS])

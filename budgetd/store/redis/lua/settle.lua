@@ -69,10 +69,14 @@ for i = 1, L do
   end
 end
 
--- Writes; the first, to the one key not checked (the ledger), writes nothing if it fails.
-redis.call('XADD', KEYS[K_LEDGER], 'MAXLEN', '~', ARGV[A_LEDGER_MAXLEN], '*', 'request_id', request_id,
-           'agent_id', agent, 'kind', 'settle', 'cost_nanos', decimal(spent_delta), 'tags', tags, 'held_ms', created,
-           'settled_ms', now_ms, 'pricing', ARGV[A_PRICING], 'day', ARGV[A_DAY], 'groups', ARGV[A_GROUPS])
+-- Writes; the first, to the one key not checked (the ledger), writes nothing
+-- if it fails. Ledger maxlen 0: a tag value's part of a call on Cluster,
+-- whose entry the agent's slot writes.
+if ARGV[A_LEDGER_MAXLEN] ~= '0' then
+  redis.call('XADD', KEYS[K_LEDGER], 'MAXLEN', '~', ARGV[A_LEDGER_MAXLEN], '*', 'request_id', request_id,
+             'agent_id', agent, 'kind', 'settle', 'cost_nanos', decimal(spent_delta), 'tags', tags, 'held_ms', created,
+             'settled_ms', now_ms, 'pricing', ARGV[A_PRICING], 'day', ARGV[A_DAY], 'groups', ARGV[A_GROUPS])
+end
 local started = {}
 for i = 1, L do
   local key = KEYS[K_COUNTERS + i - 1]
