@@ -345,17 +345,27 @@ class FakeDaemon:
         call.state = "released"
         return pb.ReleaseResponse(released=True)
 
+    @staticmethod
+    def _no_tag_budgets(request: pb.GetStatusRequest | pb.PauseRequest | pb.ResumeRequest) -> None:
+        if request.HasField("tag"):
+            raise FakeRpcError(grpc.StatusCode.UNIMPLEMENTED,
+                               "the fake budget has agent caps only, no tag_budgets: test a tag value's status, "
+                               "pause and resume against a real budgetd")
+
     def GetStatus(self, request: pb.GetStatusRequest) -> pb.AgentStatus:
+        self._no_tag_budgets(request)
         if request.known_only:
             self._require_known(request.agent_id, "nothing to show")
         return self._status(request.agent_id)
 
     def Pause(self, request: pb.PauseRequest) -> pb.AgentStatus:
+        self._no_tag_budgets(request)
         self._require_known(request.agent_id, "nothing was paused")
         self._pauses[(request.agent_id, "", "")] = ("manual", request.reason or "paused by an operator")
         return self._status(request.agent_id)
 
     def Resume(self, request: pb.ResumeRequest) -> pb.AgentStatus:
+        self._no_tag_budgets(request)
         self._require_known(request.agent_id, "nothing was resumed")
         for key in [key for key in self._pauses if key[0] == request.agent_id]:
             del self._pauses[key]

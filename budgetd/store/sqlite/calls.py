@@ -55,7 +55,9 @@ def _add_spent_sql(rows: int) -> str:
     )
 
 
-_ADD_SPENT = [_add_spent_sql(n) for n in range(9)]  # statements for up to 8 counters, built once
+# Statements for up to 16 counters, built once: an agent's 3, 2 per group,
+# 2 per budgeted tag value of the call.
+_ADD_SPENT = [_add_spent_sql(n) for n in range(17)]
 
 
 def _add_spent(conn: sqlite3.Connection, counters: Sequence[Counter], spent_delta: int,
