@@ -161,14 +161,18 @@ class PlanCache:
 
     def __init__(self, budget_of: Callable[[str], AgentBudget | None], zone: ZoneInfo,
                  max_agents: int = 200_000, tag_budget_of: Callable[[str, str], TagBudget | None] | None = None,
-                 budgeted_tags: tuple[str, ...] = ()) -> None:
+                 budgeted_tags: tuple[str, ...] = (), max_with_tags: int = 20_000) -> None:
         self._budget_of = budget_of
         self._tag_budget_of = tag_budget_of
         self._budgeted_tags = budgeted_tags if tag_budget_of is not None else ()
         # Plans of calls with budgeted tags, by (agent, its budgeted tag
         # values): one object per combination, so what stores derive from a
-        # plan (per_plan.py) is derived once for it too.
+        # plan (per_plan.py) is derived once for it too. Bounded lower than
+        # agents' plans: combinations of agents and customers are many, a
+        # plan and what stores derive from it some 4 KB, and one rebuilt
+        # after the map starts afresh costs a few tens of microseconds.
         self._with_tags: dict[tuple[str, tuple[tuple[str, str], ...]], Plan] = {}
+        self._max_with_tags = max_with_tags
         self._zone = zone
         self._max_agents = max_agents  # any id gets a plan under defaults: bound the memory
         self._periods: tuple[Period, Period, Period] | None = None
@@ -208,7 +212,7 @@ class PlanCache:
         if combined is None:
             assert self._tag_budget_of is not None  # budgeted_tags are only kept with it
             budgets = tuple(b for key, value in values if (b := self._tag_budget_of(key, value)) is not None)
-            if len(self._with_tags) >= self._max_agents:
+            if len(self._with_tags) >= self._max_with_tags:
                 self._with_tags.clear()
             combined = self._with_tags[(agent_id, values)] = with_tags(plan, budgets)
         return combined

@@ -4,6 +4,7 @@ group committer, deciding by the shared rules (rules.py)."""
 
 from __future__ import annotations
 
+import functools
 import json
 import sqlite3
 from collections.abc import Sequence
@@ -70,6 +71,7 @@ def _add_spent(conn: sqlite3.Connection, counters: Sequence[Counter], spent_delt
     return {(scope, win, period): spent for scope, win, period, spent in rows}
 
 
+@functools.lru_cache(maxsize=64)  # one string per shape of plan, shared by every plan of it
 def _hold_read_sql(counters: int, scopes: int) -> str:
     """One read for everything a hold decides on: the call (if its id was
     seen), the balances of its counters and the pauses of its scopes, each
