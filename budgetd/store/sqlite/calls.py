@@ -26,6 +26,7 @@ from ..model import (
     SettleResult,
 )
 from .outbox import notify
+from .reads import counters_of
 
 
 @dataclass(frozen=True)
@@ -77,8 +78,7 @@ def _hold_read_sql(counters: int, scopes: int) -> str:
     seen), the balances of its counters and the pauses of its scopes, each
     row tagged by what it is."""
     return (
-        "SELECT 0, scope, win, period, spent_nanos, reserved_nanos, NULL FROM counters "
-        f"WHERE (scope, win, period) IN (VALUES {', '.join(['(?, ?, ?)'] * counters)}) "
+        f"SELECT 0, c.scope, c.win, c.period, c.spent_nanos, c.reserved_nanos, NULL FROM {counters_of(counters)} "
         "UNION ALL SELECT 1, scope, kind, win, period, reason, since_ms FROM pauses "
         f"WHERE scope IN ({', '.join('?' * scopes)}) "
         "UNION ALL SELECT 2, state, held_nanos, deadline_ms, NULL, NULL, NULL FROM calls "

@@ -14,14 +14,22 @@ from ..model import AgentState, Balance, Counter, PauseRecord
 CHUNK = 500
 
 
+def counters_of(count: int) -> str:
+    """The FROM clause of a read of ``count`` counters (three parameters each)
+    as ``c``: a primary-key lookup per counter. Written as a join from the
+    list, not ``(scope, win, period) IN (VALUES ...)``, which SQLite runs as
+    a scan of the whole table: 20 ms a hold at 100,000 counters."""
+    return (f"(VALUES {', '.join(['(?, ?, ?)'] * count)}) AS wanted CROSS JOIN counters AS c "
+            "ON c.scope = wanted.column1 AND c.win = wanted.column2 AND c.period = wanted.column3")
+
+
 def balances(conn: sqlite3.Connection, counters: Sequence[Counter]) -> dict[Counter, Balance]:
     """The counters that exist among ``counters`` (absent: nothing spent or held)."""
     found: dict[Counter, Balance] = {}
     for start in range(0, len(counters), CHUNK):
         chunk = counters[start:start + CHUNK]
         rows = conn.execute(
-            "SELECT scope, win, period, spent_nanos, reserved_nanos FROM counters "
-            f"WHERE (scope, win, period) IN (VALUES {', '.join(['(?, ?, ?)'] * len(chunk))})",
+            f"SELECT c.scope, c.win, c.period, c.spent_nanos, c.reserved_nanos FROM {counters_of(len(chunk))}",
             [part for counter in chunk for part in counter],
         ).fetchall()
         found.update(((s, w, p), Balance(spent, reserved)) for s, w, p, spent, reserved in rows)
