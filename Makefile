@@ -79,6 +79,7 @@ clean:
 bench: $(STAMP)
 	$(BIN)/python bench/bench.py
 	$(BIN)/python bench/bench_headroom.py
+	$(BIN)/python bench/bench_tags.py
 
 # Where the daemon's time goes under load (py-spy; PROFILE_STORE=redis for Redis).
 profile: $(STAMP)

@@ -50,6 +50,11 @@ class Checks:
             plan = self.service.plan_or_none(agent_id)
             if plan is not None:
                 written += len(await self.service.store.lift_lapsed_pauses(plan, to_ms(now)))
+        for scope in await self.service.store.paused_tag_values():  # budgeted tag values (tag_budgets)
+            key, _, value = scope.partition(":")
+            if key in self.service.in_force.resolver.budgeted_tags:
+                tag, _ = self.service.tag_plan(key, value)
+                written += len(await self.service.store.lift_lapsed_pauses(tag, to_ms(now)))
         return written
 
     async def digest(self) -> bool:

@@ -141,6 +141,12 @@ class Pauses(abc.ABC):
         "resumed" notice (once per pause) for each scope left with no pause in
         force. Returns the notices written."""
 
+    @abc.abstractmethod
+    async def paused_tag_values(self) -> list[str]:
+        """The scopes of budgeted tag values ("customer:acme") that have a
+        pause, cap or manual: what the rollover check looks at (an agent's
+        are found through the agent)."""
+
 
 class Ledger(abc.ABC):
     """The settled calls, one row per change to spend, for reports."""

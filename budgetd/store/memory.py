@@ -237,6 +237,10 @@ class MemoryStore(Store):
                 written.append(notice)
         return written
 
+    async def paused_tag_values(self) -> list[str]:
+        return sorted({record.scope for record in self._opened().pauses.values()
+                       if not record.scope.startswith(("agent:", "group:"))})
+
     async def lift_lapsed_pauses(self, plan: Plan, now_ms: int) -> list[Notice]:
         data = self._opened()
         written = []

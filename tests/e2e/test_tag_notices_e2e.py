@@ -47,3 +47,18 @@ async def test_a_customer_at_its_cap_gets_one_pause_notice_naming_it(running, sl
     [manual] = await run.deliver()
     assert "customer *acme* was paused by an operator: invoice overdue" in manual
     assert "`budgetctl resume --tag customer=acme`" in manual
+
+
+async def test_a_customers_cap_pause_lifts_at_midnight_with_its_own_resumed_notice(running, slack):  # noqa: F811
+    clock = FakeClock(days_ahead(1, 23, 30))
+    run = await running(clock, CONFIG)
+    async with run.budget.guard("a1", estimate_usd="1.00", tags={"customer": "acme"}) as call:
+        call.record_usd("1.00")
+    [paused] = await run.due()
+    assert "customer *acme* (via *a1*) is paused" in paused
+    clock.advance(hours=1)  # the next day
+    [resumed] = await run.due()
+    assert "customer *acme* is running again because its daily window rolled over" in resumed
+    async with run.budget.guard("b1", estimate_usd="0.10", tags={"customer": "acme"}) as call:
+        call.record_usd("0.10")
+    assert await run.due() == []  # told once

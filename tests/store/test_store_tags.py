@@ -53,10 +53,10 @@ def _plan_cache(timezone: str) -> PlanCache:
                      budgeted_tags=resolver.budgeted_tags)
 
 
-def customer_plan(value: str):
+def customer_plan(value: str, now=None):
     budget = _resolver(T.timezone).tag_budget("customer", value)
     assert budget is not None
-    return tag_plan(budget, T.now, T.zone)
+    return tag_plan(budget, now or T.now, T.zone)
 
 
 def hold(agent: str, rid: str, amount: int, tags: dict[str, str]) -> HoldRequest:
@@ -180,3 +180,22 @@ async def test_a_hold_refused_in_the_agents_slot_gives_back_what_the_value_reser
     await store.settle(settle("a1", "r2", 0, {}))
     assert (await store.hold(hold("a1", "r3", 2 * USD, {"customer": "big-x"}))).allowed  # the same id, again
     assert await customer_windows(store, "big-x") == {"daily": (0, 2 * USD), "monthly": (0, 2 * USD)}
+
+
+@covers("hold", "settle", "paused_tag_values", "lift_lapsed_pauses", "claim_notices", "finish_notice")
+async def test_a_values_cap_pause_lapses_at_the_next_period_with_one_resumed_notice(store):
+    assert await store.paused_tag_values() == []
+    assert (await store.hold(hold("a1", "r1", USD // 2, ACME))).allowed
+    assert (await store.settle(settle("a1", "r1", USD // 2, ACME))).paused
+    assert await store.paused_tag_values() == ["customer:acme"]
+    await drain(store)
+    assert await store.lift_lapsed_pauses(customer_plan("acme"), T.now_ms) == []  # still its period
+    [resumed] = await store.lift_lapsed_pauses(customer_plan("acme", T.next_day), T.next_day_ms)
+    assert (resumed.kind, resumed.scope, resumed.window, resumed.period, resumed.extra["by"]) == \
+        ("resumed", "customer:acme", "daily", T.day, "rollover")
+    claimed = await store.claim_notices("me", T.next_day_ms + 60_000, 60_000, 100)
+    assert [item.notice.key for item in claimed] == [resumed.key]
+    for item in claimed:
+        await store.finish_notice(item, "sent", T.next_day_ms)
+    assert await store.lift_lapsed_pauses(customer_plan("acme", T.next_day), T.next_day_ms) == []  # once
+    assert await store.paused_tag_values() == []

@@ -529,6 +529,12 @@ class RedisStore(Store):
         result = await self._settle_in_slot(replace(req, plan=parts.agent))
         return replace(result, paused=paused + result.paused) if paused else result
 
+    async def _index_tag_pauses(self, paused) -> None:
+        """A tag value's pause, for the rollover check (paused_tag_values)."""
+        scopes = [p.scope for p in paused if not p.scope.startswith(("agent:", "group:"))]
+        if scopes:
+            await self._index(*((f"{self.prefix}:paused_tags", scope) for scope in scopes))
+
     async def _settle_in_slot(self, req: SettleRequest) -> SettleResult:
         plan = req.plan
         enc = self._plan_keys(plan)
@@ -560,6 +566,7 @@ class RedisStore(Store):
             limit = plan.limit_for(scope, window)
             assert limit is not None  # a pause starts only at a cap of the plan
             paused.append(PauseRecord(scope, "cap", window, period, rules.cap_pause_reason(limit), req.now_ms))
+        await self._index_tag_pauses(paused)
         return SettleResult(int(reply[1]), paused=tuple(paused))
 
     async def release(self, request_id: str, plan: Plan, now_ms: int) -> bool:
@@ -619,7 +626,8 @@ class RedisStore(Store):
 
     async def pause(self, plan: Plan, reason: str, now_ms: int) -> None:
         tag, scope = self._tag(plan), plan.owner_scope.key
-        listed = [(f"{self.prefix}:paused", plan.agent_id)] if plan.owner is None else []  # agents are listed
+        listed = [(f"{self.prefix}:paused", plan.agent_id)] if plan.owner is None else \
+            [(f"{self.prefix}:paused_tags", scope)]
         await self._index((f"{self.prefix}:tags", tag), *listed)
         notice = notices.paused_by_operator(plan.agent_id, reason, now_ms, scope)
         await self._run(scripts.PAUSE, [self._key(tag, "p", scope), self._key(tag, "outbox")],
@@ -685,6 +693,21 @@ class RedisStore(Store):
         for key in await self._ledgers():
             dropped += await self._call(self._client.xtrim(key, minid=f"{before_ms}-0", approximate=False))
         return dropped
+
+    async def paused_tag_values(self) -> list[str]:
+        """From the index the pauses of tag values write, less those whose
+        pause hash is gone (lifted, resumed, lapsed)."""
+        index = f"{self.prefix}:paused_tags"
+        scopes = sorted(await self._call(self._client.smembers(index)))
+        found = []
+        for scope in scopes:
+            tag = f"t:{scope}" if self.cluster else "all"
+            if await self._call(self._client.exists(self._key(tag, "p", scope))):
+                found.append(scope)
+            else:
+                await self._call(self._client.srem(index, scope))
+                self._written_once.discard(f"{index} {scope}")
+        return found
 
     async def lift_lapsed_pauses(self, plan: Plan, now_ms: int) -> list[Notice]:
         tag = self._tag(plan)

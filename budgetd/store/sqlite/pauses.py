@@ -51,6 +51,12 @@ def reconcile(conn: sqlite3.Connection, plan: Plan, now_ms: int, cause: CapChang
     return written
 
 
+def paused_tag_values(conn: sqlite3.Connection) -> list[str]:
+    rows = conn.execute("SELECT DISTINCT scope FROM pauses WHERE scope NOT LIKE 'agent:%' "
+                        "AND scope NOT LIKE 'group:%' ORDER BY scope").fetchall()
+    return [scope for (scope,) in rows]
+
+
 def lift_lapsed(conn: sqlite3.Connection, plan: Plan, now_ms: int) -> list[Notice]:
     written = []
     for scope in plan.scopes:

@@ -158,6 +158,9 @@ class SqliteStore(Store):
     async def reconcile(self, plan: Plan, now_ms: int, cause: CapChange | None = None) -> list[Notice]:
         return await self._run(lambda conn: pauses.reconcile(conn, plan, now_ms, cause))
 
+    async def paused_tag_values(self) -> list[str]:
+        return await self._run(pauses.paused_tag_values)
+
     async def lift_lapsed_pauses(self, plan: Plan, now_ms: int) -> list[Notice]:
         return await self._run(lambda conn: pauses.lift_lapsed(conn, plan, now_ms))
 
