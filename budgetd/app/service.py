@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import difflib
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, replace
 from datetime import date, datetime
 
@@ -20,7 +20,7 @@ from ..config.schema import GLOB_CHARS
 from ..metrics import Metrics
 from ..plan import Plan
 from ..pricing import UnknownModel
-from ..store import AgentState, HoldRequest, HoldResult, Pricing, SettleRequest, Store
+from ..store import AgentState, CallFacts, CostEvent, HoldRequest, HoldResult, Pricing, SettleRequest, Store
 from ..store.rules import pause_in_force
 from ..windows import current_periods
 from .clock import NowMs, utc_of_ms
@@ -73,6 +73,8 @@ class BudgetService:
         self.holds_in_flight = HoldsInFlight()
         self.headroom = HeadroomQueues()
         metrics.holds_waiting.set_function(lambda: len(self.headroom))
+        # Each cost event the store acknowledged (the export sink's write; None: no sink).
+        self.on_event: Callable[[CostEvent], None] | None = None
 
     def now(self) -> datetime:
         """The time as a datetime, for calendar work off the hot path."""
@@ -165,15 +167,19 @@ class BudgetService:
         return validation.check_nanos(self.in_force.prices.price(usage).nanos, field="estimate_usage (priced)")
 
     async def settle(self, agent_id: str, request_id: str, tags: dict[str, str],
-                     actual: int | Usage | None) -> Settled:
-        """``actual``: nanos, the usage to price, or None (settle what was held)."""
+                     actual: int | Usage | None, facts: CallFacts | None = None) -> Settled:
+        """``actual``: nanos, the usage to price, or None (settle what was held).
+        ``facts``: the model asked for and the call's latency, for its cost event."""
         agent_id = validation.check_agent_id(agent_id)
         request_id = validation.check_request_id(request_id)
         tags = validation.check_tags(tags) if tags else {}
+        facts = _check_facts(facts)
         nanos, pricing = self._actual_nanos(actual, request_id)
         now_ms = self.now_ms()
         plan = self.plan_at_ms(agent_id, now_ms)
-        result = await self.store.settle(SettleRequest(request_id, nanos, plan, now_ms, tags, pricing))
+        result = await self.store.settle(SettleRequest(request_id, nanos, plan, now_ms, tags, pricing, facts))
+        if result.event is not None:
+            self._emit(result.event)
         held = self.holds_in_flight.ended(agent_id, request_id)
         self.headroom.freed(plan.scopes)
         if held and nanos is not None and pricing is not None and not result.duplicate and result.counted_nanos > 0:
@@ -199,14 +205,33 @@ class BudgetService:
             log.warning("settling the hold: %s", err, extra={"request_id": request_id})
             nanos, version = None, f"unpriced ({actual.model}): settled the hold"
         return nanos, Pricing(actual.model, actual.provider, actual.input_tokens, actual.cached_input_tokens,
-                              actual.output_tokens, actual.reasoning_tokens, version)
+                              actual.output_tokens, actual.reasoning_tokens, version, actual.cache_write_tokens)
 
-    async def release(self, agent_id: str, request_id: str) -> bool:
+    def _emit(self, event: CostEvent) -> None:
+        """Hand an acknowledged event to the sink; nothing it does fails the call."""
+        if self.on_event is None:
+            return
+        try:
+            self.on_event(event)
+        except Exception:
+            self.metrics.export_errors.inc()
+            log.exception("export: the sink failed on request %s", event.request_id)
+
+    async def release(self, agent_id: str, request_id: str, facts: CallFacts | None = None) -> bool:
+        """With ``facts`` carrying an error code, the failed call is recorded
+        (a ledger row of cost 0 with the error) as the hold is dropped."""
         agent_id = validation.check_agent_id(agent_id)
         request_id = validation.check_request_id(request_id)
+        facts = _check_facts(facts)
         now_ms = self.now_ms()
         plan = self.plan_at_ms(agent_id, now_ms)
-        released = await self.store.release(request_id, plan, now_ms)
+        if facts is not None and facts.error_code:
+            event = await self.store.record_failure(request_id, plan, now_ms, facts)
+            released = event is not None
+            if event is not None:
+                self._emit(event)
+        else:
+            released = await self.store.release(request_id, plan, now_ms)
         self.holds_in_flight.ended(agent_id, request_id)
         self.headroom.freed(plan.scopes)
         return released
@@ -277,6 +302,16 @@ class BudgetService:
                              + ": the range is empty; give since on or before until")
         return Report(await self.store.report(by, first, last), first, last)
 
+    def export(self, since: str, until: str) -> tuple[str, str, AsyncIterator[CostEvent]]:
+        """The cost events of local days ``since`` to ``until`` (YYYY-MM-DD;
+        empty: today), oldest first: the days, and the events to iterate."""
+        today = current_periods(self.now(), self.in_force.config.zone)[0].key
+        first, last = (_day(since, "since") or today), (_day(until, "until") or today)
+        if first > last:
+            raise ValueError(f"since {first} is after until {last}" + (" (today)" if not until else "")
+                             + ": the range is empty; give since on or before until")
+        return first, last, self.store.cost_events(first, last)
+
     async def require_known(self, agent_id: str, doing: str, may_see: Callable[[str], bool] | None = None) -> None:
         """Refuse (NOT_FOUND) an operator command for an agent that is neither
         in the config by its exact id nor ever seen: a typo would otherwise
@@ -330,6 +365,23 @@ def _require_tags(plan: Plan, tags: dict[str, str]) -> None:
         raise ValueError(f"missing tag{'s' if len(missing) > 1 else ''} {named}: set it in guard(..., tags=...) "
                          f"or in wrap(..., tags=...) (agent {plan.agent_id!r} requires "
                          f"{', '.join(plan.required_tags)}; require_tags in the config)")
+
+
+MAX_ERROR_CODE = 200
+
+
+def _check_facts(facts: CallFacts | None) -> CallFacts | None:
+    """Refuse (ValueError) what a cost event cannot carry; None stays None."""
+    if facts is None:
+        return None
+    if len(facts.model_requested) > 200:
+        raise ValueError("model_requested: at most 200 characters")
+    if facts.latency_ms is not None and not 0 <= facts.latency_ms <= 86_400_000:
+        raise ValueError(f"latency_ms: must be from 0 to 86400000 (a day), got {facts.latency_ms}")
+    code = facts.error_code
+    if len(code) > MAX_ERROR_CODE or not code.isprintable():
+        raise ValueError(f"error_code: at most {MAX_ERROR_CODE} printable characters")
+    return facts
 
 
 def _close_matches(agent_id: str, configured: Iterable[str], seen: set[str],

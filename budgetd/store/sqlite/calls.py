@@ -14,6 +14,8 @@ from ...plan import Plan
 from .. import rules
 from ..model import (
     Balance,
+    CallFacts,
+    CostEvent,
     Counter,
     HoldRequest,
     HoldResult,
@@ -23,6 +25,7 @@ from ..model import (
     RequestConflict,
     SettleRequest,
     SettleResult,
+    cost_source,
 )
 from .outbox import notify
 
@@ -160,19 +163,24 @@ def _day_and_groups_json(plan: Plan | None, statements: PlanStatements | None, a
 
 
 def _ledger(conn, request_id, agent_id, kind, cost, tags_json, held_ms, now_ms, counters,
-            pricing: Pricing | None, plan: Plan | None, statements: PlanStatements | None) -> None:
+            pricing: Pricing | None, plan: Plan | None, statements: PlanStatements | None,
+            source: str, facts: CallFacts | None = None) -> CostEvent:
     priced = (
         (pricing.model, pricing.provider, pricing.input_tokens, pricing.cached_input_tokens, pricing.output_tokens,
-         pricing.reasoning_tokens, pricing.price_version)
-        if pricing is not None else (None,) * 7
+         pricing.reasoning_tokens, pricing.price_version, pricing.cache_write_tokens)
+        if pricing is not None else (None,) * 8
     )
+    said = (facts.model_requested or None, facts.latency_ms, facts.error_code or None) if facts else (None,) * 3
     day, groups = _day_and_groups_json(plan, statements, agent_id, counters)
     conn.execute(
         "INSERT INTO ledger (request_id, agent_id, kind, cost_nanos, tags, held_ms, settled_ms, model, provider, "
-        "input_tokens, cached_input_tokens, output_tokens, reasoning_tokens, price_version, day, groups) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (request_id, agent_id, kind, cost, tags_json, held_ms, now_ms, *priced, day, groups),
+        "input_tokens, cached_input_tokens, output_tokens, reasoning_tokens, price_version, cache_write_tokens, "
+        "day, groups, cost_source, model_requested, latency_ms, error_code) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (request_id, agent_id, kind, cost, tags_json, held_ms, now_ms, *priced, day, groups, source, *said),
     )
+    return CostEvent.of(request_id, kind, now_ms, held_ms, day, agent_id, json.loads(groups), json.loads(tags_json),
+                        cost, source, pricing, facts)
 
 
 # A settle's tags are added to the hold's (a settle's value wins); ? twice: the
@@ -194,9 +202,10 @@ def settle(conn: sqlite3.Connection, req: SettleRequest, statements: PlanStateme
         held, amount, counters_json, tags_json, created_ms = row
         counters = _counters(req.plan, counters_json)
         paused = _charge(conn, req.plan, counters, amount, -held, req.now_ms, req.agent_id, warn=True)
-        _ledger(conn, req.request_id, req.agent_id, "settle", amount, tags_json, created_ms, req.now_ms, counters,
-                req.pricing, req.plan, statements)
-        return SettleResult(amount, paused=paused)
+        event = _ledger(conn, req.request_id, req.agent_id, "settle", amount, tags_json, created_ms, req.now_ms,
+                        counters, req.pricing, req.plan, statements, cost_source(req.actual_nanos, req.pricing),
+                        req.facts)
+        return SettleResult(amount, paused=paused, event=event)
     return _settle_not_held(conn, req, statements)
 
 
@@ -217,9 +226,9 @@ def _settle_not_held(conn: sqlite3.Connection, req: SettleRequest, statements: P
             (req.request_id, req.agent_id, amount, req.plan.counters_json, tags, req.now_ms, req.now_ms, req.now_ms),
         )
         paused = _charge(conn, req.plan, counters, amount, 0, req.now_ms, req.agent_id, warn=True)
-        _ledger(conn, req.request_id, req.agent_id, "settle", amount, tags, None, req.now_ms, counters, req.pricing,
-                req.plan, statements)
-        return SettleResult(amount, paused=paused)
+        event = _ledger(conn, req.request_id, req.agent_id, "settle", amount, tags, None, req.now_ms, counters,
+                        req.pricing, req.plan, statements, cost_source(req.actual_nanos, req.pricing), req.facts)
+        return SettleResult(amount, paused=paused, event=event)
     state, held, charged, counters_json, _, created_ms = row
     if state == "settled":
         return SettleResult(charged, duplicate=True)
@@ -235,9 +244,9 @@ def _settle_not_held(conn: sqlite3.Connection, req: SettleRequest, statements: P
         "WHERE agent_id = ? AND request_id = ? RETURNING tags",
         (amount, req.now_ms, new_tags, new_tags, req.agent_id, req.request_id),
     ).fetchone()
-    _ledger(conn, req.request_id, req.agent_id, "settle", spent_delta, tags, created_ms, req.now_ms, counters,
-            req.pricing, req.plan, statements)
-    return SettleResult(amount, paused=paused)
+    event = _ledger(conn, req.request_id, req.agent_id, "settle", spent_delta, tags, created_ms, req.now_ms, counters,
+                    req.pricing, req.plan, statements, cost_source(req.actual_nanos, req.pricing), req.facts)
+    return SettleResult(amount, paused=paused, event=event)
 
 
 def release(conn: sqlite3.Connection, request_id: str, agent_id: str) -> bool:
@@ -249,6 +258,19 @@ def release(conn: sqlite3.Connection, request_id: str, agent_id: str) -> bool:
     _charge(conn, None, _counters(None, row[2]), 0, -row[1], 0)
     conn.execute("UPDATE calls SET state = 'released' WHERE agent_id = ? AND request_id = ?", (agent_id, request_id))
     return True
+
+
+def record_failure(conn: sqlite3.Connection, request_id: str, plan: Plan, now_ms: int, facts: CallFacts,
+                   statements: PlanStatements) -> CostEvent | None:
+    """A release, and a ledger row of cost 0 with the call's error."""
+    row = conn.execute(
+        "SELECT counters, tags, created_ms FROM calls WHERE agent_id = ? AND request_id = ? AND state = 'held'",
+        (plan.agent_id, request_id)).fetchone()
+    if row is None or not release(conn, request_id, plan.agent_id):
+        return None
+    counters_json, tags_json, created_ms = row
+    return _ledger(conn, request_id, plan.agent_id, "release", 0, tags_json, created_ms, now_ms,
+                   _counters(plan, counters_json), None, plan, statements, "caller", facts)
 
 
 def expire(conn: sqlite3.Connection, now_ms: int, charge: bool, plan_for: PlanLookup) -> int:
@@ -268,5 +290,5 @@ def expire(conn: sqlite3.Connection, now_ms: int, charge: bool, plan_for: PlanLo
         )
         if charged:
             _ledger(conn, request_id, agent_id, "expiry", charged, tags_json, created_ms, now_ms, counters, None,
-                    plan, None)
+                    plan, None, "estimate")
     return len(rows)
