@@ -187,13 +187,17 @@ class EventSink:
             if item is _REOPEN:
                 self._close()
                 continue
-            try:
-                self._write(item)
+            for attempt in (1, 2):  # a failed write is tried once more on a file opened anew
+                try:
+                    self._write(item)
+                except OSError as err:
+                    self._close()
+                    if attempt == 2:
+                        self.metrics.export_errors.inc()
+                        log.error("export: could not write to %s: %s", self.path, err)
+                    continue
                 self.metrics.export_lines.inc()
-            except OSError as err:
-                self.metrics.export_errors.inc()
-                log.error("export: could not write to %s: %s", self.path, err)
-                self._close()  # opened again for the next line
+                break
 
     def _write(self, line: str) -> None:
         if self.path == "-":
@@ -203,14 +207,25 @@ class EventSink:
         data = line.encode()
         if self._file is not None and self.max_bytes is not None and self._size > 0 \
                 and self._size + len(data) > self.max_bytes:
-            self._close()
-            os.replace(self.path, f"{self.path}.1")
+            self._rotate()
         if self._file is None:
             self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 (kept open between lines)
             self._size = self._file.seek(0, os.SEEK_END)
         self._file.write(line)
         self._file.flush()
         self._size += len(data)
+
+    def _rotate(self) -> None:
+        """Rename the file to PATH.1 (unless something moved it away
+        already: then only open PATH anew)."""
+        assert self._file is not None
+        try:
+            ours = os.path.samestat(os.fstat(self._file.fileno()), os.stat(self.path))
+        except FileNotFoundError:
+            ours = False
+        self._close()
+        if ours:
+            os.replace(self.path, f"{self.path}.1")
 
     def _close(self) -> None:
         if self._file is not None:
