@@ -349,7 +349,10 @@ class BudgetService:
         charge = self.in_force.config.on_reservation_expiry == "charge"
         now_ms = self.now_ms()
         self.holds_in_flight.forget_lapsed(now_ms)
-        expired = await self.store.expire(now_ms, charge, self.plan_or_none)
+        events: list[CostEvent] | None = [] if self.on_event is not None else None
+        expired = await self.store.expire(now_ms, charge, self.plan_or_none, events)
+        for event in events or ():
+            self._emit(event)
         if expired:
             self.headroom.freed()  # released, or charged at what was held: either may leave room
             log.info("expired holds", extra={"count": expired, "policy": "charge" if charge else "release"})

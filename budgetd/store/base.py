@@ -96,9 +96,11 @@ class Counters(abc.ABC):
         hold (nothing is written)."""
 
     @abc.abstractmethod
-    async def expire(self, now_ms: int, charge: bool, plan_for: PlanLookup) -> int:
+    async def expire(self, now_ms: int, charge: bool, plan_for: PlanLookup,
+                     events: list[CostEvent] | None = None) -> int:
         """Expire holds whose deadline passed: release them, or charge the held
-        amount as spent. Returns how many expired."""
+        amount as spent. Returns how many expired. ``events``: the ledger rows
+        of the charged expiries are appended to it (for the export)."""
 
     @abc.abstractmethod
     async def read(self, plan: Plan) -> AgentState:

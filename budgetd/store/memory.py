@@ -174,7 +174,8 @@ class MemoryStore(Store):
         return self._write_ledger(request_id, plan.agent_id, 0, call, now_ms, None, "release", "caller", facts,
                                   call.created_ms)
 
-    async def expire(self, now_ms: int, charge: bool, plan_for: PlanLookup) -> int:
+    async def expire(self, now_ms: int, charge: bool, plan_for: PlanLookup,
+                     events: list[CostEvent] | None = None) -> int:
         data = self._opened()
         due = sorted(((key, call) for key, call in data.held.items() if call.deadline_ms <= now_ms),
                      key=lambda item: item[1].deadline_ms)[:EXPIRED_PER_SWEEP]
@@ -187,8 +188,10 @@ class MemoryStore(Store):
                 self._charge(plan, call.counters, charged, -call.held_nanos, now_ms, warn=False)
             self._end((agent_id, request_id), "expired", charged)
             if charged:
-                self._write_ledger(request_id, agent_id, charged, call, now_ms, None, "expiry", "estimate", None,
-                                   call.created_ms)
+                event = self._write_ledger(request_id, agent_id, charged, call, now_ms, None, "expiry", "estimate",
+                                           None, call.created_ms)
+                if events is not None:
+                    events.append(event)
         return len(due)
 
     async def read(self, plan: Plan) -> AgentState:

@@ -199,3 +199,19 @@ def test_sighup_reopens_the_file_and_size_rotation_keeps_every_line(start_daemon
     after = [e["tags"]["n"] for e in kept + lines(moved) + lines(events_path)]
     assert after == [str(i) for i in range(made)]  # none lost, none twice, in order
     assert not rotated.exists()  # the new file is far from max_bytes
+
+
+def test_a_hold_that_expires_is_charged_and_written_by_the_sweeper(start_daemon, tmp_path):
+    events_path = tmp_path / "events.jsonl"
+    daemon = start_daemon("reservation_ttl_seconds: 1\n" + config(events_path))
+    budget = Budget(daemon.address)
+    try:
+        guard = budget.guard("bot", tags={"feature": "lost"})
+        call = guard.__enter__()  # the process "dies" inside the block: no settle ever comes
+        (expired,) = wait_until(lambda: lines(events_path), timeout=20, what="the expiry's line")
+        spent = budget.status("bot").daily.spent_usd
+    finally:
+        budget.close()
+    assert (expired["kind"], expired["request_id"], expired["cost_source"]) == ("expiry", call.request_id, "estimate")
+    assert (expired["cost_nanos"], expired["tags"], expired["groups"]) == (2_000_000, {"feature": "lost"}, ["team"])
+    assert expired["held_ms"] < expired["time_ms"] and nanos(str(spent)) == 2_000_000

@@ -127,12 +127,21 @@ async def test_every_settle_and_recorded_failure_is_a_whole_cost_event_read_back
 async def test_a_charged_expiry_and_a_settle_after_it_are_cost_events_that_count_the_cost_once(store):
     ms = T.now_ms
     assert (await store.hold(HoldRequest("r1", 250, plan("a1"), ms, ms + 1_000, {"feature": "t"}))).allowed
-    assert await store.expire(ms + 2_000, True, plan) == 1
+    assert (await store.hold(HoldRequest("r2", 50, plan("a1"), ms, ms + 1_500, {}))).allowed
+    swept: list[CostEvent] = []
+    assert await store.expire(ms + 2_000, True, plan, swept) == 2
     late = await store.settle(SettleRequest("r1", 400, plan("a1"), ms + 3_000, {}, None, CallFacts("", 7)))
-    events = await _events(store, T.day, T.day)
-    assert [(e.kind, e.cost_nanos, e.cost_source, e.held_ms) for e in events] == [
-        ("expiry", 250, "estimate", ms), ("settle", 150, "caller", ms)]
+    events = sorted(await _events(store, T.day, T.day), key=lambda e: (e.request_id, e.at_ms))
+    assert [(e.request_id, e.kind, e.cost_nanos, e.cost_source, e.held_ms) for e in events] == [
+        ("r1", "expiry", 250, "estimate", ms), ("r1", "settle", 150, "caller", ms), ("r2", "expiry", 50, "estimate", ms)]
+    assert swept == [events[0], events[2]]  # what the sweep wrote, for the sink
+    assert events[0].tags == {"feature": "t"} and events[0].at_ms == ms + 2_000
     assert events[1] == late.event and late.event.latency_ms == 7
+    # A sweep that releases writes no row.
+    assert (await store.hold(HoldRequest("r3", 50, plan("a1"), ms, ms + 1_000, {}))).allowed
+    released: list[CostEvent] = []
+    assert await store.expire(ms + 4_000, False, plan, released) == 1
+    assert released == [] and len(await _events(store, T.day, T.day)) == 3
 
 
 @covers("settle", "cost_events")

@@ -511,17 +511,18 @@ class RedisStore(Store):
             counters_json = reply[1]
             counters = json.loads(counters_json)
 
-    async def expire(self, now_ms: int, charge: bool, plan_for: PlanLookup) -> int:
+    async def expire(self, now_ms: int, charge: bool, plan_for: PlanLookup,
+                     events: list[CostEvent] | None = None) -> int:
         expired = 0
         for tag in await self._call(self._client.smembers(f"{self.prefix}:tags")):
             due = await self._call(self._client.zrangebyscore(self._key(tag, "holds"), "-inf", now_ms,
                                                               start=0, num=1000))
             for member in due:
                 agent_id, _, request_id = member.partition(" ")
-                expired += await self._expire_one(tag, agent_id, request_id, now_ms, charge, plan_for)
+                expired += await self._expire_one(tag, agent_id, request_id, now_ms, charge, plan_for, events)
         return expired
 
-    async def _expire_one(self, tag, agent_id, request_id, now_ms, charge, plan_for) -> int:
+    async def _expire_one(self, tag, agent_id, request_id, now_ms, charge, plan_for, events=None) -> int:
         call_key = self._key(tag, "r", agent_id, request_id)
         stored = await self._call(self._client.hget(call_key, "counters"))
         plan = plan_for(agent_id)
@@ -538,7 +539,15 @@ class RedisStore(Store):
         args = scripts.expire_args(agent=agent_id, request_id=request_id, now_ms=now_ms, charge=charge,
                                    counters_json=stored, pause_count=len(pauses), day=day, groups=groups,
                                    limits=limits)
-        return 1 if (await self._run(scripts.EXPIRE, keys, args))[0] == "expired" else 0
+        reply = await self._run(scripts.EXPIRE, keys, args)
+        if reply[0] != "expired":
+            return 0
+        if len(reply) > 1 and events is not None:  # charged: the ledger entry's tags, hold time and cost
+            _, tags, created, cost = reply
+            events.append(CostEvent.of(request_id, "expiry", now_ms, int(created) if created else None, day or None,
+                                       agent_id, json.loads(groups), json.loads(tags or "{}"), int(cost), "estimate",
+                                       None, None))
+        return 1
 
     async def pause(self, plan: Plan, reason: str, now_ms: int) -> None:
         tag = self._tag(plan)

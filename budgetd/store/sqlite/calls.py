@@ -273,7 +273,8 @@ def record_failure(conn: sqlite3.Connection, request_id: str, plan: Plan, now_ms
                    _counters(plan, counters_json), None, plan, statements, "caller", facts)
 
 
-def expire(conn: sqlite3.Connection, now_ms: int, charge: bool, plan_for: PlanLookup) -> int:
+def expire(conn: sqlite3.Connection, now_ms: int, charge: bool, plan_for: PlanLookup,
+           written: list[CostEvent] | None = None) -> int:
     rows = conn.execute(
         "SELECT request_id, agent_id, held_nanos, counters, tags, created_ms FROM calls "
         "WHERE state = 'held' AND deadline_ms <= ? ORDER BY deadline_ms LIMIT 1000",
@@ -289,6 +290,8 @@ def expire(conn: sqlite3.Connection, now_ms: int, charge: bool, plan_for: PlanLo
             (charged, now_ms, agent_id, request_id),
         )
         if charged:
-            _ledger(conn, request_id, agent_id, "expiry", charged, tags_json, created_ms, now_ms, counters, None,
-                    plan, None, "estimate")
+            event = _ledger(conn, request_id, agent_id, "expiry", charged, tags_json, created_ms, now_ms, counters,
+                            None, plan, None, "estimate")
+            if written is not None:
+                written.append(event)
     return len(rows)

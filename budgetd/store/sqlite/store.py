@@ -140,8 +140,18 @@ class SqliteStore(Store):
         return await self._run(lambda conn: calls.record_failure(conn, request_id, plan, now_ms, facts, statements),
                                quick=True)
 
-    async def expire(self, now_ms: int, charge: bool, plan_for: PlanLookup) -> int:
-        return await self._run(lambda conn: calls.expire(conn, now_ms, charge, plan_for))
+    async def expire(self, now_ms: int, charge: bool, plan_for: PlanLookup,
+                     events: list[CostEvent] | None = None) -> int:
+        written: list[CostEvent] = []
+
+        def step(conn: sqlite3.Connection) -> int:
+            written.clear()  # a step is run again alone when its batch failed
+            return calls.expire(conn, now_ms, charge, plan_for, written)
+
+        expired = await self._run(step)
+        if events is not None:
+            events.extend(written)  # committed by now
+        return expired
 
     async def read(self, plan: Plan) -> AgentState:
         return await self._run(lambda conn: reads.read(conn, plan), quick=True)
