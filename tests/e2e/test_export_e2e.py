@@ -215,3 +215,32 @@ def test_a_hold_that_expires_is_charged_and_written_by_the_sweeper(start_daemon,
     assert (expired["kind"], expired["request_id"], expired["cost_source"]) == ("expiry", call.request_id, "estimate")
     assert (expired["cost_nanos"], expired["tags"], expired["groups"]) == (2_000_000, {"feature": "lost"}, ["team"])
     assert expired["held_ms"] < expired["time_ms"] and nanos(str(spent)) == 2_000_000
+
+
+async def test_export_is_for_admin_tokens_and_refuses_an_empty_range(start_daemon, tmp_path):
+    from budgetd_client import AsyncBudget, BudgetError
+
+    from budgetd.auth import sha256_hex
+
+    daemon = start_daemon(f"""
+agents:
+  bot: {{daily_usd: 10}}
+auth:
+  tokens:
+    - {{name: ops, sha256: "{sha256_hex("admin-secret")}", role: admin}}
+    - {{name: pod, sha256: "{sha256_hex("pod-secret")}", agents: ["bot"]}}
+""")
+    async with AsyncBudget(daemon.address, token="pod-secret") as pod, \
+            AsyncBudget(daemon.address, token="admin-secret") as admin:
+        async with pod.guard("bot", estimate_usd="0.5") as call:
+            call.record_usd("0.25")
+        with pytest.raises(BudgetError, match="PERMISSION_DENIED"):
+            [e async for e in pod.export()]
+        (event,) = [e async for e in admin.export()]  # the wire message: integer nanodollars
+        assert (event.request_id, event.cost_nanos, event.cost_source) == (call.request_id, 250_000_000, "caller")
+        assert event.HasField("latency_ms")
+        with pytest.raises(ValueError, match="after until"):
+            [e async for e in admin.export(since="2026-12-05", until="2026-12-01")]
+    done = subprocess.run([script("budgetctl"), "--address", daemon.address, "--token", "admin-secret", "export",
+                           "--since", "someday"], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 1 and "not a date" in done.stderr and done.stdout == ""
