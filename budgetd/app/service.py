@@ -370,21 +370,23 @@ def _require_tags(plan: Plan, tags: dict[str, str]) -> None:
                          f"{', '.join(plan.required_tags)}; require_tags in the config)")
 
 
-MAX_ERROR_CODE = 200
+MAX_FACT_CHARS = 200  # model_requested and error_code are cut to this
+MAX_LATENCY_MS = 2**31
 
 
 def _check_facts(facts: CallFacts | None) -> CallFacts | None:
-    """Refuse (ValueError) what a cost event cannot carry; None stays None."""
+    """What a cost event can carry of what the caller said. Never a reason to
+    refuse a settle (its money was spent): too long is cut, a latency out of
+    range is dropped, characters that cannot be printed are replaced."""
     if facts is None:
         return None
-    if len(facts.model_requested) > 200:
-        raise ValueError("model_requested: at most 200 characters")
-    if facts.latency_ms is not None and not 0 <= facts.latency_ms <= 86_400_000:
-        raise ValueError(f"latency_ms: must be from 0 to 86400000 (a day), got {facts.latency_ms}")
-    code = facts.error_code
-    if len(code) > MAX_ERROR_CODE or not code.isprintable():
-        raise ValueError(f"error_code: at most {MAX_ERROR_CODE} printable characters")
-    return facts
+    latency = facts.latency_ms if facts.latency_ms is not None and 0 <= facts.latency_ms <= MAX_LATENCY_MS else None
+
+    def clean(text: str) -> str:
+        text = text[:MAX_FACT_CHARS]
+        return text if text.isprintable() else "".join(c if c.isprintable() else "?" for c in text)
+
+    return CallFacts(clean(facts.model_requested), latency, clean(facts.error_code))
 
 
 def _close_matches(agent_id: str, configured: Iterable[str], seen: set[str],

@@ -70,3 +70,14 @@ def test_a_sink_that_cannot_write_counts_and_logs_and_never_raises(tmp_path, cap
     again.write(EVENT)
     again.stop()
     assert (tmp_path / "no-such-dir" / "events.jsonl").read_text() == json_line(EVENT)
+
+
+def test_what_a_caller_says_of_a_call_is_cleaned_never_a_reason_to_refuse_its_settle():
+    from budgetd.app.service import _check_facts
+    from budgetd.store import CallFacts
+
+    assert _check_facts(None) is None
+    assert _check_facts(CallFacts("m" * 300, -5, "Boom\n:500")) == CallFacts("m" * 200, None, "Boom?:500")
+    assert _check_facts(CallFacts("gpt-4o", 2**40, "")) == CallFacts("gpt-4o", None, "")
+    assert _check_facts(CallFacts("gpt-4o", 120, "RateLimitError:429")) == CallFacts("gpt-4o", 120,
+                                                                                     "RateLimitError:429")
