@@ -47,6 +47,9 @@ class Metrics:
                                         "by model (usage-priced settles of holds granted by this replica)",
                                         ["model"], buckets=(1, 1.05, 1.1, 1.25, 1.5, 2, 3, 4, 6, 10, 100),
                                         registry=r)
+        self.export_lines = Counter("budgetd_export_lines", "Cost events written to the export sink", registry=r)
+        self.export_errors = Counter("budgetd_export_errors", "Cost events the export sink could not write "
+                                     "(logged; the settle itself went through)", registry=r)
         self.generation = Gauge("budgetd_config_generation", "Generation of the config in force", registry=r)
         self._server: _Server | None = None
         # labels() takes a lock and validates on every call: the hot path

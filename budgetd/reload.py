@@ -36,7 +36,7 @@ if TYPE_CHECKING:  # the daemon owns the reloader
 
 log = logging.getLogger("budgetd.reload")
 
-NEEDS_RESTART = ("server", "store")
+NEEDS_RESTART = ("server", "store", "export")
 #: A replaced config is taken apart this long after the swap: whatever read
 #: it just before (a digest, a check) is done with it by then.
 DISMANTLE_AFTER_SECONDS = 30.0

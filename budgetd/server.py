@@ -19,6 +19,7 @@ from .auth import PermissionDenied, Unauthenticated, identify, may_listen, requi
 from .config import Config
 from .config.schema import ServerConfig
 from .events import EventHub
+from .export import EventSink
 from .metrics import MAX_AGENT_SERIES, Metrics
 from .notices.checks import Checks
 from .notices.delivery import Deliverer
@@ -75,6 +76,8 @@ class Daemon:
         self.checks = Checks(self.service)
         self.store_loss = StoreLossAlarm(self.service, self.deliverer)
         self.reloader = Reloader(self, config_path) if config_path else None
+        # The cost-event sink (config: export), started with the daemon.
+        self.sink = EventSink(config.export.path, config.export.max_bytes, self.metrics) if config.export else None
         self.metrics_port: int | None = None
         self.health = health.aio.HealthServicer()
         self.scheduler = AsyncIOScheduler(
@@ -92,6 +95,9 @@ class Daemon:
         if metrics_listen and not may_listen(self.config, metrics_listen):  # before anything is opened
             raise OSError(f"server.metrics_listen {metrics_listen}: {REFUSED_WITHOUT_AUTH}")
         await self.store.open()
+        if self.sink is not None:
+            self.sink.start()
+            self.service.on_event = self.sink.write
         options = [
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", 16 * 1024 * 1024),
@@ -269,6 +275,8 @@ class Daemon:
             remaining = grace - (asyncio.get_running_loop().time() - started)
             await self.server.stop(max(0.5, remaining))
         await self.store.close()
+        if self.sink is not None:
+            await asyncio.to_thread(self.sink.stop)  # what is queued is written first
         log.info("stopped")
 
 

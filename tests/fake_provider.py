@@ -23,6 +23,7 @@ class FakeProvider:
         # What the next response reports (Chat Completions counting).
         self.usage = {"input": 1200, "cached": 1000, "output": 300, "reasoning": 0}
         self.service_tier = "default"
+        self.served_model: str | None = None  # the model a chat response names (None: the one asked for)
         # Seconds each POST waits before it is answered (a model's latency), so
         # concurrent calls overlap as they do against a real provider. Each
         # request sleeps in its own handler thread.
@@ -54,7 +55,8 @@ class FakeProvider:
 
     def chat(self, body: dict) -> dict:
         return {
-            "id": "chatcmpl-1", "object": "chat.completion", "created": int(time.time()), "model": body["model"],
+            "id": "chatcmpl-1", "object": "chat.completion", "created": int(time.time()),
+            "model": self.served_model or body["model"],
             "service_tier": self.service_tier,
             "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hello there."},
                          "finish_reason": "stop", "logprobs": None}],

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import difflib
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import date, datetime
 
@@ -20,7 +20,7 @@ from ..config.schema import GLOB_CHARS
 from ..metrics import Metrics
 from ..plan import Plan, tag_plan
 from ..pricing import UnknownModel
-from ..store import AgentState, HoldRequest, HoldResult, Pricing, SettleRequest, Store
+from ..store import AgentState, CallFacts, CostEvent, HoldRequest, HoldResult, Pricing, SettleRequest, Store
 from ..store.rules import pause_in_force
 from ..windows import current_periods
 from .clock import NowMs, utc_of_ms
@@ -73,6 +73,8 @@ class BudgetService:
         self.holds_in_flight = HoldsInFlight()
         self.headroom = HeadroomQueues()
         metrics.holds_waiting.set_function(lambda: len(self.headroom))
+        # Each cost event the store acknowledged (the export sink's write; None: no sink).
+        self.on_event: Callable[[CostEvent], None] | None = None
 
     def now(self) -> datetime:
         """The time as a datetime, for calendar work off the hot path."""
@@ -173,17 +175,21 @@ class BudgetService:
         return validation.check_nanos(self.in_force.prices.price(usage).nanos, field="estimate_usage (priced)")
 
     async def settle(self, agent_id: str, request_id: str, tags: dict[str, str],
-                     actual: int | Usage | None) -> Settled:
-        """``actual``: nanos, the usage to price, or None (settle what was held)."""
+                     actual: int | Usage | None, facts: CallFacts | None = None) -> Settled:
+        """``actual``: nanos, the usage to price, or None (settle what was held).
+        ``facts``: the model asked for and the call's latency, for its cost event."""
         agent_id = validation.check_agent_id(agent_id)
         request_id = validation.check_request_id(request_id)
         tags = validation.check_tags(tags) if tags else {}
+        facts = _check_facts(facts)
         nanos, pricing = self._actual_nanos(actual, request_id)
         now_ms = self.now_ms()
         # The hold's counters are settled (the store kept them); the call's
         # plan gives the caps a settle pauses and warns at.
         plan = self.call_plan_at_ms(agent_id, tags, now_ms)
-        result = await self.store.settle(SettleRequest(request_id, nanos, plan, now_ms, tags, pricing))
+        result = await self.store.settle(SettleRequest(request_id, nanos, plan, now_ms, tags, pricing, facts))
+        if result.event is not None:
+            self._emit(result.event)
         held = self.holds_in_flight.ended(agent_id, request_id)
         self.headroom.freed(plan.scopes)
         if held and nanos is not None and pricing is not None and not result.duplicate and result.counted_nanos > 0:
@@ -209,14 +215,33 @@ class BudgetService:
             log.warning("settling the hold: %s", err, extra={"request_id": request_id})
             nanos, version = None, f"unpriced ({actual.model}): settled the hold"
         return nanos, Pricing(actual.model, actual.provider, actual.input_tokens, actual.cached_input_tokens,
-                              actual.output_tokens, actual.reasoning_tokens, version)
+                              actual.output_tokens, actual.reasoning_tokens, version, actual.cache_write_tokens)
 
-    async def release(self, agent_id: str, request_id: str) -> bool:
+    def _emit(self, event: CostEvent) -> None:
+        """Hand an acknowledged event to the sink; nothing it does fails the call."""
+        if self.on_event is None:
+            return
+        try:
+            self.on_event(event)
+        except Exception:
+            self.metrics.export_errors.inc()
+            log.exception("export: the sink failed on request %s", event.request_id)
+
+    async def release(self, agent_id: str, request_id: str, facts: CallFacts | None = None) -> bool:
+        """With ``facts`` carrying an error code, the failed call is recorded
+        (a ledger row of cost 0 with the error) as the hold is dropped."""
         agent_id = validation.check_agent_id(agent_id)
         request_id = validation.check_request_id(request_id)
+        facts = _check_facts(facts)
         now_ms = self.now_ms()
         plan = self.plan_at_ms(agent_id, now_ms)
-        released = await self.store.release(request_id, plan, now_ms)
+        if facts is not None and facts.error_code:
+            event = await self.store.record_failure(request_id, plan, now_ms, facts)
+            released = event is not None
+            if event is not None:
+                self._emit(event)
+        else:
+            released = await self.store.release(request_id, plan, now_ms)
         self.holds_in_flight.ended(agent_id, request_id)
         self.headroom.freed(plan.scopes)
         return released
@@ -320,6 +345,16 @@ class BudgetService:
                              + ": the range is empty; give since on or before until")
         return Report(await self.store.report(by, first, last), first, last)
 
+    def export(self, since: str, until: str) -> tuple[str, str, AsyncIterator[CostEvent]]:
+        """The cost events of local days ``since`` to ``until`` (YYYY-MM-DD;
+        empty: today), oldest first: the days, and the events to iterate."""
+        today = current_periods(self.now(), self.in_force.config.zone)[0].key
+        first, last = (_day(since, "since") or today), (_day(until, "until") or today)
+        if first > last:
+            raise ValueError(f"since {first} is after until {last}" + (" (today)" if not until else "")
+                             + ": the range is empty; give since on or before until")
+        return first, last, self.store.cost_events(first, last)
+
     async def require_known(self, agent_id: str, doing: str, may_see: Callable[[str], bool] | None = None) -> None:
         """Refuse (NOT_FOUND) an operator command for an agent that is neither
         in the config by its exact id nor ever seen: a typo would otherwise
@@ -357,7 +392,10 @@ class BudgetService:
         charge = self.in_force.config.on_reservation_expiry == "charge"
         now_ms = self.now_ms()
         self.holds_in_flight.forget_lapsed(now_ms)
-        expired = await self.store.expire(now_ms, charge, self.plan_or_none)
+        events: list[CostEvent] | None = [] if self.on_event is not None else None
+        expired = await self.store.expire(now_ms, charge, self.plan_or_none, events)
+        for event in events or ():
+            self._emit(event)
         if expired:
             self.headroom.freed()  # released, or charged at what was held: either may leave room
             log.info("expired holds", extra={"count": expired, "policy": "charge" if charge else "release"})
@@ -373,6 +411,25 @@ def _require_tags(plan: Plan, tags: dict[str, str]) -> None:
         raise ValueError(f"missing tag{'s' if len(missing) > 1 else ''} {named}: set it in guard(..., tags=...) "
                          f"or in wrap(..., tags=...) (agent {plan.agent_id!r} requires "
                          f"{', '.join(plan.required_tags)}; require_tags in the config)")
+
+
+MAX_FACT_CHARS = 200  # model_requested and error_code are cut to this
+MAX_LATENCY_MS = 2**31
+
+
+def _check_facts(facts: CallFacts | None) -> CallFacts | None:
+    """What a cost event can carry of what the caller said. Never a reason to
+    refuse a settle (its money was spent): too long is cut, a latency out of
+    range is dropped, characters that cannot be printed are replaced."""
+    if facts is None:
+        return None
+    latency = facts.latency_ms if facts.latency_ms is not None and 0 <= facts.latency_ms <= MAX_LATENCY_MS else None
+
+    def clean(text: str) -> str:
+        text = text[:MAX_FACT_CHARS]
+        return text if text.isprintable() else "".join(c if c.isprintable() else "?" for c in text)
+
+    return CallFacts(clean(facts.model_requested), latency, clean(facts.error_code))
 
 
 def _close_matches(agent_id: str, configured: Iterable[str], seen: set[str],

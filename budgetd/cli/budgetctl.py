@@ -106,6 +106,18 @@ def render_report(report, fmt: str) -> str:
     return f"{report.since} .. {report.until}\n" + "\n".join(lines)
 
 
+def write_export(messages, fmt: str, out) -> None:
+    """Each CostEvent as it streams in: a JSON line, or a CSV row under a header."""
+    from .. import export
+
+    if fmt == "csv":
+        out.write(export.csv_header())
+    line = export.csv_line if fmt == "csv" else export.json_line
+    for message in messages:
+        out.write(line(export.from_proto(message)))
+    out.flush()
+
+
 def _health(budget: Budget) -> int:
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -157,6 +169,11 @@ def main(argv: list[str] | None = None) -> int:
     report.add_argument("--since", default="", help="first local day, YYYY-MM-DD (default: today)")
     report.add_argument("--until", default="", help="last local day, YYYY-MM-DD (default: today)")
     report.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    export = commands.add_parser("export", help="every cost event (ledger row) of a range of days, to stdout")
+    export.add_argument("--since", default="", help="first local day, YYYY-MM-DD (default: today)")
+    export.add_argument("--until", default="", help="last local day, YYYY-MM-DD (default: today)")
+    export.add_argument("--format", choices=["jsonl", "csv"], default="jsonl",
+                        help="jsonl: one JSON object a line; csv: a header, then a row an event (docs/export.md)")
     args = parser.parse_args(argv)
 
     if args.command == "check-config":
@@ -193,6 +210,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(status_table(statuses) if statuses else empty)
         elif args.command == "report":
             print(render_report(budget.report(args.by, args.since, args.until), args.format))
+        elif args.command == "export":
+            write_export(budget.export(args.since, args.until), args.format, sys.stdout)
         elif args.command == "pause":
             print(status_table([budget.pause(args.agent, reason=args.reason, tag=args.tag)]))
         elif args.command == "resume":

@@ -79,10 +79,18 @@ async def _serve(config, path: str) -> int:
         loop.add_signal_handler(sig, stop.set)
     await daemon.start()
     print(banner(daemon, path), file=sys.stderr, flush=True)
-    # SIGHUP: reload budgets.yaml now (it is also noticed within a second).
+    # SIGHUP: reload budgets.yaml now (it is also noticed within a second),
+    # and reopen the export file (a log rotator moved it away).
     reloader = daemon.reloader
     assert reloader is not None  # the daemon was started from a file
-    loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(reloader.reload("SIGHUP")))
+    sink = daemon.sink
+
+    def hangup() -> None:
+        if sink is not None:
+            sink.reopen()
+        loop.create_task(reloader.reload("SIGHUP"))
+
+    loop.add_signal_handler(signal.SIGHUP, hangup)
     # SIGUSR1: run the periodic due-checks now (all but the digest), then log "due-checks done".
     loop.add_signal_handler(signal.SIGUSR1, lambda: loop.create_task(daemon.run_due_checks()))
     await stop.wait()

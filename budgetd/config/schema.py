@@ -245,6 +245,16 @@ class PriceOverride(Strict):
     output_usd_per_mtok: Usd
 
 
+class ExportConfig(Strict):
+    """The cost-event sink: every settled or recorded call as one JSON line
+    (docs/export.md). Read at start; a change takes effect at the next restart."""
+
+    # A file appended to, or "-" for standard output.
+    path: Annotated[str, Field(min_length=1)]
+    # Past this size the file is renamed to PATH.1 and a new one opened (None: never).
+    max_bytes: Annotated[int, Field(ge=1024)] | None = None
+
+
 class Config(Strict):
     server: ServerConfig = ServerConfig()
     store: StoreConfig = StoreConfig()
@@ -275,6 +285,7 @@ class Config(Strict):
     prices: dict[Annotated[str, Field(min_length=1, max_length=200)], PriceOverride] = {}
     unknown_model: Literal["deny", "fallback"] = "deny"
     fallback_price: PriceOverride | None = None
+    export: ExportConfig | None = None  # omit for no sink (budgetctl export reads the ledger)
 
     @model_validator(mode="after")
     def _fallback_needs_a_price(self) -> Config:

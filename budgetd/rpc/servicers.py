@@ -12,11 +12,12 @@ from budgetd_client.usage import Usage, UsageEstimate
 from budgetd_client.v1 import budget_pb2 as pb
 from budgetd_client.v1 import budget_pb2_grpc as pb_grpc
 
-from .. import wire
+from .. import export, wire
 from ..app import BudgetService
 from ..auth import PermissionDenied, Unauthenticated, identify, may_act_for
 from ..events import EventHub
 from ..reload import Reloader
+from ..store import CallFacts
 
 
 class BudgetServicer(pb_grpc.BudgetServicer):
@@ -44,12 +45,14 @@ class BudgetServicer(pb_grpc.BudgetServicer):
             actual = request.actual_nanos
         elif which == "usage":
             actual = Usage.from_proto(request.usage)
-        settled = await self.service.settle(request.agent_id, request.request_id, _tags(request), actual)
+        settled = await self.service.settle(request.agent_id, request.request_id, _tags(request), actual,
+                                            _facts(request))
         return pb.CommitResponse(counted_nanos=settled.counted_nanos, duplicate=settled.duplicate,
                                  paused=settled.paused, price_version=settled.price_version)
 
     async def Release(self, request: pb.ReleaseRequest, context: grpc.aio.ServicerContext) -> pb.ReleaseResponse:
-        return pb.ReleaseResponse(released=await self.service.release(request.agent_id, request.request_id))
+        return pb.ReleaseResponse(released=await self.service.release(request.agent_id, request.request_id,
+                                                                      _facts(request)))
 
     async def GetStatus(self, request: pb.GetStatusRequest, context: grpc.aio.ServicerContext) -> pb.AgentStatus:
         if request.HasField("tag"):  # the token was checked against agent_id, if any (interceptors.py)
@@ -107,6 +110,21 @@ class AdminServicer(pb_grpc.AdminServicer):
         report = await self.service.report(request.by, request.since, request.until)
         return pb.ReportResponse(rows=[pb.ReportRow(key=k or "", cost_nanos=c, calls=n) for k, c, n in report.rows],
                                  total_nanos=sum(c for _, c, _ in report.rows), since=report.since, until=report.until)
+
+
+    async def Export(self, request: pb.ExportRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[pb.CostEvent]:
+        _, _, events = self.service.export(request.since, request.until)
+        async for event in events:
+            yield export.to_proto(event)
+
+
+def _facts(request: pb.CommitRequest | pb.ReleaseRequest) -> CallFacts | None:
+    """What a settle says of the call besides its cost (None: nothing, as most old clients)."""
+    latency = request.latency_ms if request.HasField("latency_ms") else None
+    error = request.error_code if isinstance(request, pb.ReleaseRequest) else ""
+    if latency is None and not request.model_requested and not error:
+        return None
+    return CallFacts(request.model_requested, latency, error)
 
 
 def _tags(request: pb.AuthorizeRequest | pb.CommitRequest) -> dict[str, str]:

@@ -14,14 +14,16 @@ and give are in model.py (importable from here too).
 from __future__ import annotations
 
 import abc
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING
 
 from .model import (
     AgentState,
     Balance,
+    CallFacts,
     CapChange,
     Claimed,
+    CostEvent,
     Counter,
     Denial,
     HoldRequest,
@@ -42,7 +44,8 @@ if TYPE_CHECKING:
     from ..plan import Plan
 
 __all__ = [
-    "CONTRACTS", "AgentState", "Balance", "CapChange", "Claimed", "Counter", "Counters", "Denial", "HoldRequest",
+    "CONTRACTS", "AgentState", "Balance", "CallFacts", "CapChange", "Claimed", "CostEvent", "Counter", "Counters",
+    "Denial", "HoldRequest",
     "HoldResult", "Ledger", "Lifecycle", "Outbox", "PauseRecord", "Pauses", "PlanLookup", "Pricing", "RequestConflict",
     "SettleRequest", "SettleResult", "Store", "StoreError", "StoreLost", "StoreRefused",
 ]
@@ -86,9 +89,18 @@ class Counters(abc.ABC):
         """Drop a live hold of the plan's agent; False when there is none."""
 
     @abc.abstractmethod
-    async def expire(self, now_ms: int, charge: bool, plan_for: PlanLookup) -> int:
+    async def record_failure(self, request_id: str, plan: Plan, now_ms: int, facts: CallFacts) -> CostEvent | None:
+        """``release`` of a call that failed, recorded: the hold is dropped
+        and a ledger row of kind "release" with cost 0 and ``facts`` (its
+        error code) is written in the same step. None when there was no live
+        hold (nothing is written)."""
+
+    @abc.abstractmethod
+    async def expire(self, now_ms: int, charge: bool, plan_for: PlanLookup,
+                     events: list[CostEvent] | None = None) -> int:
         """Expire holds whose deadline passed: release them, or charge the held
-        amount as spent. Returns how many expired."""
+        amount as spent. Returns how many expired. ``events``: the ledger rows
+        of the charged expiries are appended to it (for the export)."""
 
     @abc.abstractmethod
     async def read(self, plan: Plan) -> AgentState:
@@ -157,6 +169,12 @@ class Ledger(abc.ABC):
         ledger rows whose local day is within [since_day, until_day], biggest
         cost first. ``by``: agent, model, day, group, or a tag (feature,
         route, customer, environment, ...)."""
+
+    @abc.abstractmethod
+    def cost_events(self, since_day: str, until_day: str) -> AsyncIterator[CostEvent]:
+        """Every ledger row whose local day is within [since_day, until_day],
+        whole, in the order written (per shard of the store), read in pages
+        so a long range is never held in memory at once."""
 
     @abc.abstractmethod
     async def trim_ledger(self, before_ms: int) -> int:

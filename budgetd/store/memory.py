@@ -10,7 +10,7 @@ without awaiting, so on one event loop each is atomic as the contract asks.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 from ..notices import model as notices
@@ -21,8 +21,10 @@ from .base import Store
 from .model import (
     AgentState,
     Balance,
+    CallFacts,
     CapChange,
     Claimed,
+    CostEvent,
     Counter,
     HoldRequest,
     HoldResult,
@@ -33,6 +35,7 @@ from .model import (
     SettleRequest,
     SettleResult,
     StoreError,
+    cost_source,
 )
 
 log = logging.getLogger("budgetd.store.memory")
@@ -63,6 +66,7 @@ class _LedgerRow:
     model: str | None
     day: str | None  # the local day the cost was charged to
     groups: tuple[str, ...]
+    event: CostEvent  # the row whole, for the export
 
 
 @dataclass
@@ -137,8 +141,9 @@ class MemoryStore(Store):
             call = data.calls[(req.agent_id, req.request_id)] = _Call(
                 "settled", 0, amount, req.plan.counters, dict(req.tags), req.now_ms, req.now_ms)
             paused = self._charge(req.plan, call.counters, amount, 0, req.now_ms, warn=True)
-            self._write_ledger(req.request_id, req.agent_id, amount, call, req.now_ms, req.pricing)
-            return SettleResult(amount, paused=paused)
+            event = self._write_ledger(req.request_id, req.agent_id, amount, call, req.now_ms, req.pricing,
+                                       "settle", cost_source(req.actual_nanos, req.pricing), req.facts, None)
+            return SettleResult(amount, paused=paused, event=event)
         if call.state == "settled":
             return SettleResult(call.charged_nanos, duplicate=True)
         # Held: its reservation goes. Released or expired: none is left, and
@@ -149,8 +154,9 @@ class MemoryStore(Store):
         paused = self._charge(req.plan, call.counters, spent_delta, reserved_delta, req.now_ms, warn=True)
         self._end((req.agent_id, req.request_id), "settled", amount)
         call.tags.update(req.tags)  # a settle's tags are added to the hold's, and win
-        self._write_ledger(req.request_id, req.agent_id, spent_delta, call, req.now_ms, req.pricing)
-        return SettleResult(amount, paused=paused)
+        event = self._write_ledger(req.request_id, req.agent_id, spent_delta, call, req.now_ms, req.pricing,
+                                   "settle", cost_source(req.actual_nanos, req.pricing), req.facts, call.created_ms)
+        return SettleResult(amount, paused=paused, event=event)
 
     async def release(self, request_id: str, plan: Plan, now_ms: int) -> bool:
         call = self._opened().held.get((plan.agent_id, request_id))
@@ -160,7 +166,16 @@ class MemoryStore(Store):
         self._end((plan.agent_id, request_id), "released", 0)
         return True
 
-    async def expire(self, now_ms: int, charge: bool, plan_for: PlanLookup) -> int:
+    async def record_failure(self, request_id: str, plan: Plan, now_ms: int, facts: CallFacts) -> CostEvent | None:
+        call = self._opened().held.get((plan.agent_id, request_id))
+        if call is None:
+            return None
+        await self.release(request_id, plan, now_ms)
+        return self._write_ledger(request_id, plan.agent_id, 0, call, now_ms, None, "release", "caller", facts,
+                                  call.created_ms)
+
+    async def expire(self, now_ms: int, charge: bool, plan_for: PlanLookup,
+                     events: list[CostEvent] | None = None) -> int:
         data = self._opened()
         due = sorted(((key, call) for key, call in data.held.items() if call.deadline_ms <= now_ms),
                      key=lambda item: item[1].deadline_ms)[:EXPIRED_PER_SWEEP]
@@ -173,7 +188,10 @@ class MemoryStore(Store):
                 self._charge(plan, call.counters, charged, -call.held_nanos, now_ms, warn=False)
             self._end((agent_id, request_id), "expired", charged)
             if charged:
-                self._write_ledger(request_id, agent_id, charged, call, now_ms, None)
+                event = self._write_ledger(request_id, agent_id, charged, call, now_ms, None, "expiry", "estimate",
+                                           None, call.created_ms)
+                if events is not None:
+                    events.append(event)
         return len(due)
 
     async def read(self, plan: Plan) -> AgentState:
@@ -268,6 +286,11 @@ class MemoryStore(Store):
         return [(key, cost, len(requests)) for key, (cost, requests) in
                 sorted(totals.items(), key=lambda item: (-item[1][0], item[0]))]
 
+    async def cost_events(self, since_day: str, until_day: str) -> AsyncIterator[CostEvent]:
+        for row in list(self._opened().ledger):
+            if row.day is not None and since_day <= row.day <= until_day:
+                yield row.event
+
     async def trim_ledger(self, before_ms: int) -> int:
         data = self._opened()
         kept = [row for row in data.ledger if row.settled_ms >= before_ms]
@@ -355,10 +378,15 @@ class MemoryStore(Store):
         self._data.held.pop(key, None)
 
     def _write_ledger(self, request_id: str, agent_id: str, cost_nanos: int, call: _Call, now_ms: int,
-                      pricing: Pricing | None) -> None:
+                      pricing: Pricing | None, kind: str, source: str, facts: CallFacts | None,
+                      held_ms: int | None) -> CostEvent:
         day, groups = rules.day_and_groups(agent_id, call.counters)
+        event = CostEvent.of(request_id, kind, now_ms, held_ms, day, agent_id, groups, call.tags, cost_nanos, source,
+                             pricing, facts)
         self._data.ledger.append(_LedgerRow(request_id, agent_id, cost_nanos, dict(call.tags), now_ms,
-                                            pricing.model if pricing is not None else None, day, tuple(groups)))
+                                            pricing.model if pricing is not None else None, day, tuple(groups),
+                                            event))
+        return event
 
     def _notify(self, notice: Notice) -> bool:
         """Write a notice unless its key was written before."""

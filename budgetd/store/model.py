@@ -5,7 +5,7 @@ backend."""
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -103,6 +103,72 @@ class Pricing:
     output_tokens: int
     reasoning_tokens: int
     price_version: str
+    cache_write_tokens: int = 0
+
+
+@dataclass(frozen=True)
+class CallFacts:
+    """What the caller says of a call besides its cost, for its cost event."""
+
+    model_requested: str = ""
+    latency_ms: int | None = None  # the model call's, measured by the client
+    error_code: str = ""  # a failed call (record_failure)
+
+
+COST_SOURCES = ("usage", "caller", "estimate")
+
+
+def cost_source(actual_nanos: int | None, pricing: Pricing | None) -> str:
+    """Where a settle's cost came from: "usage" (priced from usage),
+    "caller" (an amount the caller gave) or "estimate" (what was held, or
+    the plan's estimate; a usage that could not be priced settles so too)."""
+    if actual_nanos is None:
+        return "estimate"
+    return "usage" if pricing is not None else "caller"
+
+
+@dataclass(frozen=True)
+class CostEvent:
+    """One ledger row, whole: what the export writes (docs/export.md)."""
+
+    request_id: str
+    kind: str  # "settle", "expiry" (a charged expiry) or "release" (a failed call, recorded)
+    at_ms: int  # when the row was written
+    held_ms: int | None  # when the call was held (None: no hold)
+    day: str  # the local day charged
+    agent_id: str
+    groups: tuple[str, ...]
+    tags: Mapping[str, str]
+    cost_nanos: int  # what this row added to spend
+    cost_source: str  # COST_SOURCES
+    model_requested: str = ""
+    model: str = ""
+    provider: str = ""
+    input_tokens: int = 0
+    cached_input_tokens: int = 0
+    cache_write_tokens: int = 0
+    output_tokens: int = 0
+    reasoning_tokens: int = 0
+    price_version: str = ""
+    latency_ms: int | None = None
+    error_code: str = ""
+
+    @classmethod
+    def of(cls, request_id: str, kind: str, at_ms: int, held_ms: int | None, day: str | None, agent_id: str,
+           groups, tags: Mapping[str, str], cost_nanos: int, source: str, pricing: Pricing | None,
+           facts: CallFacts | None) -> CostEvent:
+        """A row from what a step knows."""
+        event = cls(request_id, kind, at_ms, held_ms, day or "", agent_id, tuple(groups), dict(tags), cost_nanos,
+                    source)
+        if pricing is not None:
+            event = replace(event, model=pricing.model, provider=pricing.provider, input_tokens=pricing.input_tokens,
+                            cached_input_tokens=pricing.cached_input_tokens,
+                            cache_write_tokens=pricing.cache_write_tokens, output_tokens=pricing.output_tokens,
+                            reasoning_tokens=pricing.reasoning_tokens, price_version=pricing.price_version)
+        if facts is not None:
+            event = replace(event, model_requested=facts.model_requested, latency_ms=facts.latency_ms,
+                            error_code=facts.error_code)
+        return event
 
 
 @dataclass(frozen=True)
@@ -115,6 +181,7 @@ class SettleRequest:
     now_ms: int
     tags: Mapping[str, str] = field(default_factory=dict)
     pricing: Pricing | None = None  # None: the cost came as an amount
+    facts: CallFacts | None = None  # for the cost event
 
     @property
     def agent_id(self) -> str:
@@ -126,6 +193,7 @@ class SettleResult:
     counted_nanos: int  # what this request added to spend in total
     duplicate: bool = False
     paused: tuple[PauseRecord, ...] = ()  # pauses this settle started
+    event: CostEvent | None = None  # the ledger row written (None: a duplicate)
 
 
 @dataclass(frozen=True)

@@ -279,6 +279,21 @@ class AsyncBudget:
         resp = await self._rpc(admin.Report, pb.ReportRequest(by=by, since=since, until=until))
         return _core.report(by, resp)
 
+    async def export(self, since: str = "", until: str = ""):
+        """The cost events of local days ``since``..``until`` (YYYY-MM-DD;
+        default today), oldest first, as they stream in (admin): each a
+        ``budgetd_client.v1.budget_pb2.CostEvent`` (docs/export.md). No
+        deadline: a long range takes as long as it takes."""
+        _, admin = self._stubs()
+        call = admin.Export(pb.ExportRequest(since=since, until=until), metadata=self.settings.metadata)
+        try:
+            async for message in call:  # noqa: RUF100, UP028 (the generated sync loop)
+                yield message
+        except grpc.RpcError as err:
+            raise _core.translate_rpc_error(err, address=self.settings.address) from None
+        finally:
+            call.cancel()
+
     async def config(self) -> ConfigInfo:
         """The config in force: generation, when loaded, the last rejected edit (admin)."""
         _, admin = self._stubs()
@@ -368,13 +383,14 @@ class AsyncGuard:
             if not self._budget.settings.fail_open:
                 raise
             log.warning("budgetd did not answer; %s proceeds unguarded (fail_open)", self._call.agent_id)
+            self._call.began()
             return self._call
         self._call.authorized(resp)
         return self._call
 
     async def __aexit__(self, exc_type, exc, tb) -> Literal[False]:  # never swallows the block's exception
         budget = self._budget
-        request = self._call.exit_request(failed=exc_type is not None)
+        request = self._call.exit_request(failed=exc_type is not None, error=exc)
         if self._call.held_nanos is None:
             # fail_open, and budgetd did not answer a moment ago: keep the settle
             # (the retrier sends it when budgetd is back) rather than wait again.

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import os
 import re
+import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -325,10 +326,15 @@ class Call:
         if estimate_usage is not None and estimate_usd is not None:
             raise ValueError("give estimate_usd or estimate_usage, not both")
         self.estimate_usage = estimate_usage
+        # The model asked for (the usage recorded names the one the provider used).
+        self.model_requested = estimate_usage.model if estimate_usage is not None else ""
         self.request_id = str(uuid.uuid4())
         self.held_nanos: int | None = None  # None until the daemon allowed a hold
         self._actual_nanos: int | None = None
         self._usage: Usage | None = None
+        self._began: float | None = None  # when the model call began (the guard's block was entered)
+        self._latency_ms: int | None = None
+        self._error_code = ""
 
     # -- what the agent author calls inside the block --------------------
     def record_usd(self, amount: UsdLike) -> None:
@@ -351,6 +357,15 @@ class Call:
         Responses or Embeddings, or Anthropic Messages (objects or dicts)."""
         self._usage, self._actual_nanos = usage_from_response(response, provider=provider), None
 
+    def record_error(self, code: str) -> None:
+        """The error code of a failed call (default: the block's exception's
+        type and HTTP status): sent with the release, which records the call."""
+        self._error_code = str(code)[:200]
+
+    def record_latency_ms(self, ms: int) -> None:
+        """The model call's latency, when the guard's block timed more than the call."""
+        self._latency_ms = int(ms)
+
     @property
     def recorded(self) -> bool:
         return self._actual_nanos is not None or self._usage is not None
@@ -369,8 +384,23 @@ class Call:
     def authorized(self, resp: pb.AuthorizeResponse) -> None:
         raise_for_denial(self.agent_id, resp)
         self.held_nanos = resp.held_nanos
+        self.began()
 
-    def exit_request(self, failed: bool) -> pb.CommitRequest | pb.ReleaseRequest:
+    def began(self) -> None:
+        """The model call begins now (the guard's block is entered): its latency is timed from here."""
+        self._began = time.monotonic()
+
+    def _facts(self, req: pb.CommitRequest | pb.ReleaseRequest) -> None:
+        """The model asked for and the latency, on a settle."""
+        if self.model_requested:
+            req.model_requested = self.model_requested
+        latency = self._latency_ms
+        if latency is None and self._began is not None:
+            latency = round((time.monotonic() - self._began) * 1000)
+        if latency is not None:
+            req.latency_ms = latency
+
+    def exit_request(self, failed: bool, error: BaseException | None = None) -> pb.CommitRequest | pb.ReleaseRequest:
         """What leaving the block sends.
 
         Recorded -> commit the recorded cost. An exception and nothing
@@ -383,14 +413,28 @@ class Call:
         elif self._usage is not None:
             req = pb.CommitRequest(request_id=self.request_id, agent_id=self.agent_id, usage=self._usage.to_proto())
         elif failed:
-            return pb.ReleaseRequest(request_id=self.request_id, agent_id=self.agent_id)
+            release = pb.ReleaseRequest(request_id=self.request_id, agent_id=self.agent_id,
+                                        error_code=self._error_code or error_code(error))
+            self._facts(release)
+            return release
         else:
             req = pb.CommitRequest(request_id=self.request_id, agent_id=self.agent_id)
             if self.held_nanos is None and self.estimate_nanos is not None:
                 req.actual_nanos = self.estimate_nanos  # fail-open with no hold: settle our own estimate
         if self.tags:
             req.tags.update(self.tags)
+        self._facts(req)
         return req
+
+
+def error_code(error: BaseException | None) -> str:
+    """A failed call's error code: the exception's type, and the HTTP status
+    when it has one (``RateLimitError:429``); "error" when there is none."""
+    if error is None:
+        return "error"
+    status = getattr(error, "status_code", None)
+    name = type(error).__name__
+    return f"{name}:{status}" if isinstance(status, int) else name
 
 
 TagArg = tuple[str, str] | str

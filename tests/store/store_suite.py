@@ -30,6 +30,7 @@ store_fixture and time_base_fixture).
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import uuid
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
@@ -245,6 +246,13 @@ class Recording:
         value = getattr(self._store, name)
         if name not in CONTRACT:
             return value
+
+        if inspect.isasyncgenfunction(value):  # cost_events: iterated, not awaited
+            def iterate(*args, **kwargs):
+                self.called.add(name)
+                return value(*args, **kwargs)
+
+            return iterate
 
         async def call(*args, **kwargs):
             self.called.add(name)

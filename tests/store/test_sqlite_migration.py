@@ -55,3 +55,58 @@ async def test_a_version_1_file_migrates_and_its_live_hold_still_settles(tmp_pat
     with sqlite3.connect(path) as db:
         assert db.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
         assert db.execute("SELECT count(*), sum(cost_nanos) FROM ledger").fetchone() == (2, 130)
+
+
+def _schema_v5() -> str:
+    """The tables as budgetd wrote them at schema 5: the ledger without the
+    cost event's source, requested model, cache writes, latency and error."""
+    from budgetd.store.sqlite.schema import SCHEMA
+
+    start = SCHEMA.index("    groups TEXT,")
+    end = SCHEMA.index(");", start)
+    return SCHEMA[:start] + "    groups TEXT\n" + SCHEMA[end:] + "PRAGMA user_version=5;\n"
+
+
+async def test_a_version_5_ledger_migrates_to_cost_events_and_new_rows_carry_every_field(tmp_path):
+    from budgetd.store import CallFacts, Pricing
+
+    path = tmp_path / "v5.db"
+    now = datetime.now(timezone.utc)
+    day = now.date().isoformat()
+    counters = f'[["agent:a1", "daily", "{day}"]]'
+    with sqlite3.connect(path) as db:
+        db.executescript(_schema_v5())
+        assert "cost_source" not in {row[1] for row in db.execute("PRAGMA table_info(ledger)")}
+        db.execute("INSERT INTO counters VALUES ('agent:a1', 'daily', ?, 1111, 40)", (day,))
+        db.execute("INSERT INTO calls VALUES ('a1', 'r9', 'held', 40, 0, ?, '{\"feature\": \"f\"}', 5, ?, NULL)",
+                   (counters, 2**62))
+        insert = ("INSERT INTO ledger (request_id, agent_id, kind, cost_nanos, tags, held_ms, settled_ms, model, "
+                  "provider, input_tokens, cached_input_tokens, output_tokens, reasoning_tokens, price_version, day, "
+                  "groups) VALUES (?, 'a1', ?, ?, '{}', 1, 2, ?, ?, 10, 2, 5, 1, ?, ?, '[]')")
+        db.execute(insert, ("r1", "settle", 1000, "m1", "openai", "genai-prices-1", day))
+        db.execute(insert, ("r2", "settle", 100, None, None, None, day))
+        db.execute(insert, ("r3", "expiry", 10, None, None, None, day))
+        db.execute(insert, ("r4", "settle", 1, "m2", "openai", "unpriced (m2): settled the hold", day))
+    store = open_store(f"sqlite://{path}")
+    await store.open()
+    try:
+        events = [e async for e in store.cost_events(day, day)]
+        assert [(e.request_id, e.kind, e.cost_nanos, e.cost_source, e.model) for e in events] == [
+            ("r1", "settle", 1000, "usage", "m1"), ("r2", "settle", 100, "", ""), ("r3", "expiry", 10, "estimate", ""),
+            ("r4", "settle", 1, "", "m2")]
+        assert (events[0].input_tokens, events[0].cached_input_tokens, events[0].cache_write_tokens,
+                events[0].latency_ms, events[0].error_code, events[0].model_requested) == (10, 2, 0, None, "", "")
+        config = load_config_text("agents:\n  a1: {daily_usd: 1}\n")
+        plan = make_plan(Resolver(config).budget("a1"), now, config.zone)
+        pricing = Pricing("m1-2025", "openai", 100, 20, 50, 10, "genai-prices-2", cache_write_tokens=30)
+        settled = await store.settle(SettleRequest("r9", 39, plan, 3, {"route": "r"}, pricing, CallFacts("m1", 250)))
+        assert settled.event is not None
+        new = [e async for e in store.cost_events(day, day)][-1]
+        assert new == settled.event
+        assert (new.cost_source, new.model_requested, new.model, new.cache_write_tokens, new.latency_ms, new.tags,
+                new.held_ms) == ("usage", "m1", "m1-2025", 30, 250, {"feature": "f", "route": "r"}, 5)
+        assert await store.report("agent", day, day) == [("a1", 1150, 5)]
+    finally:
+        await store.close()
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,) == (6,)

@@ -10,9 +10,9 @@ from datetime import date, timedelta
 
 import pytest
 import store_suite
-from store_suite import T, covers, plan, priced, settle
+from store_suite import T, balances, covers, hold, plan, priced, settle
 
-from budgetd.store import HoldRequest, SettleRequest
+from budgetd.store import CallFacts, CostEvent, HoldRequest, Pricing, SettleRequest
 
 # The suite's fixtures, under their names store and time_base.
 store_fixture, time_base_fixture = store_suite.store_fixture, store_suite.time_base_fixture
@@ -74,3 +74,79 @@ async def test_a_settles_tags_are_added_to_its_holds_and_win(store, expired_firs
     assert await store.report("team", day, day) == [("blue", 5, 1)]
     assert await store.report("run", day, day) == [("7", 5, 1)]
     assert await store.report("model", day, day) == [("(no model)", 5, 1)]
+
+
+# -- cost events: the whole ledger row, for the export ----------------------------------------
+
+
+async def _events(store, since: str, until: str) -> list:
+    """In the order written; on Redis Cluster each shard's (an agent or group's) in turn, so sorted here."""
+    events = [event async for event in store.cost_events(since, until)]
+    return sorted(events, key=lambda e: e.request_id) if store.backend == "redis-cluster" else events
+
+
+@covers("hold", "settle", "record_failure", "cost_events", "report", "read")
+async def test_every_settle_and_recorded_failure_is_a_whole_cost_event_read_back_in_order(store):
+    usage = Pricing("gpt-4o-2024-08-06", "openai", 1000, 200, 300, 50, "genai-prices-1", cache_write_tokens=100)
+    assert (await store.hold(hold("a1", "r1", 500))).allowed
+    priced = await store.settle(SettleRequest("r1", 400, plan("a1"), T.now_ms, {"route": "/chat"}, usage,
+                                              CallFacts("gpt-4o", 123)))
+    caller = await store.settle(SettleRequest("r2", 77, plan("team-a"), T.now_ms, {"feature": "f2"}))  # no hold
+    assert (await store.hold(hold("a1", "r3", 300))).allowed
+    estimate = await store.settle(settle("a1", "r3", None))
+    assert (await store.hold(hold("a1", "r4", 200))).allowed
+    failed = await store.record_failure("r4", plan("a1"), T.now_ms, CallFacts("gpt-4o", 5, "RateLimitError:429"))
+    assert await store.record_failure("r4", plan("a1"), T.now_ms, CallFacts("", None, "again")) is None  # not held
+    assert await store.record_failure("never-held", plan("a1"), T.now_ms, CallFacts("", None, "x")) is None
+    assert (await store.settle(settle("a1", "r1", 400))).event is None  # a duplicate writes nothing
+    later = await store.settle(settle("a1", "r5", 9, T.next_day))
+    assert (await balances(store, "a1"))[("agent:a1", "daily")] == (400 + 300, 0)  # r4's hold is gone
+
+    assert priced.event == CostEvent(
+        request_id="r1", kind="settle", at_ms=T.now_ms, held_ms=T.now_ms, day=T.day, agent_id="a1", groups=(),
+        tags={"feature": "t", "route": "/chat"}, cost_nanos=400, cost_source="usage", model_requested="gpt-4o",
+        model="gpt-4o-2024-08-06", provider="openai", input_tokens=1000, cached_input_tokens=200,
+        cache_write_tokens=100, output_tokens=300, reasoning_tokens=50, price_version="genai-prices-1",
+        latency_ms=123)
+    assert caller.event == CostEvent("r2", "settle", T.now_ms, None, T.day, "team-a", ("team",), {"feature": "f2"},
+                                     77, "caller")
+    assert estimate.event == CostEvent("r3", "settle", T.now_ms, T.now_ms, T.day, "a1", (), {"feature": "t"}, 300,
+                                       "estimate")
+    assert failed == CostEvent("r4", "release", T.now_ms, T.now_ms, T.day, "a1", (), {"feature": "t"}, 0, "caller",
+                               model_requested="gpt-4o", latency_ms=5, error_code="RateLimitError:429")
+    today = [priced.event, caller.event, estimate.event, failed]  # r1..r4: in order on every store
+    assert await _events(store, T.day, T.day) == today
+    assert await _events(store, T.next_day_key, T.next_day_key) == [later.event]
+    assert await _events(store, T.day, T.next_day_key) == [*today, later.event]
+    assert await _events(store, "2000-01-01", "2000-01-02") == []
+    # The export and the report count the same money.
+    assert sum(e.cost_nanos for e in today) == sum(cost for _, cost, _ in await store.report("agent", T.day, T.day))
+
+
+@covers("hold", "expire", "settle", "cost_events")
+async def test_a_charged_expiry_and_a_settle_after_it_are_cost_events_that_count_the_cost_once(store):
+    ms = T.now_ms
+    assert (await store.hold(HoldRequest("r1", 250, plan("a1"), ms, ms + 1_000, {"feature": "t"}))).allowed
+    assert (await store.hold(HoldRequest("r2", 50, plan("a1"), ms, ms + 1_500, {}))).allowed
+    swept: list[CostEvent] = []
+    assert await store.expire(ms + 2_000, True, plan, swept) == 2
+    late = await store.settle(SettleRequest("r1", 400, plan("a1"), ms + 3_000, {}, None, CallFacts("", 7)))
+    events = sorted(await _events(store, T.day, T.day), key=lambda e: (e.request_id, e.at_ms))
+    assert [(e.request_id, e.kind, e.cost_nanos, e.cost_source, e.held_ms) for e in events] == [
+        ("r1", "expiry", 250, "estimate", ms), ("r1", "settle", 150, "caller", ms), ("r2", "expiry", 50, "estimate", ms)]
+    assert swept == [events[0], events[2]]  # what the sweep wrote, for the sink
+    assert events[0].tags == {"feature": "t"} and events[0].at_ms == ms + 2_000
+    assert events[1] == late.event and late.event.latency_ms == 7
+    # A sweep that releases writes no row.
+    assert (await store.hold(HoldRequest("r3", 50, plan("a1"), ms, ms + 1_000, {}))).allowed
+    released: list[CostEvent] = []
+    assert await store.expire(ms + 4_000, False, plan, released) == 1
+    assert released == [] and len(await _events(store, T.day, T.day)) == 3
+
+
+@covers("settle", "cost_events")
+async def test_cost_events_of_a_long_range_are_read_in_pages(store):
+    for i in range(1205):  # past a page of every store
+        await store.settle(settle("a1", f"r{i:04d}", 1))
+    events = await _events(store, T.day, T.day)
+    assert [e.request_id for e in events] == [f"r{i:04d}" for i in range(1205)]

@@ -78,14 +78,16 @@ SETTLE = Script(
     "settle",
     keys=("call", "holds", "ledger", "outbox", "pauses"),
     args=("agent", "request_id", "actual", "now_ms", "tags", "counters_json", "estimate", "call_ttl_ms", "pricing",
-          "ledger_maxlen", "pause_count", "counter_count", "day", "groups", "threshold_count", "per_counter"),
+          "event", "ledger_maxlen", "pause_count", "counter_count", "day", "groups", "threshold_count", "per_counter"),
     per_counter=("cap", "expiry"),  # then threshold_count warning thresholds
     parts=("common", "notices"),
 )
 RELEASE = Script(
     "release",
-    keys=("call", "holds", "counters"),
-    args=("agent", "request_id", "counters_json", "now_ms", "counter_count"),
+    keys=("call", "holds", "ledger", "counters"),
+    # record: "" (drop the hold only) or the JSON of the failed call's ledger
+    # entry (its pricing, event, day and groups fields)
+    args=("agent", "request_id", "counters_json", "now_ms", "record", "ledger_maxlen", "counter_count"),
 )
 EXPIRE = Script(
     "expire",
@@ -187,12 +189,14 @@ def settle_tail(pause_count: int, day: str, groups: str, limits: CounterLimits, 
 
 
 def settle_args(agent: str, request_id: str, actual: int, now_ms: int, tags: str, counters_json: str,
-                estimate: int, call_ttl_ms: int, pricing: str, tail: tuple) -> tuple:
-    return (agent, request_id, actual, now_ms, tags, counters_json, estimate, call_ttl_ms, pricing, *tail)
+                estimate: int, call_ttl_ms: int, pricing: str, tail: tuple, event: str = "") -> tuple:
+    """``event``: the JSON of the cost event's fields the caller gave (source, model_requested, latency_ms)."""
+    return (agent, request_id, actual, now_ms, tags, counters_json, estimate, call_ttl_ms, pricing, event, *tail)
 
 
-def release_args(agent: str, request_id: str, counters_json: str, now_ms: int, counter_count: int) -> tuple:
-    return (agent, request_id, counters_json, now_ms, counter_count)
+def release_args(agent: str, request_id: str, counters_json: str, now_ms: int, counter_count: int,
+                 record: str = "") -> tuple:
+    return (agent, request_id, counters_json, now_ms, record, LEDGER_MAXLEN, counter_count)
 
 
 def expire_args(agent: str, request_id: str, now_ms: int, charge: bool, counters_json: str, pause_count: int,

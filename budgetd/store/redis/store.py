@@ -43,6 +43,7 @@ import asyncio
 import json
 import logging
 import uuid
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -60,8 +61,10 @@ from ..base import Store
 from ..model import (
     AgentState,
     Balance,
+    CallFacts,
     CapChange,
     Claimed,
+    CostEvent,
     Counter,
     Denial,
     HoldRequest,
@@ -74,6 +77,7 @@ from ..model import (
     StoreError,
     StoreLost,
     StoreRefused,
+    cost_source,
 )
 from ..per_plan import PerPlan
 from . import scripts
@@ -485,7 +489,7 @@ class RedisStore(Store):
         trace of the request there: the hold may be retried with its id (a
         wait for headroom does)."""
         for part in parts:
-            await self._release_in_slot(request_id, part, now_ms)
+            await self._release(request_id, part, now_ms, None)
             tag = self._plan_keys(part).tag
             await self._call(self._client.delete(self._key(tag, "r", part.agent_id, request_id)))
 
@@ -544,64 +548,94 @@ class RedisStore(Store):
         keys = (enc.call_prefix + req.request_id, *enc.settle_keys)
         actual = -1 if req.actual_nanos is None else req.actual_nanos
         pricing = json.dumps(vars(req.pricing)) if req.pricing else ""
+        source = cost_source(req.actual_nanos, req.pricing)
+        said = _event_json(source, req.facts)
 
         def args(counters_json: str, tail: tuple) -> tuple:
             return scripts.settle_args(
                 agent=plan.agent_id, request_id=req.request_id, actual=actual, now_ms=req.now_ms,
                 tags=_tags_json(req.tags), counters_json=counters_json, estimate=plan.estimate_nanos,
-                call_ttl_ms=CALL_RETENTION_MS, pricing=pricing, tail=tail)
+                call_ttl_ms=CALL_RETENTION_MS, pricing=pricing, tail=tail, event=said)
 
         reply = await self._run(scripts.SETTLE, keys, args(plan.counters_json, enc.settle_tail))
         if reply[0] == HELD_IN_OTHER_PERIODS:  # settle the counters it was held on
             counters = tuple((scope, window, period) for scope, window, period in json.loads(reply[1]))
             keys = (keys[0], *enc.settle_keys[:3 + len(enc.pauses)], *(self._counter_key(enc.tag, c) for c in counters))
             tail = scripts.settle_tail(len(enc.pauses), *scripts.day_and_groups(plan.agent_id, counters),
-                                       scripts.counter_limits(plan, counters, req.now_ms))
+                                       scripts.counter_limits(plan, counters, req.now_ms), ledger=plan.owner is None)
             reply = await self._run(scripts.SETTLE, keys, args(reply[1], tail))
         if reply[0] == "duplicate":
             return SettleResult(int(reply[1]), duplicate=True)
+        _, amount, cost, tags, created, *started = reply
         paused = []
-        for index in reply[2:]:
+        for index in started:
             scope, window, period = counters[int(index) - 1]
             limit = plan.limit_for(scope, window)
             assert limit is not None  # a pause starts only at a cap of the plan
             paused.append(PauseRecord(scope, "cap", window, period, rules.cap_pause_reason(limit), req.now_ms))
         await self._index_tag_pauses(paused)
-        return SettleResult(int(reply[1]), paused=tuple(paused))
+        day, groups = rules.day_and_groups(plan.agent_id, counters)
+        event = CostEvent.of(req.request_id, "settle", req.now_ms, int(created) if created else None, day,
+                             plan.agent_id, groups, json.loads(tags), int(cost), source, req.pricing, req.facts)
+        return SettleResult(int(amount), paused=tuple(paused), event=event)
 
     async def release(self, request_id: str, plan: Plan, now_ms: int) -> bool:
-        if not self.cluster:
-            return await self._release_in_slot(request_id, plan, now_ms)
-        parts = self._cluster_parts(plan)
-        for part in await self._tag_parts(request_id, parts):
-            await self._release_in_slot(request_id, part, now_ms)
-        return await self._release_in_slot(request_id, parts.agent, now_ms)
+        return (await self._release_parts(request_id, plan, now_ms, None))[0] == "released"
 
-    async def _release_in_slot(self, request_id: str, plan: Plan, now_ms: int) -> bool:
+    async def record_failure(self, request_id: str, plan: Plan, now_ms: int, facts: CallFacts) -> CostEvent | None:
+        reply = await self._release_parts(request_id, plan, now_ms, facts)
+        if reply[0] != "released":
+            return None
+        _, tags, created, day, groups = reply
+        return CostEvent.of(request_id, "release", now_ms, int(created) if created else None, day, plan.agent_id,
+                            groups, json.loads(tags), 0, "caller", None, facts)
+
+    async def _release_parts(self, request_id: str, plan: Plan, now_ms: int, facts: CallFacts | None) -> list:
+        """On Cluster, the tag values' slots first (they write no ledger
+        entry), then the agent's, whose reply answers."""
+        if self.cluster:
+            parts = self._cluster_parts(plan)
+            for part in await self._tag_parts(request_id, parts):
+                await self._release(request_id, part, now_ms, None)
+            plan = parts.agent
+        return await self._release(request_id, plan, now_ms, facts)
+
+    async def _release(self, request_id: str, plan: Plan, now_ms: int, facts: CallFacts | None) -> list:
+        """The release script's reply in one slot; with ``facts``, the day and groups of the entry written appended."""
         tag = self._plan_keys(plan).tag
+        counters: list = list(plan.counters)
         counters_json = plan.counters_json
-        counter_keys = [self._counter_key(tag, c) for c in plan.counters]
         while True:
-            keys = [self._key(tag, "r", plan.agent_id, request_id), self._key(tag, "holds"), *counter_keys]
+            counter_keys = [self._counter_key(tag, tuple(c)) for c in counters]
+            keys = [self._key(tag, "r", plan.agent_id, request_id), self._key(tag, "holds"), self._key(tag, "ledger"),
+                    *counter_keys]
+            record = ""
+            if facts is not None:
+                day, groups = rules.day_and_groups(plan.agent_id, [tuple(c) for c in counters])
+                record = json.dumps({"day": day or "", "groups": json.dumps(groups),
+                                     "event": _event_json("caller", facts)})
             reply = await self._run(scripts.RELEASE, keys, scripts.release_args(
                 agent=plan.agent_id, request_id=request_id, counters_json=counters_json, now_ms=now_ms,
-                counter_count=len(counter_keys)))
+                counter_count=len(counter_keys), record=record))
             if reply[0] != HELD_IN_OTHER_PERIODS:
-                return reply[0] == "released"
+                if facts is not None and reply[0] == "released":
+                    return [*reply, day or "", groups]
+                return reply
             counters_json = reply[1]
-            counter_keys = [self._counter_key(tag, tuple(c)) for c in json.loads(counters_json)]
+            counters = json.loads(counters_json)
 
-    async def expire(self, now_ms: int, charge: bool, plan_for: PlanLookup) -> int:
+    async def expire(self, now_ms: int, charge: bool, plan_for: PlanLookup,
+                     events: list[CostEvent] | None = None) -> int:
         expired = 0
         for tag in await self._call(self._client.smembers(f"{self.prefix}:tags")):
             due = await self._call(self._client.zrangebyscore(self._key(tag, "holds"), "-inf", now_ms,
                                                               start=0, num=1000))
             for member in due:
                 agent_id, _, request_id = member.partition(" ")
-                expired += await self._expire_one(tag, agent_id, request_id, now_ms, charge, plan_for)
+                expired += await self._expire_one(tag, agent_id, request_id, now_ms, charge, plan_for, events)
         return expired
 
-    async def _expire_one(self, tag, agent_id, request_id, now_ms, charge, plan_for) -> int:
+    async def _expire_one(self, tag, agent_id, request_id, now_ms, charge, plan_for, events=None) -> int:
         call_key = self._key(tag, "r", agent_id, request_id)
         stored = await self._call(self._client.hget(call_key, "counters"))
         # A tag value's slot (Cluster) holds the tag's part of a call: it is
@@ -622,7 +656,15 @@ class RedisStore(Store):
         args = scripts.expire_args(agent=agent_id, request_id=request_id, now_ms=now_ms, charge=charge,
                                    counters_json=stored, pause_count=len(pauses), day=day, groups=groups,
                                    limits=limits, ledger=plan.owner is None)
-        return 1 if (await self._run(scripts.EXPIRE, keys, args))[0] == "expired" else 0
+        reply = await self._run(scripts.EXPIRE, keys, args)
+        if reply[0] != "expired":
+            return 0
+        if len(reply) > 1 and events is not None:  # charged: the ledger entry's tags, hold time and cost
+            _, tags, created, cost = reply
+            events.append(CostEvent.of(request_id, "expiry", now_ms, int(created) if created else None, day or None,
+                                       agent_id, json.loads(groups), json.loads(tags or "{}"), int(cost), "estimate",
+                                       None, None))
+        return 1
 
     async def pause(self, plan: Plan, reason: str, now_ms: int) -> None:
         tag, scope = self._tag(plan), plan.owner_scope.key
@@ -687,6 +729,21 @@ class RedisStore(Store):
                         row[1].add(f["request_id"])
         rows = [(k, cost, len(ids)) for k, (cost, ids) in totals.items()]
         return sorted(rows, key=lambda r: (-r[1], r[0]))
+
+    async def cost_events(self, since_day: str, until_day: str) -> AsyncIterator[CostEvent]:
+        """Each ledger stream in turn (one on a single Redis), in the order written."""
+        for key in await self._ledgers():
+            last = "-"
+            while True:
+                entries = await self._call(self._client.xrange(key, min=last, count=1000))
+                if last != "-":
+                    entries = entries[1:]
+                if not entries:
+                    break
+                last = entries[-1][0]
+                for _, f in entries:
+                    if since_day <= f.get("day", "") <= until_day:
+                        yield _cost_event(f)
 
     async def trim_ledger(self, before_ms: int) -> int:
         dropped = 0
@@ -874,6 +931,33 @@ class RedisStore(Store):
 
 def _tags_json(tags) -> str:
     return json.dumps(dict(tags)) if tags else "{}"
+
+
+def _event_json(source: str, facts: CallFacts | None) -> str:
+    """The ledger entry's ``event`` field: what the cost event has beyond the other fields."""
+    said: dict[str, object] = {"source": source}
+    if facts is not None:
+        said |= {"model_requested": facts.model_requested, "latency_ms": facts.latency_ms,
+                 "error_code": facts.error_code}
+    return json.dumps(said)
+
+
+def _cost_event(f: dict) -> CostEvent:
+    """A ledger entry as its cost event (entries older than the event field
+    say no source, but an expiry's: what was held)."""
+    priced = json.loads(f["pricing"]) if f.get("pricing") else {}
+    said = json.loads(f["event"]) if f.get("event") else {}
+    source = said.get("source") or ("estimate" if f.get("kind") == "expiry" else "")
+    return CostEvent(
+        request_id=f["request_id"], kind=f.get("kind", "settle"), at_ms=int(f["settled_ms"]),
+        held_ms=int(f["held_ms"]) if f.get("held_ms") else None, day=f.get("day", ""), agent_id=f["agent_id"],
+        groups=tuple(json.loads(f.get("groups") or "[]")), tags=json.loads(f.get("tags") or "{}"),
+        cost_nanos=int(f["cost_nanos"]), cost_source=source, model_requested=said.get("model_requested") or "",
+        model=priced.get("model", ""), provider=priced.get("provider", ""),
+        input_tokens=priced.get("input_tokens", 0), cached_input_tokens=priced.get("cached_input_tokens", 0),
+        cache_write_tokens=priced.get("cache_write_tokens", 0), output_tokens=priced.get("output_tokens", 0),
+        reasoning_tokens=priced.get("reasoning_tokens", 0), price_version=priced.get("price_version", ""),
+        latency_ms=said.get("latency_ms"), error_code=said.get("error_code") or "")
 
 
 def _agent_state(plan: Plan, replies) -> AgentState:

@@ -15,6 +15,8 @@ from ...plan import Plan
 from .. import rules
 from ..model import (
     Balance,
+    CallFacts,
+    CostEvent,
     Counter,
     HoldRequest,
     HoldResult,
@@ -24,6 +26,7 @@ from ..model import (
     RequestConflict,
     SettleRequest,
     SettleResult,
+    cost_source,
 )
 from .outbox import notify
 from .reads import counters_of
@@ -164,19 +167,24 @@ def _day_and_groups_json(plan: Plan | None, statements: PlanStatements | None, a
 
 
 def _ledger(conn, request_id, agent_id, kind, cost, tags_json, held_ms, now_ms, counters,
-            pricing: Pricing | None, plan: Plan | None, statements: PlanStatements | None) -> None:
+            pricing: Pricing | None, plan: Plan | None, statements: PlanStatements | None,
+            source: str, facts: CallFacts | None = None) -> CostEvent:
     priced = (
         (pricing.model, pricing.provider, pricing.input_tokens, pricing.cached_input_tokens, pricing.output_tokens,
-         pricing.reasoning_tokens, pricing.price_version)
-        if pricing is not None else (None,) * 7
+         pricing.reasoning_tokens, pricing.price_version, pricing.cache_write_tokens)
+        if pricing is not None else (None,) * 8
     )
+    said = (facts.model_requested or None, facts.latency_ms, facts.error_code or None) if facts else (None,) * 3
     day, groups = _day_and_groups_json(plan, statements, agent_id, counters)
     conn.execute(
         "INSERT INTO ledger (request_id, agent_id, kind, cost_nanos, tags, held_ms, settled_ms, model, provider, "
-        "input_tokens, cached_input_tokens, output_tokens, reasoning_tokens, price_version, day, groups) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (request_id, agent_id, kind, cost, tags_json, held_ms, now_ms, *priced, day, groups),
+        "input_tokens, cached_input_tokens, output_tokens, reasoning_tokens, price_version, cache_write_tokens, "
+        "day, groups, cost_source, model_requested, latency_ms, error_code) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (request_id, agent_id, kind, cost, tags_json, held_ms, now_ms, *priced, day, groups, source, *said),
     )
+    return CostEvent.of(request_id, kind, now_ms, held_ms, day, agent_id, json.loads(groups), json.loads(tags_json),
+                        cost, source, pricing, facts)
 
 
 # A settle's tags are added to the hold's (a settle's value wins); ? twice: the
@@ -198,9 +206,10 @@ def settle(conn: sqlite3.Connection, req: SettleRequest, statements: PlanStateme
         held, amount, counters_json, tags_json, created_ms = row
         counters = _counters(req.plan, counters_json)
         paused = _charge(conn, req.plan, counters, amount, -held, req.now_ms, req.agent_id, warn=True)
-        _ledger(conn, req.request_id, req.agent_id, "settle", amount, tags_json, created_ms, req.now_ms, counters,
-                req.pricing, req.plan, statements)
-        return SettleResult(amount, paused=paused)
+        event = _ledger(conn, req.request_id, req.agent_id, "settle", amount, tags_json, created_ms, req.now_ms,
+                        counters, req.pricing, req.plan, statements, cost_source(req.actual_nanos, req.pricing),
+                        req.facts)
+        return SettleResult(amount, paused=paused, event=event)
     return _settle_not_held(conn, req, statements)
 
 
@@ -221,9 +230,9 @@ def _settle_not_held(conn: sqlite3.Connection, req: SettleRequest, statements: P
             (req.request_id, req.agent_id, amount, req.plan.counters_json, tags, req.now_ms, req.now_ms, req.now_ms),
         )
         paused = _charge(conn, req.plan, counters, amount, 0, req.now_ms, req.agent_id, warn=True)
-        _ledger(conn, req.request_id, req.agent_id, "settle", amount, tags, None, req.now_ms, counters, req.pricing,
-                req.plan, statements)
-        return SettleResult(amount, paused=paused)
+        event = _ledger(conn, req.request_id, req.agent_id, "settle", amount, tags, None, req.now_ms, counters,
+                        req.pricing, req.plan, statements, cost_source(req.actual_nanos, req.pricing), req.facts)
+        return SettleResult(amount, paused=paused, event=event)
     state, held, charged, counters_json, _, created_ms = row
     if state == "settled":
         return SettleResult(charged, duplicate=True)
@@ -239,9 +248,9 @@ def _settle_not_held(conn: sqlite3.Connection, req: SettleRequest, statements: P
         "WHERE agent_id = ? AND request_id = ? RETURNING tags",
         (amount, req.now_ms, new_tags, new_tags, req.agent_id, req.request_id),
     ).fetchone()
-    _ledger(conn, req.request_id, req.agent_id, "settle", spent_delta, tags, created_ms, req.now_ms, counters,
-            req.pricing, req.plan, statements)
-    return SettleResult(amount, paused=paused)
+    event = _ledger(conn, req.request_id, req.agent_id, "settle", spent_delta, tags, created_ms, req.now_ms, counters,
+                    req.pricing, req.plan, statements, cost_source(req.actual_nanos, req.pricing), req.facts)
+    return SettleResult(amount, paused=paused, event=event)
 
 
 def release(conn: sqlite3.Connection, request_id: str, agent_id: str) -> bool:
@@ -255,7 +264,21 @@ def release(conn: sqlite3.Connection, request_id: str, agent_id: str) -> bool:
     return True
 
 
-def expire(conn: sqlite3.Connection, now_ms: int, charge: bool, plan_for: PlanLookup) -> int:
+def record_failure(conn: sqlite3.Connection, request_id: str, plan: Plan, now_ms: int, facts: CallFacts,
+                   statements: PlanStatements) -> CostEvent | None:
+    """A release, and a ledger row of cost 0 with the call's error."""
+    row = conn.execute(
+        "SELECT counters, tags, created_ms FROM calls WHERE agent_id = ? AND request_id = ? AND state = 'held'",
+        (plan.agent_id, request_id)).fetchone()
+    if row is None or not release(conn, request_id, plan.agent_id):
+        return None
+    counters_json, tags_json, created_ms = row
+    return _ledger(conn, request_id, plan.agent_id, "release", 0, tags_json, created_ms, now_ms,
+                   _counters(plan, counters_json), None, plan, statements, "caller", facts)
+
+
+def expire(conn: sqlite3.Connection, now_ms: int, charge: bool, plan_for: PlanLookup,
+           written: list[CostEvent] | None = None) -> int:
     rows = conn.execute(
         "SELECT request_id, agent_id, held_nanos, counters, tags, created_ms FROM calls "
         "WHERE state = 'held' AND deadline_ms <= ? ORDER BY deadline_ms LIMIT 1000",
@@ -271,6 +294,8 @@ def expire(conn: sqlite3.Connection, now_ms: int, charge: bool, plan_for: PlanLo
             (charged, now_ms, agent_id, request_id),
         )
         if charged:
-            _ledger(conn, request_id, agent_id, "expiry", charged, tags_json, created_ms, now_ms, counters, None,
-                    plan, None)
+            event = _ledger(conn, request_id, agent_id, "expiry", charged, tags_json, created_ms, now_ms, counters,
+                            None, plan, None, "estimate")
+            if written is not None:
+                written.append(event)
     return len(rows)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import aiosqlite
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS counters (
     scope TEXT NOT NULL,               -- 'agent:NAME' or 'group:NAME'
@@ -50,7 +50,7 @@ CREATE TABLE IF NOT EXISTS ledger (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     request_id TEXT NOT NULL,
     agent_id TEXT NOT NULL,
-    kind TEXT NOT NULL,      -- 'settle' or 'expiry' (a charged expiry)
+    kind TEXT NOT NULL,      -- 'settle', 'expiry' (a charged expiry) or 'release' (a failed call, cost 0)
     cost_nanos INTEGER NOT NULL,
     tags TEXT NOT NULL,
     held_ms INTEGER,
@@ -59,7 +59,10 @@ CREATE TABLE IF NOT EXISTS ledger (
     input_tokens INTEGER, cached_input_tokens INTEGER, output_tokens INTEGER, reasoning_tokens INTEGER,
     price_version TEXT,
     day TEXT,                -- the local day (daily period) the cost was charged to
-    groups TEXT              -- JSON list of the agent's groups charged
+    groups TEXT,             -- JSON list of the agent's groups charged
+    -- The rest of the cost event (schema 6; NULL in rows written before).
+    cost_source TEXT,        -- 'usage', 'caller' or 'estimate'
+    model_requested TEXT, cache_write_tokens INTEGER, latency_ms INTEGER, error_code TEXT
 );
 
 -- Notices, written in the same transaction as the change that caused them;
@@ -92,6 +95,13 @@ MIGRATIONS = {
     3: ["ALTER TABLE calls RENAME TO calls_v2", "DROP INDEX IF EXISTS calls_live_by_deadline"],
     4: [],  # the outbox table: created by SCHEMA
     5: ["ALTER TABLE ledger ADD COLUMN day TEXT", "ALTER TABLE ledger ADD COLUMN groups TEXT"],
+    # The whole cost event. Older rows get the source that can still be told
+    # (an expiry, a priced usage); the rest stay NULL (unknown).
+    6: [*(f"ALTER TABLE ledger ADD COLUMN {column}" for column in (
+        "cost_source TEXT", "model_requested TEXT", "cache_write_tokens INTEGER", "latency_ms INTEGER",
+        "error_code TEXT")),
+        "UPDATE ledger SET cost_source = CASE WHEN kind = 'expiry' THEN 'estimate' WHEN model IS NOT NULL AND "
+        "price_version NOT LIKE 'unpriced%' THEN 'usage' END"],
 }
 _AFTER_MIGRATION = {
     3: ["INSERT INTO calls (agent_id, request_id, state, held_nanos, charged_nanos, counters, tags, created_ms, "

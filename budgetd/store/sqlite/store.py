@@ -4,9 +4,10 @@ are in calls.py, pauses.py, ledger.py, outbox.py and reads.py."""
 
 from __future__ import annotations
 
+import functools
 import os
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import IO
 
@@ -17,8 +18,10 @@ from ...plan import Plan
 from ..base import Store
 from ..model import (
     AgentState,
+    CallFacts,
     CapChange,
     Claimed,
+    CostEvent,
     HoldRequest,
     HoldResult,
     PlanLookup,
@@ -31,6 +34,8 @@ from . import calls, ledger, outbox, pauses, reads
 from .batching import GroupCommitter, Operation
 from .files import identity, lost, own_exclusively, sqlite_path
 from .schema import migrate
+
+EXPORT_PAGE = 1000  # ledger rows per read of an export
 
 
 class SqliteStore(Store):
@@ -130,8 +135,23 @@ class SqliteStore(Store):
     async def release(self, request_id: str, plan: Plan, now_ms: int) -> bool:
         return await self._run(lambda conn: calls.release(conn, request_id, plan.agent_id), quick=True)
 
-    async def expire(self, now_ms: int, charge: bool, plan_for: PlanLookup) -> int:
-        return await self._run(lambda conn: calls.expire(conn, now_ms, charge, plan_for))
+    async def record_failure(self, request_id: str, plan: Plan, now_ms: int, facts: CallFacts) -> CostEvent | None:
+        statements = self._statements(plan)
+        return await self._run(lambda conn: calls.record_failure(conn, request_id, plan, now_ms, facts, statements),
+                               quick=True)
+
+    async def expire(self, now_ms: int, charge: bool, plan_for: PlanLookup,
+                     events: list[CostEvent] | None = None) -> int:
+        written: list[CostEvent] = []
+
+        def step(conn: sqlite3.Connection) -> int:
+            written.clear()  # a step is run again alone when its batch failed
+            return calls.expire(conn, now_ms, charge, plan_for, written)
+
+        expired = await self._run(step)
+        if events is not None:
+            events.extend(written)  # committed by now
+        return expired
 
     async def read(self, plan: Plan) -> AgentState:
         return await self._run(lambda conn: reads.read(conn, plan), quick=True)
@@ -167,6 +187,18 @@ class SqliteStore(Store):
     # -- the ledger -----------------------------------------------------------------------
     async def report(self, by: str, since_day: str, until_day: str) -> list[tuple[str, int, int]]:
         return await self._run(lambda conn: ledger.report(conn, by, since_day, until_day))
+
+    async def cost_events(self, since_day: str, until_day: str) -> AsyncIterator[CostEvent]:
+        after = 0
+        while True:
+            page: list[tuple[int, CostEvent]] = await self._run(
+                functools.partial(ledger.cost_events, since_day=since_day, until_day=until_day, after_seq=after,
+                                  limit=EXPORT_PAGE))
+            for _, event in page:
+                yield event
+            if len(page) < EXPORT_PAGE:
+                return
+            after = page[-1][0]
 
     async def trim_ledger(self, before_ms: int) -> int:
         return await self._run(lambda conn: ledger.trim(conn, before_ms))

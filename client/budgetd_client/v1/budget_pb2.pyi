@@ -168,7 +168,7 @@ class AuthorizeResponse(_message.Message):
     def __init__(self, decision: _Optional[_Union[Decision, str]] = ..., held_nanos: _Optional[int] = ..., hold_expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., denial: _Optional[_Union[Denial, _Mapping]] = ...) -> None: ...
 
 class CommitRequest(_message.Message):
-    __slots__ = ("request_id", "agent_id", "actual_nanos", "usage", "tags")
+    __slots__ = ("request_id", "agent_id", "actual_nanos", "usage", "tags", "model_requested", "latency_ms")
     class TagsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -181,12 +181,16 @@ class CommitRequest(_message.Message):
     ACTUAL_NANOS_FIELD_NUMBER: _ClassVar[int]
     USAGE_FIELD_NUMBER: _ClassVar[int]
     TAGS_FIELD_NUMBER: _ClassVar[int]
+    MODEL_REQUESTED_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_MS_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     agent_id: str
     actual_nanos: int
     usage: Usage
     tags: _containers.ScalarMap[str, str]
-    def __init__(self, request_id: _Optional[str] = ..., agent_id: _Optional[str] = ..., actual_nanos: _Optional[int] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ..., tags: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    model_requested: str
+    latency_ms: int
+    def __init__(self, request_id: _Optional[str] = ..., agent_id: _Optional[str] = ..., actual_nanos: _Optional[int] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ..., tags: _Optional[_Mapping[str, str]] = ..., model_requested: _Optional[str] = ..., latency_ms: _Optional[int] = ...) -> None: ...
 
 class CommitResponse(_message.Message):
     __slots__ = ("counted_nanos", "duplicate", "paused", "price_version")
@@ -201,12 +205,18 @@ class CommitResponse(_message.Message):
     def __init__(self, counted_nanos: _Optional[int] = ..., duplicate: _Optional[bool] = ..., paused: _Optional[bool] = ..., price_version: _Optional[str] = ...) -> None: ...
 
 class ReleaseRequest(_message.Message):
-    __slots__ = ("request_id", "agent_id")
+    __slots__ = ("request_id", "agent_id", "error_code", "latency_ms", "model_requested")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     AGENT_ID_FIELD_NUMBER: _ClassVar[int]
+    ERROR_CODE_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_MS_FIELD_NUMBER: _ClassVar[int]
+    MODEL_REQUESTED_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     agent_id: str
-    def __init__(self, request_id: _Optional[str] = ..., agent_id: _Optional[str] = ...) -> None: ...
+    error_code: str
+    latency_ms: int
+    model_requested: str
+    def __init__(self, request_id: _Optional[str] = ..., agent_id: _Optional[str] = ..., error_code: _Optional[str] = ..., latency_ms: _Optional[int] = ..., model_requested: _Optional[str] = ...) -> None: ...
 
 class ReleaseResponse(_message.Message):
     __slots__ = ("released",)
@@ -385,3 +395,64 @@ class ListStatusResponse(_message.Message):
     AGENTS_FIELD_NUMBER: _ClassVar[int]
     agents: _containers.RepeatedCompositeFieldContainer[AgentStatus]
     def __init__(self, agents: _Optional[_Iterable[_Union[AgentStatus, _Mapping]]] = ...) -> None: ...
+
+class ExportRequest(_message.Message):
+    __slots__ = ("since", "until")
+    SINCE_FIELD_NUMBER: _ClassVar[int]
+    UNTIL_FIELD_NUMBER: _ClassVar[int]
+    since: str
+    until: str
+    def __init__(self, since: _Optional[str] = ..., until: _Optional[str] = ...) -> None: ...
+
+class CostEvent(_message.Message):
+    __slots__ = ("request_id", "kind", "at_ms", "held_ms", "day", "agent_id", "groups", "tags", "model_requested", "model", "provider", "input_tokens", "cached_input_tokens", "cache_write_tokens", "output_tokens", "reasoning_tokens", "cost_nanos", "price_version", "latency_ms", "error_code", "cost_source")
+    class TagsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    AT_MS_FIELD_NUMBER: _ClassVar[int]
+    HELD_MS_FIELD_NUMBER: _ClassVar[int]
+    DAY_FIELD_NUMBER: _ClassVar[int]
+    AGENT_ID_FIELD_NUMBER: _ClassVar[int]
+    GROUPS_FIELD_NUMBER: _ClassVar[int]
+    TAGS_FIELD_NUMBER: _ClassVar[int]
+    MODEL_REQUESTED_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    INPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    CACHED_INPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    CACHE_WRITE_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    REASONING_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    COST_NANOS_FIELD_NUMBER: _ClassVar[int]
+    PRICE_VERSION_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_MS_FIELD_NUMBER: _ClassVar[int]
+    ERROR_CODE_FIELD_NUMBER: _ClassVar[int]
+    COST_SOURCE_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    kind: str
+    at_ms: int
+    held_ms: int
+    day: str
+    agent_id: str
+    groups: _containers.RepeatedScalarFieldContainer[str]
+    tags: _containers.ScalarMap[str, str]
+    model_requested: str
+    model: str
+    provider: str
+    input_tokens: int
+    cached_input_tokens: int
+    cache_write_tokens: int
+    output_tokens: int
+    reasoning_tokens: int
+    cost_nanos: int
+    price_version: str
+    latency_ms: int
+    error_code: str
+    cost_source: str
+    def __init__(self, request_id: _Optional[str] = ..., kind: _Optional[str] = ..., at_ms: _Optional[int] = ..., held_ms: _Optional[int] = ..., day: _Optional[str] = ..., agent_id: _Optional[str] = ..., groups: _Optional[_Iterable[str]] = ..., tags: _Optional[_Mapping[str, str]] = ..., model_requested: _Optional[str] = ..., model: _Optional[str] = ..., provider: _Optional[str] = ..., input_tokens: _Optional[int] = ..., cached_input_tokens: _Optional[int] = ..., cache_write_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., reasoning_tokens: _Optional[int] = ..., cost_nanos: _Optional[int] = ..., price_version: _Optional[str] = ..., latency_ms: _Optional[int] = ..., error_code: _Optional[str] = ..., cost_source: _Optional[str] = ...) -> None: ...

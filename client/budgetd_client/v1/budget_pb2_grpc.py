@@ -315,6 +315,11 @@ class AdminStub:
                 request_serializer=budgetd__client_dot_v1_dot_budget__pb2.ReportRequest.SerializeToString,
                 response_deserializer=budgetd__client_dot_v1_dot_budget__pb2.ReportResponse.FromString,
                 _registered_method=True)
+        self.Export = channel.unary_stream(
+                '/budgetd.v1.Admin/Export',
+                request_serializer=budgetd__client_dot_v1_dot_budget__pb2.ExportRequest.SerializeToString,
+                response_deserializer=budgetd__client_dot_v1_dot_budget__pb2.CostEvent.FromString,
+                _registered_method=True)
 
 
 class AdminServicer:
@@ -357,6 +362,13 @@ class AdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Export(self, request, context):
+        """Every cost event (ledger row) of a range of local days, oldest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -384,6 +396,11 @@ def add_AdminServicer_to_server(servicer, server):
                     servicer.Report,
                     request_deserializer=budgetd__client_dot_v1_dot_budget__pb2.ReportRequest.FromString,
                     response_serializer=budgetd__client_dot_v1_dot_budget__pb2.ReportResponse.SerializeToString,
+            ),
+            'Export': grpc.unary_stream_rpc_method_handler(
+                    servicer.Export,
+                    request_deserializer=budgetd__client_dot_v1_dot_budget__pb2.ExportRequest.FromString,
+                    response_serializer=budgetd__client_dot_v1_dot_budget__pb2.CostEvent.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -522,6 +539,33 @@ class Admin:
             '/budgetd.v1.Admin/Report',
             budgetd__client_dot_v1_dot_budget__pb2.ReportRequest.SerializeToString,
             budgetd__client_dot_v1_dot_budget__pb2.ReportResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Export(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/budgetd.v1.Admin/Export',
+            budgetd__client_dot_v1_dot_budget__pb2.ExportRequest.SerializeToString,
+            budgetd__client_dot_v1_dot_budget__pb2.CostEvent.FromString,
             options,
             channel_credentials,
             insecure,

@@ -46,5 +46,6 @@ if charged ~= 0 and ARGV[A_LEDGER_MAXLEN] ~= '0' then  -- 0: a tag value's part 
   redis.call('XADD', KEYS[K_LEDGER], 'MAXLEN', '~', ARGV[A_LEDGER_MAXLEN], '*', 'request_id', request_id,
              'agent_id', agent, 'kind', 'expiry', 'cost_nanos', decimal(charged), 'tags', call[5],
              'held_ms', call[6], 'settled_ms', now_ms, 'pricing', '', 'day', ARGV[A_DAY], 'groups', ARGV[A_GROUPS])
+  return {'expired', call[5] or '{}', call[6] or '', decimal(charged)}  -- what the entry recorded
 end
 return {'expired'}

@@ -75,7 +75,8 @@ end
 if ARGV[A_LEDGER_MAXLEN] ~= '0' then
   redis.call('XADD', KEYS[K_LEDGER], 'MAXLEN', '~', ARGV[A_LEDGER_MAXLEN], '*', 'request_id', request_id,
              'agent_id', agent, 'kind', 'settle', 'cost_nanos', decimal(spent_delta), 'tags', tags, 'held_ms', created,
-             'settled_ms', now_ms, 'pricing', ARGV[A_PRICING], 'day', ARGV[A_DAY], 'groups', ARGV[A_GROUPS])
+             'settled_ms', now_ms, 'pricing', ARGV[A_PRICING], 'day', ARGV[A_DAY], 'groups', ARGV[A_GROUPS],
+             'event', ARGV[A_EVENT])
 end
 local started = {}
 for i = 1, L do
@@ -96,6 +97,7 @@ if not state then
 end
 redis.call('PEXPIRE', KEYS[K_CALL], ARGV[A_CALL_TTL_MS])
 redis.call('ZREM', KEYS[K_HOLDS], agent .. ' ' .. request_id)
-local reply = {'settled', decimal(amount)}
+-- Then what the ledger entry recorded (for the cost event), then the pauses started.
+local reply = {'settled', decimal(amount), decimal(spent_delta), tags, created}
 for _, i in ipairs(started) do table.insert(reply, i) end
 return reply
