@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import aiosqlite
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 7
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS counters (
     scope TEXT NOT NULL,               -- 'agent:NAME' or 'group:NAME'
@@ -80,6 +80,7 @@ CREATE TABLE IF NOT EXISTS outbox (
 CREATE INDEX IF NOT EXISTS outbox_due ON outbox (next_ms) WHERE state = 'pending';
 CREATE INDEX IF NOT EXISTS ledger_by_agent ON ledger (agent_id, settled_ms);
 CREATE INDEX IF NOT EXISTS ledger_by_day ON ledger (day);
+CREATE INDEX IF NOT EXISTS ledger_by_settled ON ledger (settled_ms);  -- spend per tag and hour, retention
 """
 
 # Schema changes after version 1, applied in order to older files.
@@ -92,6 +93,7 @@ MIGRATIONS = {
     3: ["ALTER TABLE calls RENAME TO calls_v2", "DROP INDEX IF EXISTS calls_live_by_deadline"],
     4: [],  # the outbox table: created by SCHEMA
     5: ["ALTER TABLE ledger ADD COLUMN day TEXT", "ALTER TABLE ledger ADD COLUMN groups TEXT"],
+    7: [],  # the ledger_by_settled index: created by SCHEMA
 }
 _AFTER_MIGRATION = {
     3: ["INSERT INTO calls (agent_id, request_id, state, held_nanos, charged_nanos, counters, tags, created_ms, "
