@@ -34,6 +34,7 @@ from fractions import Fraction
 
 MS_PER_HOUR = 3_600_000
 RATE_PLACES = 6
+RATE_QUANTUM = Decimal(1).scaleb(-RATE_PLACES)
 
 
 @dataclass(frozen=True)
@@ -117,7 +118,7 @@ class ReportLine:
         if not self.input_tokens:
             return None
         scaled = round(Fraction(self.cached_input_tokens * 10**RATE_PLACES, self.input_tokens))
-        return Decimal(scaled).scaleb(-RATE_PLACES)
+        return Decimal(scaled).scaleb(-RATE_PLACES).quantize(RATE_QUANTUM)  # "0.000000", never "0E-6"
 
 
 @dataclass(frozen=True)
@@ -194,3 +195,37 @@ def hourly_by_tag(rows: Iterable[tuple[Mapping[str, str], int, int]], tags: Sequ
             if value:
                 sums[(tag, value, hour)] = sums.get((tag, value, hour), 0) + cost
     return [TagHourSpend(tag, value, hour, cost) for (tag, value, hour), cost in sorted(sums.items())]
+
+
+@dataclass(frozen=True)
+class Spike:
+    tag: str
+    value: str
+    spent_nanos: int  # in the current hour
+    average_nanos: Fraction  # per hour over the history
+
+    @property
+    def ratio(self) -> str:
+        """How many times the average, to one place ("5.0"); "∞" for a value with no history."""
+        if not self.average_nanos:
+            return "∞"
+        tenths = round(Fraction(self.spent_nanos) * 10 / self.average_nanos)
+        return f"{tenths // 10}.{tenths % 10}"
+
+
+def spikes(spend: Iterable[TagHourSpend], history_hours: int, factor: Decimal, floor_nanos: int) -> list[Spike]:
+    """From ``tag_spend_by_hour`` over ``history_hours`` hours and then the
+    current one (hour index ``history_hours``): each tag value whose spend in
+    the current hour is above ``floor_nanos`` and above ``factor`` x its
+    average hourly spend over the history (an hour with none counts as 0)."""
+    current: dict[tuple[str, str], int] = {}
+    history: dict[tuple[str, str], int] = {}
+    for s in spend:
+        into = current if s.hour >= history_hours else history
+        into[(s.tag, s.value)] = into.get((s.tag, s.value), 0) + s.cost_nanos
+    found = []
+    for (tag, value), spent in sorted(current.items()):
+        average = Fraction(history.get((tag, value), 0), history_hours)
+        if spent > floor_nanos and spent > Fraction(factor) * average:
+            found.append(Spike(tag, value, spent, average))
+    return found

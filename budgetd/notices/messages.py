@@ -85,6 +85,13 @@ def render(n: Notice, ctx: Context) -> tuple[str, list[dict]]:
     elif n.kind == "resumed":
         who = _who(n) if n.scope.startswith("group") else f"*{n.agent_id}*"
         text = f":white_check_mark: {who} is running again because {_resumed_because(n)}."
+    elif n.kind == "anomaly" and "tag" in n.extra:
+        tag, value = n.extra["tag"], n.extra.get("value", "")
+        average = usd(int(n.extra.get("average_nanos", 0)))
+        text = (f":rotating_light: Calls tagged {tag}=*{value}* spent {usd(n.spent_nanos)} in the hour "
+                f"from {n.period.replace('T', ' ')}:00 UTC, {n.extra.get('ratio', '?')}x their 7-day hourly average of "
+                f"{average}.")
+        lines = [f"Today's spend by {tag}: `budgetctl report --by {tag} --top 10`"]
     elif n.kind == "anomaly":
         average = usd(int(n.extra.get("average_nanos", 0)))
         text = (f":rotating_light: *{n.agent_id}* spent {usd(n.spent_nanos)} in the last hour, "

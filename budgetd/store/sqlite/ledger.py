@@ -33,12 +33,15 @@ def tag_spend_by_hour(conn: sqlite3.Connection, tags: Sequence[str], since_ms: i
     """By the index on settled_ms: only the rows of the hours asked for are read."""
     found = []
     for tag in sorted(set(tags)):
-        sql = ("SELECT json_extract(tags, '$.\"' || :tag || '\"') AS v, (settled_ms - :since) / 3600000 AS h, "
-               "sum(cost_nanos) FROM ledger WHERE settled_ms >= :since AND settled_ms < :until "
-               "AND v IS NOT NULL AND v != '' GROUP BY v, h ORDER BY v, h")
         found += [TagHourSpend(tag, str(value), hour, cost) for value, hour, cost in
-                  conn.execute(sql, {"tag": tag, "since": since_ms, "until": until_ms}).fetchall()]
+                  conn.execute(TAG_HOUR_SQL, {"tag": tag, "since": since_ms, "until": until_ms}).fetchall()]
     return found
+
+
+TAG_HOUR_SQL = (
+    "SELECT json_extract(tags, '$.\"' || :tag || '\"') AS v, (settled_ms - :since) / 3600000 AS h, "
+    "sum(cost_nanos) FROM ledger WHERE settled_ms >= :since AND settled_ms < :until "
+    "AND v IS NOT NULL AND v != '' GROUP BY v, h ORDER BY v, h")
 
 
 def trim(conn: sqlite3.Connection, before_ms: int) -> int:
