@@ -130,7 +130,7 @@ def render_report(report, fmt: str) -> str:
         rows.append(line("TOTAL", total))
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=False)).rstrip() for row in rows]
-    shown = (f", top {len(report.rows)} of {report.rows_in_all} rows (TOTAL: all of them)"
+    shown = (f", top {len(report.rows)} of {report.rows_in_all} rows; TOTAL covers all {report.rows_in_all}"
              if report.rows_in_all > len(report.rows) else "")
     return f"{report.since} .. {report.until}{shown}\n" + "\n".join(lines)
 
