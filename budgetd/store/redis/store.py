@@ -575,8 +575,9 @@ class RedisStore(Store):
 
     async def tag_spend_by_hour(self, tags: Sequence[str], since_ms: int, until_ms: int) -> list[TagHourSpend]:
         """From the newest entries of each ledger stream back to the first
-        settled more than a minute (replicas' clocks apart) before since_ms."""
-        rows: list[tuple[dict, int, int]] = []
+        settled more than a minute (replicas' clocks apart) before since_ms,
+        summed a page at a time."""
+        sums: dict[tuple[str, str, int], int] = {}
         for key in await self._ledgers():
             last = "+"
             done = False
@@ -587,13 +588,17 @@ class RedisStore(Store):
                 if not entries:
                     break
                 last = entries[-1][0]
+                page = []
                 for _, f in entries:
                     settled = int(f.get("settled_ms") or 0)
                     if settled < since_ms - CLOCK_SKEW_MS:
                         done = True
                         break
-                    rows.append((json.loads(f.get("tags") or "{}"), settled, int(f["cost_nanos"])))
-        return reports.hourly_by_tag(rows, tags, since_ms, until_ms)
+                    page.append((json.loads(f.get("tags") or "{}"), settled, int(f["cost_nanos"])))
+                for spend in reports.hourly_by_tag(page, tags, since_ms, until_ms):
+                    at = (spend.tag, spend.value, spend.hour)
+                    sums[at] = sums.get(at, 0) + spend.cost_nanos
+        return [TagHourSpend(tag, value, hour, cost) for (tag, value, hour), cost in sorted(sums.items())]
 
     async def trim_ledger(self, before_ms: int) -> int:
         dropped = 0
