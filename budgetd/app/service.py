@@ -20,6 +20,7 @@ from ..config.schema import GLOB_CHARS
 from ..metrics import Metrics
 from ..plan import Plan, tag_plan
 from ..pricing import UnknownModel
+from ..reports import Summary, summarize
 from ..store import AgentState, CallFacts, CostEvent, HoldRequest, HoldResult, Pricing, SettleRequest, Store
 from ..store.rules import pause_in_force
 from ..windows import current_periods
@@ -59,9 +60,14 @@ class Settled:
 
 @dataclass(frozen=True)
 class Report:
-    rows: list[tuple[str, int, int]]  # (key, cost nanos, calls)
+    summary: Summary  # the rows shown (top N) and the total over all of them
     since: str
     until: str
+
+    @property
+    def rows(self) -> list[tuple[str, int, int]]:
+        """(key, cost nanos, calls) of the rows shown."""
+        return [(row.key, row.cost_nanos, row.calls) for row in self.summary.rows]
 
 
 class BudgetService:
@@ -332,9 +338,12 @@ class BudgetService:
             log.warning("resumed by operator", extra={"scope": plan.owner_scope.key})
         return await self.tag_status(key, value)
 
-    async def report(self, by: str, since: str, until: str) -> Report:
+    async def report(self, by: str, since: str, until: str, top: int = 0) -> Report:
         """Spend grouped ``by`` (a grouping or a tag key) over days ``since``
-        to ``until`` (YYYY-MM-DD; empty: today)."""
+        to ``until`` (YYYY-MM-DD; empty: today), the ``top`` rows of the
+        biggest spend (0: all) and the total of every row."""
+        if top < 0:
+            raise ValueError(f"top must be 0 (every row) or more, got {top}")
         by = by or "agent"
         if by not in REPORT_GROUPINGS:
             validation.check_tags({by: ""}, field="by")  # a tag key: the same rule as tags
@@ -343,7 +352,7 @@ class BudgetService:
         if first > last:  # an empty range is a mistake to say, not an empty report
             raise ValueError(f"since {first} is after until {last}" + (" (today)" if not until else "")
                              + ": the range is empty; give since on or before until")
-        return Report(await self.store.report(by, first, last), first, last)
+        return Report(summarize(await self.store.report_parts(by, first, last), top), first, last)
 
     def export(self, since: str, until: str) -> tuple[str, str, AsyncIterator[CostEvent]]:
         """The cost events of local days ``since`` to ``until`` (YYYY-MM-DD;

@@ -85,25 +85,55 @@ def _config_line(info) -> str:
     return line
 
 
+REPORT_FIELDS = ("cost_usd", "calls", "avg_cost_usd", "cache_hit_rate", "p95_input_tokens", "input_tokens",
+                 "cached_input_tokens", "priced_calls")
+CSV_TOTAL = "(total)"  # the key of CSV's last row: the total of every row
+
+
+def _report_values(row) -> list:
+    """A row's REPORT_FIELDS, money and rates as plain decimal strings."""
+    values = [getattr(row, name) for name in REPORT_FIELDS]
+    return [str(v) if isinstance(v, Decimal) else v for v in values]
+
+
+def _percent(rate: Decimal | None) -> str:
+    return "-" if rate is None else f"{rate * 100:.1f}%"
+
+
 def render_report(report, fmt: str) -> str:
-    """CSV rows sum to the total (no total row); JSON carries the total; the
-    table ends with it."""
+    """Rows biggest spend first (with --top, only that many), then the total
+    of every row: JSON's "total", CSV's last row (key "(total)"), the
+    table's TOTAL line."""
+    total = report.total
     if fmt == "json":
         return json.dumps({"by": report.by, "since": report.since, "until": report.until,
-                           "total_usd": str(report.total_usd),
-                           "rows": [{report.by: r.key, "cost_usd": str(r.cost_usd), "calls": r.calls}
-                                    for r in report.rows]}, indent=2)
+                           "total_usd": str(report.total_usd), "rows_in_all": report.rows_in_all,
+                           "rows": [{report.by: r.key, **dict(zip(REPORT_FIELDS, _report_values(r), strict=True))}
+                                    for r in report.rows],
+                           "total": dict(zip(REPORT_FIELDS, _report_values(total), strict=True)) if total else None},
+                          indent=2)
     if fmt == "csv":
         out = io.StringIO()
         writer = csv.writer(out, lineterminator="\n")
-        writer.writerow([report.by, "cost_usd", "calls"])
-        writer.writerows([r.key, str(r.cost_usd), r.calls] for r in report.rows)
+        writer.writerow([report.by, *REPORT_FIELDS])
+        writer.writerows(["" if v is None else v for v in [r.key, *_report_values(r)]] for r in report.rows)
+        if total is not None:
+            writer.writerow(["" if v is None else v for v in [CSV_TOTAL, *_report_values(total)]])
         return out.getvalue().rstrip("\n")
-    rows = [(report.by.upper(), "COST", "CALLS")] + [(r.key, _usd(r.cost_usd), str(r.calls)) for r in report.rows]
-    rows.append(("TOTAL", _usd(report.total_usd), str(sum(r.calls for r in report.rows))))
-    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    header = (report.by.upper(), "SPEND", "REQUESTS", "AVG/REQUEST", "CACHE HIT", "P95 INPUT")
+
+    def line(key: str, r) -> tuple[str, ...]:
+        p95 = "-" if r.p95_input_tokens is None else f"{r.p95_input_tokens:,}"
+        return key, _usd(r.cost_usd), f"{r.calls:,}", _usd(r.avg_cost_usd), _percent(r.cache_hit_rate), p95
+
+    rows = [header] + [line(r.key, r) for r in report.rows]
+    if total is not None:
+        rows.append(line("TOTAL", total))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=False)).rstrip() for row in rows]
-    return f"{report.since} .. {report.until}\n" + "\n".join(lines)
+    shown = (f", top {len(report.rows)} of {report.rows_in_all} rows; TOTAL covers all {report.rows_in_all}"
+             if report.rows_in_all > len(report.rows) else "")
+    return f"{report.since} .. {report.until}{shown}\n" + "\n".join(lines)
 
 
 def write_export(messages, fmt: str, out) -> None:
@@ -168,6 +198,10 @@ def main(argv: list[str] | None = None) -> int:
                              "group or any tag key")
     report.add_argument("--since", default="", help="first local day, YYYY-MM-DD (default: today)")
     report.add_argument("--until", default="", help="last local day, YYYY-MM-DD (default: today)")
+    report.add_argument("--month", default="", help="a month, YYYY-MM: its first to its last day (not with --since "
+                                                    "or --until)")
+    report.add_argument("--top", type=int, default=0, help="only the N rows of the biggest spend (the total still "
+                                                           "covers every row)")
     report.add_argument("--format", choices=["table", "csv", "json"], default="table")
     export = commands.add_parser("export", help="every cost event (ledger row) of a range of days, to stdout")
     export.add_argument("--since", default="", help="first local day, YYYY-MM-DD (default: today)")
@@ -209,7 +243,8 @@ def main(argv: list[str] | None = None) -> int:
                 empty = "no agents on defaults today" if args.unconfigured else "no agents"
                 print(status_table(statuses) if statuses else empty)
         elif args.command == "report":
-            print(render_report(budget.report(args.by, args.since, args.until), args.format))
+            print(render_report(budget.report(args.by, args.since, args.until, top=args.top, month=args.month),
+                                args.format))
         elif args.command == "export":
             write_export(budget.export(args.since, args.until), args.format, sys.stdout)
         elif args.command == "pause":

@@ -223,6 +223,9 @@ class AnomalyConfig(Strict):
     factor: Annotated[Decimal, Field(gt=1, le=1000)] = Decimal(3)
     # ...and above this many dollars.
     floor_usd: Usd = Decimal(5)
+    # The same check per value of each of these tags (feature, customer, ...),
+    # from the ledger: one notice per tag value and hour.
+    tags: Annotated[list[TagKey], Field(max_length=20)] = []
 
 
 class TokenConfig(Strict):

@@ -14,6 +14,7 @@ from decimal import Decimal
 from budgetd_client.money import NANOS_PER_USD
 
 from ..app import BudgetService, to_ms
+from ..reports import MS_PER_HOUR, spikes
 from ..windows import Window, current_periods, period_of
 from .model import Notice
 
@@ -109,5 +110,30 @@ class Checks:
                             {"average_nanos": int(average), "ratio": ratio})
             if await self.service.store.add_notice(notice, plan):
                 log.warning("anomaly", extra={"agent": agent_id, "hour": hour.key, "ratio": ratio})
+                written += 1
+        return written + await self.tag_anomalies()
+
+    async def tag_anomalies(self) -> int:
+        """Per value of each tag in ``anomaly.tags``: its spend in the current
+        hour above ``anomaly.factor`` x its average over the 168 hours before
+        (7 days), and above ``anomaly.floor_usd``. Read from the ledger in one
+        store call; one notice per tag value and hour (its key says which)."""
+        config = self.service.in_force.config
+        if not config.anomaly.tags:
+            return 0
+        now = self.service.now()
+        hour = period_of(Window.HOURLY, now, config.zone)
+        since_ms = to_ms(hour.starts_at) - HISTORY_HOURS * MS_PER_HOUR
+        spend = await self.service.store.tag_spend_by_hour(config.anomaly.tags, since_ms, to_ms(now) + 1)
+        floor = int(config.anomaly.floor_usd * NANOS_PER_USD)
+        written = 0
+        for spike in spikes(spend, HISTORY_HOURS, config.anomaly.factor, floor):
+            notice = Notice(f"anomaly:tag:{spike.tag}={spike.value}:{hour.key}", "anomaly", "",
+                            f"tag:{spike.tag}={spike.value}", "hourly", hour.key, spike.spent_nanos, 0, "spend spike",
+                            to_ms(now), {"tag": spike.tag, "value": spike.value,
+                                         "average_nanos": round(spike.average_nanos), "ratio": spike.ratio})
+            if await self.service.store.add_notice(notice, None):
+                log.warning("anomaly", extra={"tag": spike.tag, "value": spike.value, "hour": hour.key,
+                                              "ratio": spike.ratio})
                 written += 1
         return written

@@ -93,6 +93,13 @@ def render(n: Notice, ctx: Context) -> tuple[str, list[dict]]:
         lines = [_spend(n), f"The window resets at {_when(ctx)}." if ctx.resumes_at else ""]
     elif n.kind == "resumed":
         text = f":white_check_mark: {_who(n)} is running again because {_resumed_because(n)}."
+    elif n.kind == "anomaly" and "tag" in n.extra:
+        tag, value = n.extra["tag"], n.extra.get("value", "")
+        average = usd(int(n.extra.get("average_nanos", 0)))
+        text = (f":rotating_light: Calls tagged {tag}=*{value}* spent {usd(n.spent_nanos)} in the hour "
+                f"from {n.period.replace('T', ' ')}:00 UTC, {n.extra.get('ratio', '?')}x their 7-day hourly average of "
+                f"{average}.")
+        lines = [f"Today's spend by {tag}: `budgetctl report --by {tag} --top 10`"]
     elif n.kind == "anomaly":
         average = usd(int(n.extra.get("average_nanos", 0)))
         text = (f":rotating_light: *{n.agent_id}* spent {usd(n.spent_nanos)} in the last hour, "

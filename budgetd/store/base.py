@@ -17,6 +17,7 @@ import abc
 from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING
 
+from ..reports import ReportPart, TagHourSpend, summarize
 from .model import (
     AgentState,
     Balance,
@@ -164,11 +165,25 @@ class Ledger(abc.ABC):
     """The settled calls, one row per change to spend, for reports."""
 
     @abc.abstractmethod
+    async def report_parts(self, by: str, since_day: str, until_day: str) -> list[ReportPart]:
+        """The ledger aggregated in the store, for ``reports.summarize``: for
+        ledger rows whose local day is within [since_day, until_day], the
+        calls (agent, request id) under each key with one same input-token
+        count (None: calls with no token counts), their number, cost and
+        cached input tokens, in the order of ``reports.parts_of``. ``by``:
+        agent, model, day, group, or a tag (feature, route, customer,
+        environment, ...)."""
+
     async def report(self, by: str, since_day: str, until_day: str) -> list[tuple[str, int, int]]:
-        """The ledger aggregated in the store: (key, cost nanos, calls) for
-        ledger rows whose local day is within [since_day, until_day], biggest
-        cost first. ``by``: agent, model, day, group, or a tag (feature,
-        route, customer, environment, ...)."""
+        """(key, cost nanos, calls) per key, biggest cost first."""
+        summary = summarize(await self.report_parts(by, since_day, until_day))
+        return [(row.key, row.cost_nanos, row.calls) for row in summary.rows]
+
+    @abc.abstractmethod
+    async def tag_spend_by_hour(self, tags: Sequence[str], since_ms: int, until_ms: int) -> list[TagHourSpend]:
+        """The cost of ledger rows settled in [since_ms, until_ms) per value of
+        each of ``tags`` and per hour counted from ``since_ms`` (for the
+        anomaly check), in the order of ``reports.hourly_by_tag``."""
 
     @abc.abstractmethod
     def cost_events(self, since_day: str, until_day: str) -> AsyncIterator[CostEvent]:

@@ -13,9 +13,11 @@ import logging
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
+from .. import reports
 from ..notices import model as notices
 from ..notices.model import Notice
 from ..plan import Plan
+from ..reports import ReportPart, TagHourSpend
 from . import rules
 from .base import Store
 from .model import (
@@ -67,6 +69,7 @@ class _LedgerRow:
     day: str | None  # the local day the cost was charged to
     groups: tuple[str, ...]
     event: CostEvent  # the row whole, for the export
+    pricing: Pricing | None = None  # its token counts, when priced from usage
 
 
 @dataclass
@@ -275,16 +278,16 @@ class MemoryStore(Store):
         return written
 
     # -- the ledger ---------------------------------------------------------------------
-    async def report(self, by: str, since_day: str, until_day: str) -> list[tuple[str, int, int]]:
-        totals: dict[str, tuple[int, set[str]]] = {}
-        for row in self._opened().ledger:
-            if row.day is None or not since_day <= row.day <= until_day:
-                continue
-            for key in _report_keys(by, row):
-                cost, requests = totals.get(key, (0, set()))
-                totals[key] = (cost + row.cost_nanos, requests | {row.request_id})
-        return [(key, cost, len(requests)) for key, (cost, requests) in
-                sorted(totals.items(), key=lambda item: (-item[1][0], item[0]))]
+    async def report_parts(self, by: str, since_day: str, until_day: str) -> list[ReportPart]:
+        return reports.parts_of(
+            reports.LedgerEntry(_report_keys(by, row), (row.agent_id, row.request_id), row.cost_nanos,
+                                row.pricing.input_tokens if row.pricing else None,
+                                row.pricing.cached_input_tokens if row.pricing else None)
+            for row in self._opened().ledger if row.day is not None and since_day <= row.day <= until_day)
+
+    async def tag_spend_by_hour(self, tags: Sequence[str], since_ms: int, until_ms: int) -> list[TagHourSpend]:
+        return reports.hourly_by_tag(((row.tags, row.settled_ms, row.cost_nanos) for row in self._opened().ledger),
+                                     tags, since_ms, until_ms)
 
     async def cost_events(self, since_day: str, until_day: str) -> AsyncIterator[CostEvent]:
         for row in list(self._opened().ledger):
@@ -385,7 +388,7 @@ class MemoryStore(Store):
                              pricing, facts)
         self._data.ledger.append(_LedgerRow(request_id, agent_id, cost_nanos, dict(call.tags), now_ms,
                                             pricing.model if pricing is not None else None, day, tuple(groups),
-                                            event))
+                                            event, pricing))
         return event
 
     def _notify(self, notice: Notice) -> bool:

@@ -272,11 +272,15 @@ class AsyncBudget:
         _, admin = self._stubs()
         return _core.agent_status(await self._rpc(admin.Resume, _core.resume_request(agent_id, tag)))
 
-    async def report(self, by: str = "agent", since: str = "", until: str = "") -> Report:
+    async def report(self, by: str = "agent", since: str = "", until: str = "", *, top: int = 0,
+                     month: str = "") -> Report:
         """Spend from the ledger grouped by agent, model, day, group or a tag,
-        over local days ``since``..``until`` (YYYY-MM-DD; default today) (admin)."""
+        over local days ``since``..``until`` (YYYY-MM-DD; default today), or
+        over a ``month`` (YYYY-MM), per row with requests, average cost,
+        cache-hit rate and p95 input tokens, biggest spend first: the ``top``
+        rows (0: all) and a total of every row (admin)."""
         _, admin = self._stubs()
-        resp = await self._rpc(admin.Report, pb.ReportRequest(by=by, since=since, until=until))
+        resp = await self._rpc(admin.Report, _core.report_request(by, since, until, top, month))
         return _core.report(by, resp)
 
     async def export(self, since: str = "", until: str = ""):

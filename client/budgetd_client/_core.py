@@ -14,7 +14,8 @@ import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
 
 import grpc
 
@@ -520,9 +521,40 @@ def event(msg: pb.Event) -> Event:
                  cap_usd=nanos_to_usd(msg.cap_nanos) if msg.cap_nanos else None, reason=msg.reason, at=_time(msg.at))
 
 
+def report_row(r: pb.ReportRow) -> ReportRow:
+    return ReportRow(r.key, nanos_to_usd(r.cost_nanos), r.calls, nanos_to_usd(r.avg_cost_nanos),
+                     Decimal(r.cache_hit_rate) if r.cache_hit_rate else None,
+                     r.p95_input_tokens if r.HasField("p95_input_tokens") else None, r.input_tokens,
+                     r.cached_input_tokens, r.priced_calls)
+
+
 def report(by: str, msg: pb.ReportResponse) -> Report:
-    rows = tuple(ReportRow(r.key, nanos_to_usd(r.cost_nanos), r.calls) for r in msg.rows)
-    return Report(by=by, since=msg.since, until=msg.until, rows=rows, total_usd=nanos_to_usd(msg.total_nanos))
+    rows = tuple(report_row(r) for r in msg.rows)
+    total = report_row(msg.total) if msg.HasField("total") else None
+    return Report(by=by, since=msg.since, until=msg.until, rows=rows, total_usd=nanos_to_usd(msg.total_nanos),
+                  total=total, rows_in_all=msg.rows_in_all or len(rows))
+
+
+def report_request(by: str, since: str, until: str, top: int, month: str) -> pb.ReportRequest:
+    """``month`` (YYYY-MM): its first to its last day, instead of since and until."""
+    if month:
+        if since or until:
+            raise ValueError("give month, or since and until, not both")
+        since, until = month_days(month)
+    if top < 0:
+        raise ValueError(f"top must be 0 (every row) or more, got {top}")
+    return pb.ReportRequest(by=by, since=since, until=until, top=top)
+
+
+def month_days(month: str) -> tuple[str, str]:
+    """The first and last day of a month given as YYYY-MM: ("2026-11-01", "2026-11-30")."""
+    if not re.fullmatch(r"\d{4}-\d{2}", month):
+        raise ValueError(f"month must be YYYY-MM, got {month!r}")
+    year, number = int(month[:4]), int(month[5:])
+    if not 1 <= number <= 12:
+        raise ValueError(f"month must be YYYY-MM with a month 01-12, got {month!r}")
+    following = date(year + number // 12, number % 12 + 1, 1)
+    return f"{month}-01", (following - timedelta(days=1)).isoformat()
 
 
 def config_info(msg: pb.ConfigInfo) -> ConfigInfo:

@@ -71,8 +71,14 @@ class Event:
 @dataclass(frozen=True)
 class ReportRow:
     key: str
-    cost_usd: Decimal
-    calls: int
+    cost_usd: Decimal  # spend
+    calls: int  # requests
+    avg_cost_usd: Decimal = Decimal(0)  # spend per request, to the nanodollar
+    cache_hit_rate: Decimal | None = None  # cached input / input tokens (None: no input tokens)
+    p95_input_tokens: int | None = None  # nearest rank, over the calls priced from token counts
+    input_tokens: int = 0  # over the calls priced from token counts
+    cached_input_tokens: int = 0
+    priced_calls: int = 0  # the calls priced from token counts (the others carry none)
 
 
 @dataclass(frozen=True)
@@ -80,8 +86,10 @@ class Report:
     by: str
     since: str
     until: str
-    rows: tuple[ReportRow, ...]
-    total_usd: Decimal
+    rows: tuple[ReportRow, ...]  # biggest spend first; with top, only that many
+    total_usd: Decimal  # of every row, shown or not
+    total: ReportRow | None = None  # every row summed (key "TOTAL")
+    rows_in_all: int = 0  # how many rows there are, shown or not
 
 
 @dataclass(frozen=True)

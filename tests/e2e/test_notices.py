@@ -329,6 +329,47 @@ async def test_a_5x_hourly_spike_raises_one_anomaly_and_steady_traffic_none(runn
     assert slack.texts() == [notice]
 
 
+async def tspend(budget: AsyncBudget, agent: str, usd: str, **tags: str) -> None:
+    async with budget.guard(agent, estimate_usd=usd, tags=tags) as call:
+        call.record_usd(usd)
+
+
+@pytest.mark.parametrize("store", ["sqlite", pytest.param("redis", marks=pytest.mark.redis)])
+async def test_a_feature_spiking_5x_its_hourly_average_raises_one_anomaly_and_steady_ones_none(
+        running, slack, store, request, tmp_path):
+    url = (f"{request.getfixturevalue('redis_server').url}?prefix=t{uuid.uuid4().hex[:8]}" if store == "redis"
+           else None)
+    start = days_ahead(1, 0, 30)
+    clock = FakeClock(start)
+    # One agent runs every feature: its own spend ($3 an hour, under the
+    # floor; then $7, under 3x) never fires, nor do the customers ($3 an
+    # hour each, every other hour), so only the spiking feature's check can.
+    run = await running(clock, "defaults: {daily_usd: 1000, monthly_usd: 100000}\n"
+                               "anomaly: {factor: 3, floor_usd: 3.5, tags: [feature, customer]}\n", store_url=url)
+    for hour in range(7 * 24):  # a week of $1 an hour per feature, checked once a day
+        clock.set(start + timedelta(hours=hour))
+        for feature in ("chat", "search", "digest"):
+            await tspend(run.budget, "app", "1.00", feature=feature, customer="acme" if hour % 2 else "globex")
+        if hour % 24 == 23:
+            assert await run.due() == []
+    clock.set(start + timedelta(hours=7 * 24))
+    await tspend(run.budget, "app", "1.00", feature="chat")
+    await tspend(run.budget, "app", "1.00", feature="search")
+    for _ in range(5):
+        await tspend(run.budget, "app", "1.00", feature="digest")  # 5x its hourly average
+    hour = clock.now.strftime("%Y-%m-%d %H")
+    [notice] = await run.due()
+    assert f"Calls tagged feature=*digest* spent $5.00 in the hour from {hour}:00 UTC" in notice
+    assert "5.0x their 7-day hourly average of $1.00" in notice
+    assert "budgetctl report --by feature" in notice
+    clock.advance(minutes=20)  # the same hour, checked again
+    assert await run.due() == []
+    # A second replica's check of the same hour writes nothing either (the
+    # notice's key is the tag, its value and the hour).
+    assert await run.daemon.checks.tag_anomalies() == 0
+    assert slack.texts() == [notice]
+
+
 async def test_two_replicas_on_redis_deliver_each_notice_once(running, redis_server, slack):
     url = f"{redis_server.url}?prefix=t{uuid.uuid4().hex[:8]}"
     body = "warn_at: [0.5]\nagents:\n  shared: {daily_usd: 1.00}\n"

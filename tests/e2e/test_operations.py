@@ -120,13 +120,14 @@ def test_reports_by_agent_and_feature_in_csv_and_json_sum_to_status(start_daemon
     total = sum(spent.values())
 
     by_agent = {row["agent"]: D(row["cost_usd"]) for row in csv.DictReader(io.StringIO(run_report(daemon, "agent", "csv")))}
+    assert by_agent.pop("(total)") == total  # CSV's last row: the total
     assert by_agent == spent
     report = json.loads(run_report(daemon, "feature", "json"))
     features = {row["feature"]: D(row["cost_usd"]) for row in report["rows"]}
     assert features == {"digest": D("0.12345679"), "search": D("1.833333333"), "(none)": D("2.26")}
     assert sum(features.values()) == D(report["total_usd"]) == total
-    by_feature_csv = sum(D(r["cost_usd"]) for r in csv.DictReader(io.StringIO(run_report(daemon, "feature", "csv"))))
-    assert by_feature_csv == total
+    *by_feature_csv, csv_total = csv.DictReader(io.StringIO(run_report(daemon, "feature", "csv")))
+    assert sum(D(r["cost_usd"]) for r in by_feature_csv) == D(csv_total["cost_usd"]) == total
     assert sum(D(r["cost_usd"]) for r in json.loads(run_report(daemon, "agent", "json"))["rows"]) == total
     assert "TOTAL" in run_report(daemon, "day", "table")
 

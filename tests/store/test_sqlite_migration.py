@@ -11,6 +11,7 @@ from budgetd.config import Resolver, load_config_text
 from budgetd.plan import make_plan
 from budgetd.store import SettleRequest, open_store
 from budgetd.store.sqlite import SCHEMA_VERSION
+from budgetd.store.sqlite.ledger import TAG_HOUR_SQL
 
 pytestmark = pytest.mark.sqlite
 
@@ -109,4 +110,21 @@ async def test_a_version_5_ledger_migrates_to_cost_events_and_new_rows_carry_eve
     finally:
         await store.close()
     with sqlite3.connect(path) as db:
-        assert db.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,) == (6,)
+        assert db.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
+
+
+async def test_a_version_5_file_gets_the_ledger_index_the_anomaly_check_reads_by(tmp_path):
+    """Spend per tag value and hour reads only the hours asked for (the
+    index on settled_ms, schema version 7), not the whole ledger."""
+    path = tmp_path / "v5.db"
+    with sqlite3.connect(path) as db:  # as a version 5 file was: no such index
+        db.executescript(_schema_v5())
+        db.execute("DROP INDEX ledger_by_settled")
+    store = open_store(f"sqlite://{path}")
+    await store.open()
+    await store.close()
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
+        plan = " ".join(row[-1] for row in db.execute(f"EXPLAIN QUERY PLAN {TAG_HOUR_SQL}",
+                                                      {"tag": "feature", "since": 0, "until": 1}))
+        assert "ledger_by_settled" in plan, plan

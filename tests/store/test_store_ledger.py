@@ -6,16 +6,24 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import replace
 from datetime import date, timedelta
 
 import pytest
 import store_suite
+from report_sums import Call, expected_report, random_calls
 from store_suite import T, balances, covers, hold, plan, priced, settle
 
+from budgetd.reports import summarize
 from budgetd.store import CallFacts, CostEvent, HoldRequest, Pricing, SettleRequest
 
 # The suite's fixtures, under their names store and time_base.
 store_fixture, time_base_fixture = store_suite.store_fixture, store_suite.time_base_fixture
+
+
+async def report(store, by: str, since: str, until: str) -> list[tuple[str, int, int]]:
+    """(key, cost, calls) per row, as the summary of the store's parts gives them."""
+    return [(row.key, row.cost_nanos, row.calls) for row in summarize(await store.report_parts(by, since, until)).rows]
 
 
 @covers("settle", "spent_in", "top_spenders", "top_models")
@@ -39,16 +47,16 @@ async def test_hourly_spend_and_top_spenders_and_models_are_read_back(store):
     assert await store.top_models(plan("a1"), T.next_day_ms + 1, 10) == []  # nothing settled since
 
 
-@covers("settle", "report", "trim_ledger")
+@covers("settle", "report_parts", "trim_ledger")
 async def test_reports_group_in_the_store_and_old_ledger_rows_are_trimmed(store):
     await store.settle(settle("a1", "r1", 300))
     await store.settle(settle("team-a", "r2", 700))
     await store.settle(settle("team-a", "r3", 11, T.next_day))
-    assert await store.report("agent", T.day, T.day) == [("team-a", 700, 1), ("a1", 300, 1)]
-    assert await store.report("group", T.day, T.day) == [("team", 700, 1)]
-    assert await store.report("day", T.day, T.next_day_key) == [(T.day, 1000, 2), (T.next_day_key, 11, 1)]
+    assert await report(store, "agent", T.day, T.day) == [("team-a", 700, 1), ("a1", 300, 1)]
+    assert await report(store, "group", T.day, T.day) == [("team", 700, 1)]
+    assert await report(store, "day", T.day, T.next_day_key) == [(T.day, 1000, 2), (T.next_day_key, 11, 1)]
     week = (date.fromisoformat(T.next_day_key) + timedelta(days=7)).isoformat()
-    assert await store.report("agent", T.next_day_key, week) == [("team-a", 11, 1)]
+    assert await report(store, "agent", T.next_day_key, week) == [("team-a", 11, 1)]
     # A cutoff before every row drops none. (SQLite trims by a row's settle
     # time, Redis by when it wrote the entry: with one clock the two agree;
     # the cutoffs here are on the same side of both, even when Redis's clock
@@ -56,11 +64,11 @@ async def test_reports_group_in_the_store_and_old_ledger_rows_are_trimmed(store)
     assert await store.trim_ledger(1) == 0
     await asyncio.sleep(0.01)
     assert await store.trim_ledger(max(T.next_day_ms, int(time.time() * 1000)) + 1) == 3
-    assert await store.report("agent", T.day, week) == []
+    assert await report(store, "agent", T.day, week) == []
 
 
 @pytest.mark.parametrize("expired_first", [False, True])
-@covers("hold", "settle", "report")
+@covers("hold", "settle", "report_parts")
 async def test_a_settles_tags_are_added_to_its_holds_and_win(store, expired_first):
     """The ledger row carries the hold's tags with the settle's on top, for a
     held call and for a late settle after its hold expired."""
@@ -70,10 +78,10 @@ async def test_a_settles_tags_are_added_to_its_holds_and_win(store, expired_firs
         assert await store.expire(T.now_ms + 10, False, plan) == 1
     await store.settle(SettleRequest("r1", 5, plan("a2"), T.now_ms, {"feature": "answer", "run": "7"}))
     day = T.day
-    assert await store.report("feature", day, day) == [("answer", 5, 1)]
-    assert await store.report("team", day, day) == [("blue", 5, 1)]
-    assert await store.report("run", day, day) == [("7", 5, 1)]
-    assert await store.report("model", day, day) == [("(no model)", 5, 1)]
+    assert await report(store, "feature", day, day) == [("answer", 5, 1)]
+    assert await report(store, "team", day, day) == [("blue", 5, 1)]
+    assert await report(store, "run", day, day) == [("7", 5, 1)]
+    assert await report(store, "model", day, day) == [("(no model)", 5, 1)]
 
 
 # -- cost events: the whole ledger row, for the export ----------------------------------------
@@ -85,7 +93,7 @@ async def _events(store, since: str, until: str) -> list:
     return sorted(events, key=lambda e: e.request_id) if store.backend == "redis-cluster" else events
 
 
-@covers("hold", "settle", "record_failure", "cost_events", "report", "read")
+@covers("hold", "settle", "record_failure", "cost_events", "read")
 async def test_every_settle_and_recorded_failure_is_a_whole_cost_event_read_back_in_order(store):
     usage = Pricing("gpt-4o-2024-08-06", "openai", 1000, 200, 300, 50, "genai-prices-1", cache_write_tokens=100)
     assert (await store.hold(hold("a1", "r1", 500))).allowed
@@ -150,3 +158,69 @@ async def test_cost_events_of_a_long_range_are_read_in_pages(store):
         await store.settle(settle("a1", f"r{i:04d}", 1))
     events = await _events(store, T.day, T.day)
     assert [e.request_id for e in events] == [f"r{i:04d}" for i in range(1205)]
+
+
+# -- reports of many calls, against sums computed in the test (report_sums.py) ------------
+
+def as_dicts(lines) -> list[dict]:
+    return [{"key": r.key, "cost": r.cost_nanos, "calls": r.calls, "avg": r.avg_cost_nanos, "rate": r.cache_hit_rate,
+             "p95": r.p95_input_tokens, "input": r.input_tokens, "cached": r.cached_input_tokens,
+             "priced": r.priced_calls} for r in lines]
+
+
+def settle_of(call: Call, now, plans: dict) -> SettleRequest:
+    pricing = None if call.usage is None else Pricing("m", "openai", call.usage[0], call.usage[1], 10, 0, "v1")
+    the_plan = plans.get((call.agent, now)) or plans.setdefault((call.agent, now), plan(call.agent, now))
+    return SettleRequest(call.rid, call.cost, the_plan, store_suite._ms(now), call.tags, pricing)
+
+
+@covers("hold", "expire", "settle", "report_parts")
+async def test_reports_of_10000_random_calls_equal_sums_computed_from_the_calls(store):
+    # 10,000 calls at the time base "now"; at the others (the same code at a
+    # month's end and a DST change) 2,000, which keeps the suite quick.
+    calls = random_calls(10_000 if T.name == "now" else 2_000, seed=20261122)
+    # A few calls whose hold expired (charged the amount held) before a late
+    # settle, on the same day: two ledger rows, one call, its cost what the settle said.
+    calls[:25] = late = [replace(c, next_day=False) for c in calls[:25]]
+    for call in late:
+        await store.hold(HoldRequest(call.rid, 7_000_000, plan(call.agent), T.now_ms, T.now_ms + 5, call.tags))
+    assert await store.expire(T.now_ms + 5, True, plan) == len(late)
+    plans: dict = {}
+    for start in range(0, len(calls), 50):  # 50 at a time: every store serves concurrent callers
+        await asyncio.gather(*(store.settle(settle_of(c, T.next_day if c.next_day else T.now, plans))
+                               for c in calls[start:start + 50]))
+    today = [c for c in calls if not c.next_day]
+    for by, key in (("customer", lambda c: c.tags.get("customer", "(none)")),
+                    ("feature", lambda c: c.tags.get("feature", "(none)")), ("agent", lambda c: c.agent)):
+        expected = expected_report(today, key)
+        summary = summarize(await store.report_parts(by, T.day, T.day))
+        assert as_dicts(summary.rows) == expected, by
+        [total] = expected_report(today, lambda c: "TOTAL")
+        assert as_dicts([summary.total]) == [total]
+        assert total["cost"] == sum(r["cost"] for r in expected) and total["calls"] == len(today)
+        top = summarize(await store.report_parts(by, T.day, T.day), top=5)
+        assert as_dicts(top.rows) == expected[:5] and top.rows_in_all == len(expected)
+        assert as_dicts([top.total]) == [total]  # the total covers every row, not only the top 5
+    both_days = expected_report(calls, lambda c: c.tags.get("feature", "(none)"))
+    assert as_dicts(summarize(await store.report_parts("feature", T.day, T.next_day_key)).rows) == both_days
+    by_day = summarize(await store.report_parts("day", T.day, T.next_day_key))
+    assert {r.key: r.calls for r in by_day.rows} == {T.day: len(today), T.next_day_key: len(calls) - len(today)}
+
+
+@covers("settle", "tag_spend_by_hour")
+async def test_spend_per_tag_value_and_hour_is_summed_from_the_ledger(store):
+    since = T.now_ms - 3 * 3_600_000
+    rows = [(since - 1, {"feature": "chat"}, 1),  # before the range: left out
+            (since, {"feature": "chat", "customer": "acme"}, 10),
+            (since + 1_000, {"feature": "chat"}, 20),
+            (since + 3_600_000, {"feature": "search", "customer": "acme"}, 300),
+            (since + 2 * 3_600_000 + 5, {"customer": "globex"}, 4_000),
+            (since + 3 * 3_600_000 - 1, {"feature": "search"}, 50_000),
+            (since + 3 * 3_600_000, {"feature": "chat"}, 600_000)]  # at until: left out
+    for i, (at_ms, tags, cost) in enumerate(rows):  # in the order they happened
+        await store.settle(SettleRequest(f"h{i}", cost, plan("a2"), at_ms, tags))
+    found = await store.tag_spend_by_hour(["feature", "customer"], since, since + 3 * 3_600_000)
+    assert [(s.tag, s.value, s.hour, s.cost_nanos) for s in found] == [
+        ("customer", "acme", 0, 10), ("customer", "acme", 1, 300), ("customer", "globex", 2, 4_000),
+        ("feature", "chat", 0, 30), ("feature", "search", 1, 300), ("feature", "search", 2, 50_000)]
+    assert await store.tag_spend_by_hour(["route"], since, since + 3 * 3_600_000) == []

@@ -43,7 +43,7 @@ import asyncio
 import json
 import logging
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -53,9 +53,11 @@ from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
+from ... import reports
 from ...notices import model as notices
 from ...notices.model import Notice
 from ...plan import Plan, Scope
+from ...reports import ReportPart, TagHourSpend
 from .. import rules
 from ..base import Store
 from ..model import (
@@ -91,6 +93,7 @@ _WRITTEN_ONCE_LIMIT = 100_000
 _PIPED = (scripts.HOLD, scripts.SETTLE, scripts.RELEASE)  # the hot path's scripts: over RedisPipe (not on Cluster)
 RUN_ID_CHECK_EVERY = 15  # pings (30 s in the daemon) between looks at the servers' run_id, for the log only
 READ_BATCH = 500  # agents per pipeline of a read_many
+CLOCK_SKEW_MS = 60_000  # how far apart replicas' clocks may be, for a scan of the newest ledger entries
 
 
 @dataclass
@@ -708,9 +711,9 @@ class RedisStore(Store):
     async def _ledgers(self) -> list[str]:
         return [self._key(tag, "ledger") for tag, _ in await self._outboxes()]
 
-    async def report(self, by: str, since_day: str, until_day: str) -> list[tuple[str, int, int]]:
+    async def report_parts(self, by: str, since_day: str, until_day: str) -> list[ReportPart]:
         """Aggregated from the ledger streams (bounded by their retention)."""
-        totals: dict[str, list] = {}
+        builder = reports.PartsBuilder()
         for key in await self._ledgers():
             last = "-"
             while True:
@@ -723,12 +726,38 @@ class RedisStore(Store):
                 for _, f in entries:
                     if not since_day <= f.get("day", "") <= until_day:
                         continue
-                    for k in _report_keys(by, f):
-                        row = totals.setdefault(k, [0, set()])
-                        row[0] += int(f["cost_nanos"])
-                        row[1].add(f["request_id"])
-        rows = [(k, cost, len(ids)) for k, (cost, ids) in totals.items()]
-        return sorted(rows, key=lambda r: (-r[1], r[0]))
+                    priced = json.loads(f["pricing"]) if f.get("pricing") else None
+                    builder.add(reports.LedgerEntry(
+                        _report_keys(by, f, priced), (f["agent_id"], f["request_id"]), int(f["cost_nanos"]),
+                        priced["input_tokens"] if priced else None, priced["cached_input_tokens"] if priced else None))
+        return builder.parts()
+
+    async def tag_spend_by_hour(self, tags: Sequence[str], since_ms: int, until_ms: int) -> list[TagHourSpend]:
+        """From the newest entries of each ledger stream back to the first
+        settled more than a minute (replicas' clocks apart) before since_ms,
+        summed a page at a time."""
+        sums: dict[tuple[str, str, int], int] = {}
+        for key in await self._ledgers():
+            last = "+"
+            done = False
+            while not done:
+                entries = await self._call(self._client.xrevrange(key, max=last, count=5000))
+                if last != "+":
+                    entries = entries[1:]
+                if not entries:
+                    break
+                last = entries[-1][0]
+                page = []
+                for _, f in entries:
+                    settled = int(f.get("settled_ms") or 0)
+                    if settled < since_ms - CLOCK_SKEW_MS:
+                        done = True
+                        break
+                    page.append((json.loads(f.get("tags") or "{}"), settled, int(f["cost_nanos"])))
+                for spend in reports.hourly_by_tag(page, tags, since_ms, until_ms):
+                    at = (spend.tag, spend.value, spend.hour)
+                    sums[at] = sums.get(at, 0) + spend.cost_nanos
+        return [TagHourSpend(tag, value, hour, cost) for (tag, value, hour), cost in sorted(sums.items())]
 
     async def cost_events(self, since_day: str, until_day: str) -> AsyncIterator[CostEvent]:
         """Each ledger stream in turn (one on a single Redis), in the order written."""
@@ -976,13 +1005,13 @@ def _agent_state(plan: Plan, replies) -> AgentState:
     return AgentState(balances, pauses)
 
 
-def _report_keys(by: str, fields: dict) -> list[str]:
+def _report_keys(by: str, fields: dict, priced: dict | None) -> list[str]:
     if by == "agent":
         return [fields["agent_id"]]
     if by == "day":
         return [fields.get("day", "")]
     if by == "model":
-        return [json.loads(fields["pricing"])["model"] if fields.get("pricing") else "(no model)"]
+        return [priced["model"] if priced else "(no model)"]
     if by == "group":
         return json.loads(fields.get("groups") or "[]")
     return [json.loads(fields.get("tags") or "{}").get(by, "(none)")]

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import aiosqlite
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS counters (
     scope TEXT NOT NULL,               -- 'agent:NAME' or 'group:NAME'
@@ -83,6 +83,7 @@ CREATE TABLE IF NOT EXISTS outbox (
 CREATE INDEX IF NOT EXISTS outbox_due ON outbox (next_ms) WHERE state = 'pending';
 CREATE INDEX IF NOT EXISTS ledger_by_agent ON ledger (agent_id, settled_ms);
 CREATE INDEX IF NOT EXISTS ledger_by_day ON ledger (day);
+CREATE INDEX IF NOT EXISTS ledger_by_settled ON ledger (settled_ms);  -- spend per tag and hour, retention
 """
 
 # Schema changes after version 1, applied in order to older files.
@@ -102,6 +103,7 @@ MIGRATIONS = {
         "error_code TEXT")),
         "UPDATE ledger SET cost_source = CASE WHEN kind = 'expiry' THEN 'estimate' WHEN model IS NOT NULL AND "
         "price_version NOT LIKE 'unpriced%' THEN 'usage' END"],
+    7: [],  # the ledger_by_settled index: created by SCHEMA
 }
 _AFTER_MIGRATION = {
     3: ["INSERT INTO calls (agent_id, request_id, state, held_nanos, charged_nanos, counters, tags, created_ms, "

@@ -15,6 +15,7 @@ import aiosqlite
 
 from ...notices.model import Notice
 from ...plan import Plan
+from ...reports import ReportPart, TagHourSpend
 from ..base import Store
 from ..model import (
     AgentState,
@@ -185,8 +186,11 @@ class SqliteStore(Store):
         return await self._run(lambda conn: pauses.lift_lapsed(conn, plan, now_ms))
 
     # -- the ledger -----------------------------------------------------------------------
-    async def report(self, by: str, since_day: str, until_day: str) -> list[tuple[str, int, int]]:
-        return await self._run(lambda conn: ledger.report(conn, by, since_day, until_day))
+    async def report_parts(self, by: str, since_day: str, until_day: str) -> list[ReportPart]:
+        return await self._run(lambda conn: ledger.report_parts(conn, by, since_day, until_day))
+
+    async def tag_spend_by_hour(self, tags: Sequence[str], since_ms: int, until_ms: int) -> list[TagHourSpend]:
+        return await self._run(lambda conn: ledger.tag_spend_by_hour(conn, tags, since_ms, until_ms))
 
     async def cost_events(self, since_day: str, until_day: str) -> AsyncIterator[CostEvent]:
         after = 0

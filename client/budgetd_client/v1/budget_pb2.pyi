@@ -359,36 +359,54 @@ class ConfigInfo(_message.Message):
     def __init__(self, generation: _Optional[int] = ..., loaded_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., source: _Optional[str] = ..., last_error: _Optional[str] = ..., last_error_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class ReportRequest(_message.Message):
-    __slots__ = ("by", "since", "until")
+    __slots__ = ("by", "since", "until", "top")
     BY_FIELD_NUMBER: _ClassVar[int]
     SINCE_FIELD_NUMBER: _ClassVar[int]
     UNTIL_FIELD_NUMBER: _ClassVar[int]
+    TOP_FIELD_NUMBER: _ClassVar[int]
     by: str
     since: str
     until: str
-    def __init__(self, by: _Optional[str] = ..., since: _Optional[str] = ..., until: _Optional[str] = ...) -> None: ...
+    top: int
+    def __init__(self, by: _Optional[str] = ..., since: _Optional[str] = ..., until: _Optional[str] = ..., top: _Optional[int] = ...) -> None: ...
 
 class ReportRow(_message.Message):
-    __slots__ = ("key", "cost_nanos", "calls")
+    __slots__ = ("key", "cost_nanos", "calls", "avg_cost_nanos", "priced_calls", "input_tokens", "cached_input_tokens", "cache_hit_rate", "p95_input_tokens")
     KEY_FIELD_NUMBER: _ClassVar[int]
     COST_NANOS_FIELD_NUMBER: _ClassVar[int]
     CALLS_FIELD_NUMBER: _ClassVar[int]
+    AVG_COST_NANOS_FIELD_NUMBER: _ClassVar[int]
+    PRICED_CALLS_FIELD_NUMBER: _ClassVar[int]
+    INPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    CACHED_INPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    CACHE_HIT_RATE_FIELD_NUMBER: _ClassVar[int]
+    P95_INPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
     key: str
     cost_nanos: int
     calls: int
-    def __init__(self, key: _Optional[str] = ..., cost_nanos: _Optional[int] = ..., calls: _Optional[int] = ...) -> None: ...
+    avg_cost_nanos: int
+    priced_calls: int
+    input_tokens: int
+    cached_input_tokens: int
+    cache_hit_rate: str
+    p95_input_tokens: int
+    def __init__(self, key: _Optional[str] = ..., cost_nanos: _Optional[int] = ..., calls: _Optional[int] = ..., avg_cost_nanos: _Optional[int] = ..., priced_calls: _Optional[int] = ..., input_tokens: _Optional[int] = ..., cached_input_tokens: _Optional[int] = ..., cache_hit_rate: _Optional[str] = ..., p95_input_tokens: _Optional[int] = ...) -> None: ...
 
 class ReportResponse(_message.Message):
-    __slots__ = ("rows", "total_nanos", "since", "until")
+    __slots__ = ("rows", "total_nanos", "since", "until", "total", "rows_in_all")
     ROWS_FIELD_NUMBER: _ClassVar[int]
     TOTAL_NANOS_FIELD_NUMBER: _ClassVar[int]
     SINCE_FIELD_NUMBER: _ClassVar[int]
     UNTIL_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_FIELD_NUMBER: _ClassVar[int]
+    ROWS_IN_ALL_FIELD_NUMBER: _ClassVar[int]
     rows: _containers.RepeatedCompositeFieldContainer[ReportRow]
     total_nanos: int
     since: str
     until: str
-    def __init__(self, rows: _Optional[_Iterable[_Union[ReportRow, _Mapping]]] = ..., total_nanos: _Optional[int] = ..., since: _Optional[str] = ..., until: _Optional[str] = ...) -> None: ...
+    total: ReportRow
+    rows_in_all: int
+    def __init__(self, rows: _Optional[_Iterable[_Union[ReportRow, _Mapping]]] = ..., total_nanos: _Optional[int] = ..., since: _Optional[str] = ..., until: _Optional[str] = ..., total: _Optional[_Union[ReportRow, _Mapping]] = ..., rows_in_all: _Optional[int] = ...) -> None: ...
 
 class ListStatusResponse(_message.Message):
     __slots__ = ("agents",)
