@@ -114,6 +114,11 @@ class AdminServicer(pb_grpc.AdminServicer):
                                  since=report.since, until=report.until, total=_report_row(summary.total),
                                  rows_in_all=summary.rows_in_all)
 
+    async def Export(self, request: pb.ExportRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[pb.CostEvent]:
+        _, _, events = self.service.export(request.since, request.until)
+        async for event in events:
+            yield export.to_proto(event)
+
 
 def _report_row(row: ReportLine) -> pb.ReportRow:
     rate = row.cache_hit_rate
@@ -122,11 +127,6 @@ def _report_row(row: ReportLine) -> pb.ReportRow:
                         input_tokens=row.input_tokens, cached_input_tokens=row.cached_input_tokens,
                         cache_hit_rate="" if rate is None else str(rate), p95_input_tokens=row.p95_input_tokens)
 
-
-    async def Export(self, request: pb.ExportRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[pb.CostEvent]:
-        _, _, events = self.service.export(request.since, request.until)
-        async for event in events:
-            yield export.to_proto(event)
 
 
 def _facts(request: pb.CommitRequest | pb.ReleaseRequest) -> CallFacts | None:
