@@ -180,7 +180,9 @@ def test_a_settle_kept_in_memory_is_delivered_at_exit_if_budgetd_is_back_in_time
     # No spool path: the settle is in memory only; the process ends right after
     # keeping it (for AsyncBudget its loop is gone by then), and its at-exit
     # flush (up to min(timeout, 5 s)) delivers it to the daemon restarted meanwhile.
-    err = settle_while_down(tmp_path, daemon, "3", {}, restart_on_left=True, mode=mode)
+    # The timeout sets the at-exit flush (min(timeout, 5 s)): the longest, so a
+    # daemon slow to start on a loaded machine is still back in time.
+    err = settle_while_down(tmp_path, daemon, "5", {}, restart_on_left=True, mode=mode)
     assert "kept in memory only" in err and "LOST" not in err
     assert spent_and_reserved(daemon.address) == (D("0.004"), 0)
 
