@@ -65,6 +65,9 @@ class Plan:
     # Set for a tag value's own plan (its status, pause and resume; on Redis
     # Cluster its part of a hold): whose plan it is when not the agent's.
     owner: Scope | None = None
+    # The config has tag_budgets, so a hold of this agent may have reserved
+    # in tag values' windows too (Redis Cluster looks for them only then).
+    tags_budgeted: bool = False
 
     @property
     def owner_scope(self) -> Scope:
@@ -114,14 +117,15 @@ def make_plan(budget: AgentBudget, now: datetime, zone: ZoneInfo) -> Plan:
     return _plan(budget, *current_periods(now, zone), period_of(Window.HOURLY, now, zone))
 
 
-def _plan(budget: AgentBudget, daily: Period, monthly: Period, hourly: Period) -> Plan:
+def _plan(budget: AgentBudget, daily: Period, monthly: Period, hourly: Period, tags_budgeted: bool = False) -> Plan:
     agent = Scope("agent", budget.agent_id)
     limits = [Limit(agent, daily, budget.daily_nanos), Limit(agent, monthly, budget.monthly_nanos)]
     for group in budget.groups:
         scope = Scope("group", group.name)
         limits += [Limit(scope, daily, group.daily_nanos), Limit(scope, monthly, group.monthly_nanos)]
     limits.append(Limit(agent, hourly, None))
-    return Plan(budget.agent_id, budget.estimate_nanos, tuple(limits), budget.warn_at, budget.required_tags)
+    return Plan(budget.agent_id, budget.estimate_nanos, tuple(limits), budget.warn_at, budget.required_tags,
+                tags_budgeted=tags_budgeted)
 
 
 def tag_limits(budget: TagBudget, daily: Period, monthly: Period) -> tuple[Limit, Limit]:
@@ -196,7 +200,7 @@ class PlanCache:
             if len(self._plans) >= self._max_agents:
                 self._plans.clear()
             assert self._periods is not None  # set by _enter, above
-            plan = self._plans[agent_id] = _plan(budget, *self._periods)
+            plan = self._plans[agent_id] = _plan(budget, *self._periods, tags_budgeted=bool(self._budgeted_tags))
         return plan
 
     def for_call(self, agent_id: str, tags: Mapping[str, str], now_ms: int) -> Plan | None:

@@ -472,6 +472,8 @@ class RedisStore(Store):
     async def _tag_parts(self, request_id: str, parts: _ClusterParts) -> tuple[Plan, ...]:
         """The tag slots of a call on Cluster: those of its plan now and
         those its hold named (the hold's tags, if the caller's differ)."""
+        if not parts.tags and not parts.agent.tags_budgeted:  # no tag_budgets: no call has tag parts
+            return ()
         call_key = self._plan_keys(parts.agent).call_prefix + request_id
         named = json.loads(await self._call(self._client.hget(call_key, "parts")) or "[]")
         known = {part.owner_scope.key for part in parts.tags}
