@@ -713,19 +713,28 @@ class RedisStore(Store):
     async def _ledgers(self) -> list[str]:
         return [self._key(tag, "ledger") for tag, _ in await self._outboxes()]
 
+    async def _pages(self, key: str, count: int, newest_first: bool = False) -> AsyncIterator[list[dict]]:
+        """A stream's entries (their fields), a page at a time, oldest first
+        (or newest first). Each page starts after the last one's final entry."""
+        last = "+" if newest_first else "-"
+        while True:
+            if newest_first:
+                entries = await self._call(self._client.xrevrange(key, max=last, count=count))
+            else:
+                entries = await self._call(self._client.xrange(key, min=last, count=count))
+            if last not in ("-", "+"):
+                entries = entries[1:]  # the bound is inclusive: the previous page's last entry
+            if not entries:
+                return
+            last = entries[-1][0]
+            yield [fields for _, fields in entries]
+
     async def report_parts(self, by: str, since_day: str, until_day: str) -> list[ReportPart]:
         """Aggregated from the ledger streams (bounded by their retention)."""
         builder = reports.PartsBuilder()
         for key in await self._ledgers():
-            last = "-"
-            while True:
-                entries = await self._call(self._client.xrange(key, min=last, count=5000))
-                if last != "-":
-                    entries = entries[1:]
-                if not entries:
-                    break
-                last = entries[-1][0]
-                for _, f in entries:
+            async for page in self._pages(key, 5000):
+                for f in page:
                     if not since_day <= f.get("day", "") <= until_day:
                         continue
                     priced = json.loads(f["pricing"]) if f.get("pricing") else None
@@ -740,17 +749,9 @@ class RedisStore(Store):
         summed a page at a time."""
         sums: dict[tuple[str, str, int], int] = {}
         for key in await self._ledgers():
-            last = "+"
-            done = False
-            while not done:
-                entries = await self._call(self._client.xrevrange(key, max=last, count=5000))
-                if last != "+":
-                    entries = entries[1:]
-                if not entries:
-                    break
-                last = entries[-1][0]
-                page = []
-                for _, f in entries:
+            async for entries in self._pages(key, 5000, newest_first=True):
+                page, done = [], False
+                for f in entries:
                     settled = int(f.get("settled_ms") or 0)
                     if settled < since_ms - CLOCK_SKEW_MS:
                         done = True
@@ -759,20 +760,15 @@ class RedisStore(Store):
                 for spend in reports.hourly_by_tag(page, tags, since_ms, until_ms):
                     at = (spend.tag, spend.value, spend.hour)
                     sums[at] = sums.get(at, 0) + spend.cost_nanos
+                if done:
+                    break
         return [TagHourSpend(tag, value, hour, cost) for (tag, value, hour), cost in sorted(sums.items())]
 
     async def cost_events(self, since_day: str, until_day: str) -> AsyncIterator[CostEvent]:
         """Each ledger stream in turn (one on a single Redis), in the order written."""
         for key in await self._ledgers():
-            last = "-"
-            while True:
-                entries = await self._call(self._client.xrange(key, min=last, count=1000))
-                if last != "-":
-                    entries = entries[1:]
-                if not entries:
-                    break
-                last = entries[-1][0]
-                for _, f in entries:
+            async for page in self._pages(key, 1000):
+                for f in page:
                     if since_day <= f.get("day", "") <= until_day:
                         yield _cost_event(f)
 
