@@ -437,14 +437,4 @@ def _biggest_first(items: list[tuple[str, int]]) -> list[tuple[str, int]]:
 
 
 def _report_keys(by: str, row: _LedgerRow) -> Sequence[str]:
-    """The keys a ledger row counts under in a report ``by`` (a row of a
-    group report counts under each of its groups)."""
-    if by == "group":
-        return row.groups
-    if by == "agent":
-        return [row.agent_id]
-    if by == "model":
-        return [row.model or "(no model)"]
-    if by == "day":
-        return [row.day or ""]
-    return [row.tags.get(by, "(none)")]
+    return reports.report_keys(by, row.agent_id, row.model or "", row.day or "", row.groups, row.tags)
