@@ -21,11 +21,12 @@ COPY config/budgets.yaml /etc/budgetd/budgets.yaml
 ENV PATH=/opt/budgetd/bin:$PATH \
     BUDGETD_LISTEN=127.0.0.1:50051 \
     BUDGETD_STORE_URL=sqlite:///var/lib/budgetd/budgetd.db \
-    BUDGETD_ADDRESS=127.0.0.1:50051
+    BUDGETD_ADDRESS=127.0.0.1:50051 \
+    BUDGETD_DASHBOARD_LISTEN=127.0.0.1:8080
 USER 10001:10001
 WORKDIR /var/lib/budgetd
 VOLUME ["/var/lib/budgetd"]
-EXPOSE 50051
+EXPOSE 50051 8080
 HEALTHCHECK --interval=10s --timeout=3s --start-period=5s --retries=3 CMD ["budgetctl", "--timeout", "2", "health"]
 # SIGTERM drains in-flight calls (server.shutdown_grace_seconds) and exits 0.
 STOPSIGNAL SIGTERM
