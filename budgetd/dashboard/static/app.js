@@ -9,7 +9,9 @@
   const EVENT_DEBOUNCE_MS = 200;
   const PAGE_SIZE = 50;
   const SVG_NS = "http://www.w3.org/2000/svg";
-  const PALETTE = ["#1f6feb", "#d4731c", "#1a7f37", "#a626a4", "#b42318", "#0e7490", "#7a5c00", "#5b5bd6", "#6b7280"];
+  const PALETTE = ["#1f6feb", "#d4731c", "#1a7f37", "#a626a4", "#b42318", "#0e7490", "#7a5c00", "#5b5bd6"];
+  const OTHER_COLOUR = "#6b7280";
+  const colourOf = (series, k) => (series.key === "(other)" ? OTHER_COLOUR : PALETTE[k % PALETTE.length]);
 
   let session = null;       // GET /api/v1/session
   let view = null;          // {refresh(): Promise} of the page shown
@@ -56,6 +58,11 @@
   }
 
   const $ = (sel, root = document) => root.querySelector(sel);
+
+  function fill(node, ...children) {
+    node.replaceChildren();
+    append(node, children);
+  }
 
   // ---------------------------------------------------------------- money and times
 
@@ -215,10 +222,18 @@
 
   function startEvents() {
     if (events || typeof EventSource === "undefined") return;
-    events = new EventSource("/api/v1/events");
-    events.addEventListener("notice", () => {
+    const source = new EventSource("/api/v1/events");
+    events = source;
+    source.addEventListener("notice", () => {
       clearTimeout(debounce);
       debounce = setTimeout(() => refresh(), EVENT_DEBOUNCE_MS);
+    });
+    source.addEventListener("error", () => {
+      // The browser retries a dropped stream by itself, but not one answered
+      // with an error status: open it anew a little later.
+      if (source.readyState !== EventSource.CLOSED || events !== source) return;
+      events = null;
+      setTimeout(() => { if (session && session.signed_in) startEvents(); }, 5000);
     });
   }
 
@@ -425,7 +440,7 @@
 
   // Cumulative spend through the window against its cap, as SVG.
   function burnChart(burn, win) {
-    const W = 640, H = 220, L = 64, R = 16, T = 14, B = 30;
+    const W = 1100, H = 240, L = 64, R = 16, T = 14, B = 30;
     const figure = el("figure", { class: "chart burn" });
     if (!burn) { figure.append(el("p", { class: "none", text: "No burn data." })); return figure; }
     const points = (burn.points || []).map((p) => ({ t: Date.parse(p.at), v: num(p.spent_usd), raw: p.spent_usd }))
@@ -482,6 +497,8 @@
     const form = el("form", { class: "card signin", id: "signin-form", "aria-labelledby": "signin-title" },
       el("h1", { id: "signin-title", text: "Sign in" }),
       el("p", { text: "This budgetd requires an admin token to show the fleet." }),
+      // For password managers: the token is the only secret; this names what it signs in as.
+      el("input", { type: "text", name: "username", autocomplete: "username", value: "budgetd admin", hidden: true }),
       el("label", { for: "signin-token", text: "Admin token" }), input,
       el("button", { type: "submit", class: "primary", text: "Sign in" }));
     form.addEventListener("submit", async (event) => {
@@ -592,7 +609,7 @@
           th.setAttribute("aria-sort", active ? (st.order === "asc" ? "ascending" : "descending") : "none");
           $(".arrow", th).textContent = active ? (st.order === "asc" ? " ▲" : " ▼") : "";
         }
-        tbody.replaceChildren(...data.rows.map(fleetRow));
+        tfill(body, ...data.rows.map(fleetRow));
         if (!data.rows.length) tbody.append(el("tr", {}, el("td", { colspan: FLEET_COLUMNS.length, class: "empty", text: "No rows match." })));
         const pages = Math.max(1, data.pages || 1);
         pageInfo.textContent = `Page ${data.page} of ${pages}, ${data.total} rows`;
@@ -718,7 +735,7 @@
         if (v <= 0) return;
         const h = (v / maxV) * plotH;
         const rect = svg("rect", { x: x0.toFixed(1), y: (y(acc) - h).toFixed(1), width: barW.toFixed(1),
-          height: Math.max(0.5, h).toFixed(1), fill: PALETTE[k % PALETTE.length], "data-series": s.key, "data-bucket": b },
+          height: Math.max(0.5, h).toFixed(1), fill: colourOf(s, k), "data-series": s.key, "data-bucket": b },
         svg("title", { text: `${s.key}, ${b}: ${centsText(toCents(s.values[i]))} (${s.values[i]} ${currency()})` }));
         chart.append(rect);
         acc += v;
@@ -730,7 +747,7 @@
     });
     chart.append(svg("line", { x1: L, x2: W - R, y1: y(0), y2: y(0), class: "axis" }));
     const legend = el("ul", { class: "legend", "aria-label": "Legend" }, series.map((s, k) => el("li", {},
-      el("span", { class: "swatch", style: `background:${PALETTE[k % PALETTE.length]}`, "aria-hidden": "true" }), s.key)));
+      el("span", { class: "swatch", style: `background:${colourOf(s, k)}`, "aria-hidden": "true" }), s.key)));
     if (!series.length) legend.append(el("li", { class: "none", text: "No spend in this range." }));
     return el("figure", { class: "chart stacked" }, chart, legend);
   }
@@ -746,7 +763,7 @@
     const rows = (data.series || []).map((s, k) => {
       const share = totalCents === 0n ? "—" : `${((num(s.total_usd) / num(data.total_usd)) * 100).toFixed(1)}%`;
       return el("tr", { "data-series": s.key },
-        el("th", { scope: "row" }, el("span", { class: "swatch", style: `background:${PALETTE[k % PALETTE.length]}`, "aria-hidden": "true" }), s.key),
+        el("th", { scope: "row" }, el("span", { class: "swatch", style: `background:${colourOf(s, k)}`, "aria-hidden": "true" }), s.key),
         td(money(s.total_usd, "series.total_usd"), "num"), td(share, "num"));
     });
     const report = data.report || {};
@@ -833,7 +850,7 @@
         const tags = (data.tags || []).map((t) => el("tr", {},
           td(t.key), el("th", { scope: "row" }, budgeted.has(t.key) ? el("a", { href: tagHref(t.key, t.value), text: t.value }) : t.value),
           td(money(t.cost_usd, "cost_usd"), "num"), td(String(t.calls), "num")));
-        body.replaceChildren(
+        fill(body, 
           pausedBox(row),
           el("div", { class: "cards" }, windowCard(row.daily, "Today"), windowCard(row.monthly, "This month")),
           section("Burn today", burnChart(data.burn, row.daily)),
@@ -866,7 +883,7 @@
         const agents = (data.agents || []).map((a) => el("tr", {},
           el("th", { scope: "row" }, el("a", { href: agentHref(a.agent_id), text: a.agent_id })),
           td(money(a.cost_usd, "cost_usd"), "num"), td(String(a.calls), "num")));
-        body.replaceChildren(
+        fill(body, 
           pausedBox(row),
           el("div", { class: "cards" }, windowCard(row.daily, "Today"), windowCard(row.monthly, "This month")),
           section("Burn today", burnChart(data.burn, row.daily)),
