@@ -45,6 +45,8 @@
     for (const [key, value] of Object.entries(attrs || {})) {
       if (value === null || value === undefined || value === false) continue;
       if (key === "text") node.textContent = value;
+      // Through the CSSOM: the dashboard's Content-Security-Policy refuses style attributes.
+      else if (key === "style") Object.assign(node.style, value);
       else if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
       else node.setAttribute(key, value === true ? "" : String(value));
     }
@@ -343,10 +345,10 @@
     } else {
       const spentW = Math.min(100, (spent / cap) * 100);
       const heldW = Math.max(0, Math.min(100 - spentW, (held / cap) * 100));
-      const fill = el("span", { class: "fill spent", style: `width:${spentW.toFixed(2)}%` });
+      const fill = el("span", { class: "fill spent", style: { width: `${spentW.toFixed(2)}%` } });
       if (spent >= cap) fill.classList.add("over");
       else if (spent / cap >= 0.8) fill.classList.add("warn");
-      wrap.append(fill, el("span", { class: "fill held", style: `width:${heldW.toFixed(2)}%` }));
+      wrap.append(fill, el("span", { class: "fill held", style: { width: `${heldW.toFixed(2)}%` } }));
       label = `spent ${centsText(toCents(win.spent_usd) ?? 0n)}, held ${centsText(toCents(win.reserved_usd) ?? 0n)}, `
         + `of ${centsText(toCents(win.cap_usd) ?? 0n)}`;
     }
@@ -451,7 +453,9 @@
     if (Number.isNaN(end)) end = Math.max(start + 3600000, points.length ? points[points.length - 1].t : serverNow());
     const cap = burn.cap_usd === null || burn.cap_usd === undefined ? null : num(burn.cap_usd);
     const last = points.length ? points[points.length - 1] : null;
-    const maxV = Math.max(cap || 0, last ? last.v : 0) * 1.1 || 1;
+    const top = Math.max(cap || 0, last ? last.v : 0) * 1.08 || 1;
+    const tick = niceStep(top / 4);
+    const maxV = tick * Math.ceil(top / tick);
     const x = (t) => L + ((Math.min(Math.max(t, start), end) - start) / (end - start)) * (W - L - R);
     const y = (v) => T + (1 - v / maxV) * (H - T - B);
     const capText = cap === null ? "no cap" : `cap ${centsText(toCents(burn.cap_usd))}`;
@@ -459,10 +463,9 @@
     const summary = `Spend through ${burn.period || "the period"}: ${spentText} against ${capText}`;
     const chart = svg("svg", { viewBox: `0 0 ${W} ${H}`, role: "img", "aria-label": summary, class: "burn-svg" },
       svg("title", { text: summary }));
-    for (let i = 0; i <= 4; i += 1) {
-      const v = (maxV / 4) * i;
+    for (let v = 0; v <= maxV + tick / 2; v += tick) {
       chart.append(svg("line", { x1: L, x2: W - R, y1: y(v), y2: y(v), class: "gridline" }),
-        svg("text", { x: L - 6, y: y(v) + 4, "text-anchor": "end", class: "tick", text: `$${v.toFixed(v < 10 ? 2 : 0)}` }));
+        svg("text", { x: L - 6, y: y(v) + 4, "text-anchor": "end", class: "tick", text: `$${v.toFixed(tick < 1 ? 2 : 0)}` }));
     }
     const hours = (end - start) / 3600000;
     const stepH = hours <= 26 ? 3 : 24 * Math.ceil(hours / 24 / 8);
@@ -609,7 +612,7 @@
           th.setAttribute("aria-sort", active ? (st.order === "asc" ? "ascending" : "descending") : "none");
           $(".arrow", th).textContent = active ? (st.order === "asc" ? " ▲" : " ▼") : "";
         }
-        tfill(body, ...data.rows.map(fleetRow));
+        fill(tbody, ...data.rows.map(fleetRow));
         if (!data.rows.length) tbody.append(el("tr", {}, el("td", { colspan: FLEET_COLUMNS.length, class: "empty", text: "No rows match." })));
         const pages = Math.max(1, data.pages || 1);
         pageInfo.textContent = `Page ${data.page} of ${pages}, ${data.total} rows`;
@@ -747,7 +750,7 @@
     });
     chart.append(svg("line", { x1: L, x2: W - R, y1: y(0), y2: y(0), class: "axis" }));
     const legend = el("ul", { class: "legend", "aria-label": "Legend" }, series.map((s, k) => el("li", {},
-      el("span", { class: "swatch", style: `background:${colourOf(s, k)}`, "aria-hidden": "true" }), s.key)));
+      el("span", { class: "swatch", style: { background: colourOf(s, k) }, "aria-hidden": "true" }), s.key)));
     if (!series.length) legend.append(el("li", { class: "none", text: "No spend in this range." }));
     return el("figure", { class: "chart stacked" }, chart, legend);
   }
@@ -763,7 +766,7 @@
     const rows = (data.series || []).map((s, k) => {
       const share = totalCents === 0n ? "—" : `${((num(s.total_usd) / num(data.total_usd)) * 100).toFixed(1)}%`;
       return el("tr", { "data-series": s.key },
-        el("th", { scope: "row" }, el("span", { class: "swatch", style: `background:${colourOf(s, k)}`, "aria-hidden": "true" }), s.key),
+        el("th", { scope: "row" }, el("span", { class: "swatch", style: { background: colourOf(s, k) }, "aria-hidden": "true" }), s.key),
         td(money(s.total_usd, "series.total_usd"), "num"), td(share, "num"));
     });
     const report = data.report || {};
