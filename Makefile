@@ -9,6 +9,8 @@ RUN_DIR ?= $(CURDIR)/var
 # Where `make run` listens (config/budgets.yaml reads it) and `make budgetctl` connects.
 DEFAULT_LISTEN := 127.0.0.1:50051
 BUDGETD_LISTEN ?= $(DEFAULT_LISTEN)
+# Where `make run` serves the dashboard (config/budgets.yaml reads it).
+BUDGETD_DASHBOARD_LISTEN ?= 127.0.0.1:8080
 
 .PHONY: install run budgetctl lint test test-clock-ahead bench profile generate check-generated clean
 
@@ -28,6 +30,7 @@ install: $(STAMP)
 run: $(STAMP)
 	mkdir -p $(RUN_DIR)
 	@exec env BUDGETD_STORE_URL="sqlite://$(RUN_DIR)/budgetd.db" BUDGETD_LISTEN="$(BUDGETD_LISTEN)" \
+	  BUDGETD_DASHBOARD_LISTEN="$(BUDGETD_DASHBOARD_LISTEN)" \
 	  BUDGETD_STATUS_HINT='make budgetctl ARGS=status$(if $(filter-out $(DEFAULT_LISTEN),$(BUDGETD_LISTEN)), BUDGETD_LISTEN=$(BUDGETD_LISTEN))' \
 	  $(BIN)/budgetd --config config/budgets.yaml
 

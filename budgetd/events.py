@@ -30,6 +30,8 @@ class EventHub:
         self.service = service
         # agent id -> {queue: the authorization metadata its stream opened with}
         self._subscribers: dict[str, dict[asyncio.Queue, tuple]] = defaultdict(dict)
+        # Streams of every event, whoever it concerns (the dashboard's live updates).
+        self._everything: set[asyncio.Queue] = set()
         self._cursor: object | None = None
         self._task: asyncio.Task | None = None
 
@@ -46,7 +48,7 @@ class EventHub:
 
     def close_watchers(self) -> None:
         """End every open Watch stream now (a drain must not wait for them)."""
-        for queues in list(self._subscribers.values()):
+        for queues in [*self._subscribers.values(), list(self._everything)]:
             for queue in queues:
                 _put_last(queue, self.CLOSED)
 
@@ -80,6 +82,15 @@ class EventHub:
         self._subscribers[agent_id][queue] = tuple((k, v) for k, v in (metadata or ()) if k == "authorization")
         return queue
 
+    def subscribe_all(self) -> asyncio.Queue:
+        """Every event of the fleet; the subscriber checks its own access."""
+        queue: asyncio.Queue = asyncio.Queue(QUEUE_LIMIT)
+        self._everything.add(queue)
+        return queue
+
+    def unsubscribe_all(self, queue: asyncio.Queue) -> None:
+        self._everything.discard(queue)
+
     def unsubscribe(self, agent_id: str, queue: asyncio.Queue) -> None:
         queues = self._subscribers.get(agent_id)
         if queues is None:
@@ -103,6 +114,8 @@ class EventHub:
                 self._dispatch(event)
 
     def _dispatch(self, event: Notice) -> None:
+        for queue in list(self._everything):
+            _put_last(queue, event)
         for agent_id, queues in list(self._subscribers.items()):
             if not self._concerns(event, agent_id):
                 continue

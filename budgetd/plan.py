@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from decimal import ROUND_CEILING, Decimal
 from zoneinfo import ZoneInfo
 
-from .config.resolve import AgentBudget, TagBudget
+from .config.resolve import AgentBudget, GroupBudget, TagBudget
 from .windows import Period, Window, current_periods, period_of
 
 
@@ -146,6 +146,14 @@ def tag_plan(budget: TagBudget, now: datetime, zone: ZoneInfo) -> Plan:
     """A tag value's own plan: its daily and monthly windows (status, pause, resume)."""
     daily, monthly = current_periods(now, zone)
     return Plan("", 0, tag_limits(budget, daily, monthly), owner=Scope(budget.key, budget.value))
+
+
+def group_plan(group: GroupBudget, now: datetime, zone: ZoneInfo) -> Plan:
+    """A group's own plan: its daily and monthly windows (the dashboard's group rows)."""
+    daily, monthly = current_periods(now, zone)
+    scope = Scope("group", group.name)
+    return Plan("", 0, (Limit(scope, daily, group.daily_nanos), Limit(scope, monthly, group.monthly_nanos)),
+                owner=scope)
 
 
 def threshold_nanos(cap_nanos: int, fraction: Decimal) -> int:

@@ -133,7 +133,8 @@ class Reloader:
         listening off loopback would open the port to anyone (listen
         addresses do not reload: the running daemon's count)."""
         server = self.daemon.config.server
-        exposed = [a for a in (server.listen, server.metrics_listen) if a and not may_listen(config, a)]
+        exposed = [a for a in (server.listen, server.metrics_listen, server.dashboard_listen)
+                   if a and not may_listen(config, a)]
         if not exposed:
             return ""
         return (f"the edit has no auth section while budgetd listens on {', '.join(exposed)} (not loopback): "

@@ -59,6 +59,25 @@ class LedgerEntry:
     cached_input_tokens: int | None = None
 
 
+NO_MODEL = "(no model)"  # the key of calls priced by amount, in a report by model
+NO_TAG = "(none)"  # the key of calls without the tag, in a report by a tag
+
+
+def report_keys(by: str, agent_id: str, model: str, day: str, groups: Sequence[str],
+                tags: Mapping[str, str]) -> Sequence[str]:
+    """The keys a ledger row counts under in a report ``by`` (a row of a
+    group report counts under each of its groups)."""
+    if by == "group":
+        return groups
+    if by == "agent":
+        return [agent_id]
+    if by == "model":
+        return [model or NO_MODEL]
+    if by == "day":
+        return [day]
+    return [tags.get(by, NO_TAG)]
+
+
 class PartsBuilder:
     """``parts_of`` a page at a time (a store that reads its ledger in pages)."""
 

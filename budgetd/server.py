@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -18,6 +19,7 @@ from .app import BudgetService, ConfigInForce, NowMs, system_now_ms
 from .auth import PermissionDenied, Unauthenticated, identify, may_listen, require
 from .config import Config
 from .config.schema import ServerConfig
+from .dashboard import Dashboard
 from .events import EventHub
 from .export import EventSink
 from .metrics import MAX_AGENT_SERIES, Metrics
@@ -79,6 +81,8 @@ class Daemon:
         # The cost-event sink (config: export), started with the daemon.
         self.sink = EventSink(config.export.path, config.export.max_bytes, self.metrics) if config.export else None
         self.metrics_port: int | None = None
+        self.dashboard: Dashboard | None = None
+        self.dashboard_port: int | None = None
         self.health = health.aio.HealthServicer()
         self.scheduler = AsyncIOScheduler(
             timezone=UTC,
@@ -94,6 +98,9 @@ class Daemon:
         metrics_listen = self.config.server.metrics_listen
         if metrics_listen and not may_listen(self.config, metrics_listen):  # before anything is opened
             raise OSError(f"server.metrics_listen {metrics_listen}: {REFUSED_WITHOUT_AUTH}")
+        dashboard_listen = self.config.server.dashboard_listen
+        if dashboard_listen and not may_listen(self.config, dashboard_listen):
+            raise OSError(f"server.dashboard_listen {dashboard_listen}: {REFUSED_WITHOUT_AUTH}")
         await self.store.open()
         if self.sink is not None:
             self.sink.start()
@@ -129,6 +136,12 @@ class Daemon:
         await self.events.start()
         if self.config.server.metrics_listen:
             self.metrics_port = self._serve_metrics(self.config.server.metrics_listen)
+        if dashboard_listen:
+            self.dashboard = Dashboard(self.service, self.events, self.reloader)
+            try:
+                self.dashboard_port = await self.dashboard.start(dashboard_listen, self._dashboard_tls())
+            except OSError as err:
+                raise OSError(f"cannot serve the dashboard on {dashboard_listen}: {err}") from None
         self.metrics.generation.set(1)
         ttl = self.config.reservation_ttl_seconds
         now = datetime.now(UTC)
@@ -167,6 +180,18 @@ class Daemon:
             return self.metrics.serve(listen, self.metrics_access)
         except OSError as err:
             raise OSError(f"cannot serve metrics on {listen}: {err}") from None
+
+    def _dashboard_tls(self) -> ssl.SSLContext | None:
+        """The gRPC port's certificate for the dashboard too (and its client CA: mutual TLS)."""
+        tls = self.config.server.tls
+        if tls is None:
+            return None
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(tls.cert_file, tls.key_file)
+        if tls.client_ca_file:
+            context.load_verify_locations(tls.client_ca_file)
+            context.verify_mode = ssl.CERT_REQUIRED
+        return context
 
     def metrics_access(self, authorization: str | None) -> tuple[int, str] | None:
         """None when a scrape with this Authorization header may read
@@ -261,6 +286,8 @@ class Daemon:
         self.metrics.draining.set(1)
         await self.health.enter_graceful_shutdown()
         self.events.close_watchers()
+        if self.dashboard is not None:
+            await self.dashboard.stop()
         left = await self.service.drain(grace)
         if left:
             log.warning("drain ended by its grace with holds still unsettled (the sweeper settles them by "

@@ -8,8 +8,9 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from budgetd_client.v1 import budget_pb2 as pb
 
-from .app import AgentReport
+from .app import AgentReport, Report
 from .plan import Limit, Scope
+from .reports import ReportLine
 from .store import AgentState, Denial, HoldResult
 from .store.rules import pause_in_force, remaining
 from .windows import Window
@@ -119,3 +120,18 @@ def event(notice) -> pb.Event:
     return pb.Event(kind=notice.kind, agent_id=notice.agent_id, scope=notice.scope, window=notice.window,
                     period=notice.period, spent_nanos=notice.spent_nanos, cap_nanos=notice.cap_nanos,
                     reason=notice.reason, at=timestamp(ms=notice.at_ms))
+
+
+def report_response(report: Report) -> pb.ReportResponse:
+    summary = report.summary
+    return pb.ReportResponse(rows=[report_row(row) for row in summary.rows], total_nanos=summary.total.cost_nanos,
+                             since=report.since, until=report.until, total=report_row(summary.total),
+                             rows_in_all=summary.rows_in_all)
+
+
+def report_row(row: ReportLine) -> pb.ReportRow:
+    rate = row.cache_hit_rate
+    return pb.ReportRow(key=row.key or "", cost_nanos=row.cost_nanos, calls=row.calls,
+                        avg_cost_nanos=row.avg_cost_nanos, priced_calls=row.priced_calls,
+                        input_tokens=row.input_tokens, cached_input_tokens=row.cached_input_tokens,
+                        cache_hit_rate="" if rate is None else str(rate), p95_input_tokens=row.p95_input_tokens)

@@ -18,6 +18,7 @@ from budgetd_client import AgentStatus, Budget, BudgetError, WindowStatus
 from budgetd_client._core import unreachable
 
 from ..config import ConfigError, load_config
+from ..jsonable import REPORT_FIELDS, report_json, report_values, status_json
 
 
 def _plural(count: int, noun: str) -> str:
@@ -62,20 +63,6 @@ def status_table(statuses: list[AgentStatus]) -> str:
                      for row in rows)
 
 
-def _jsonable(st: AgentStatus) -> dict:
-    def window(w: WindowStatus) -> dict:
-        return {k: (str(v) if isinstance(v, Decimal) else v.isoformat() if hasattr(v, "isoformat") else v)
-                for k, v in vars(w).items()}
-
-    return {
-        "agent_id": st.agent_id, "scope": st.scope, "budget_source": st.budget_source,
-        "paused": st.paused, "pause_kind": st.pause_kind, "pause_reason": st.pause_reason,
-        "paused_by": st.paused_by, "resumes_at": st.resumes_at.isoformat() if st.resumes_at else None,
-        "daily": window(st.daily), "monthly": window(st.monthly),
-        "groups": [{"name": g.name, "daily": window(g.daily), "monthly": window(g.monthly)} for g in st.groups],
-    }
-
-
 def _config_line(info) -> str:
     line = f"config generation {info.generation}"
     if info.loaded_at:
@@ -85,15 +72,7 @@ def _config_line(info) -> str:
     return line
 
 
-REPORT_FIELDS = ("cost_usd", "calls", "avg_cost_usd", "cache_hit_rate", "p95_input_tokens", "input_tokens",
-                 "cached_input_tokens", "priced_calls")
 CSV_TOTAL = "(total)"  # the key of CSV's last row: the total of every row
-
-
-def _report_values(row) -> list:
-    """A row's REPORT_FIELDS, money and rates as plain decimal strings."""
-    values = [getattr(row, name) for name in REPORT_FIELDS]
-    return [str(v) if isinstance(v, Decimal) else v for v in values]
 
 
 def _percent(rate: Decimal | None) -> str:
@@ -106,19 +85,14 @@ def render_report(report, fmt: str) -> str:
     table's TOTAL line."""
     total = report.total
     if fmt == "json":
-        return json.dumps({"by": report.by, "since": report.since, "until": report.until,
-                           "total_usd": str(report.total_usd), "rows_in_all": report.rows_in_all,
-                           "rows": [{report.by: r.key, **dict(zip(REPORT_FIELDS, _report_values(r), strict=True))}
-                                    for r in report.rows],
-                           "total": dict(zip(REPORT_FIELDS, _report_values(total), strict=True)) if total else None},
-                          indent=2)
+        return json.dumps(report_json(report), indent=2)
     if fmt == "csv":
         out = io.StringIO()
         writer = csv.writer(out, lineterminator="\n")
         writer.writerow([report.by, *REPORT_FIELDS])
-        writer.writerows(["" if v is None else v for v in [r.key, *_report_values(r)]] for r in report.rows)
+        writer.writerows(["" if v is None else v for v in [r.key, *report_values(r)]] for r in report.rows)
         if total is not None:
-            writer.writerow(["" if v is None else v for v in [CSV_TOTAL, *_report_values(total)]])
+            writer.writerow(["" if v is None else v for v in [CSV_TOTAL, *report_values(total)]])
         return out.getvalue().rstrip("\n")
     header = (report.by.upper(), "SPEND", "REQUESTS", "AVG/REQUEST", "CACHE HIT", "P95 INPUT")
 
@@ -237,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.unconfigured:
                 statuses = [st for st in statuses if _on_defaults(st) and _ran_today(st)]
             if args.format == "json":
-                print(json.dumps([_jsonable(st) for st in statuses], indent=2))
+                print(json.dumps([status_json(st) for st in statuses], indent=2))
             else:
                 print(_config_line(budget.config()))
                 empty = "no agents on defaults today" if args.unconfigured else "no agents"

@@ -123,6 +123,10 @@ def banner(daemon: Daemon, path: str) -> str:
     ]
     if daemon.metrics_port is not None and server.metrics_listen:
         lines.append(f"  metrics: http://{server.metrics_listen.rsplit(':', 1)[0]}:{daemon.metrics_port}/metrics")
+    if daemon.dashboard_port is not None and server.dashboard_listen:
+        scheme = "https" if server.tls else "http"
+        lines.append(f"  dashboard: {scheme}://{server.dashboard_listen.rsplit(':', 1)[0]}:{daemon.dashboard_port}/"
+                     + (" (sign in with an admin token)" if daemon.config.auth else ""))
     steps = [
         (status, spent),
         (f"kill -HUP {pid}", f"reload {path} (an edit is also picked up within a second)"),

@@ -89,6 +89,11 @@ class Resolver:
         self._tag_cache: dict[tuple[str, str], TagBudget | None] = {}
 
     @property
+    def group_budgets(self) -> tuple[GroupBudget, ...]:
+        """Every group's caps, in config order."""
+        return tuple(group for group, _ in self._groups)
+
+    @property
     def exact_agent_ids(self) -> tuple[str, ...]:
         return self._exact_ids
 

@@ -106,6 +106,8 @@ class TlsConfig(Strict):
 class ServerConfig(Strict):
     listen: str = "127.0.0.1:50051"
     metrics_listen: str | None = None
+    # The web dashboard and its JSON API (docs/dashboard.md); None: not served.
+    dashboard_listen: str | None = None
     # How long in-flight calls get to finish after SIGTERM.
     shutdown_grace_seconds: Annotated[float, Field(ge=0, le=300)] = 10.0
     # Without an auth section budgetd listens only on loopback, unless this says so.
@@ -116,7 +118,7 @@ class ServerConfig(Strict):
     # otherwise hold file descriptors until budgetd runs out of them.
     connection_idle_seconds: Annotated[float, Field(gt=0, le=86400)] = 300.0
 
-    @field_validator("listen", "metrics_listen")
+    @field_validator("listen", "metrics_listen", "dashboard_listen")
     @classmethod
     def _host_port(cls, value: str | None) -> str | None:
         return None if value is None else check_host_port(value)

@@ -17,7 +17,6 @@ from ..app import BudgetService
 from ..auth import PermissionDenied, Unauthenticated, identify, may_act_for
 from ..events import EventHub
 from ..reload import Reloader
-from ..reports import ReportLine
 from ..store import CallFacts
 
 
@@ -108,25 +107,12 @@ class AdminServicer(pb_grpc.AdminServicer):
         return info
 
     async def Report(self, request: pb.ReportRequest, context: grpc.aio.ServicerContext) -> pb.ReportResponse:
-        report = await self.service.report(request.by, request.since, request.until, request.top)
-        summary = report.summary
-        return pb.ReportResponse(rows=[_report_row(row) for row in summary.rows], total_nanos=summary.total.cost_nanos,
-                                 since=report.since, until=report.until, total=_report_row(summary.total),
-                                 rows_in_all=summary.rows_in_all)
+        return wire.report_response(await self.service.report(request.by, request.since, request.until, request.top))
 
     async def Export(self, request: pb.ExportRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[pb.CostEvent]:
         _, _, events = self.service.export(request.since, request.until)
         async for event in events:
             yield export.to_proto(event)
-
-
-def _report_row(row: ReportLine) -> pb.ReportRow:
-    rate = row.cache_hit_rate
-    return pb.ReportRow(key=row.key or "", cost_nanos=row.cost_nanos, calls=row.calls,
-                        avg_cost_nanos=row.avg_cost_nanos, priced_calls=row.priced_calls,
-                        input_tokens=row.input_tokens, cached_input_tokens=row.cached_input_tokens,
-                        cache_hit_rate="" if rate is None else str(rate), p95_input_tokens=row.p95_input_tokens)
-
 
 
 def _facts(request: pb.CommitRequest | pb.ReleaseRequest) -> CallFacts | None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from .base import CONTRACTS, Counters, Ledger, Lifecycle, Outbox, Pauses, Store
 from .model import (
+    AgentActivity,
     AgentState,
     Balance,
     CallFacts,
@@ -18,6 +19,7 @@ from .model import (
     PauseRecord,
     PlanLookup,
     Pricing,
+    QueuedNotice,
     RequestConflict,
     SettleRequest,
     SettleResult,
@@ -28,6 +30,7 @@ from .model import (
 
 __all__ = [
     "CONTRACTS",
+    "AgentActivity",
     "AgentState",
     "Balance",
     "CallFacts",
@@ -45,6 +48,7 @@ __all__ = [
     "Pauses",
     "PlanLookup",
     "Pricing",
+    "QueuedNotice",
     "RequestConflict",
     "SettleRequest",
     "SettleResult",

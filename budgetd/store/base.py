@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 from ..reports import ReportPart, TagHourSpend, summarize
 from .model import (
+    AgentActivity,
     AgentState,
     Balance,
     CallFacts,
@@ -32,6 +33,7 @@ from .model import (
     PauseRecord,
     PlanLookup,
     Pricing,
+    QueuedNotice,
     RequestConflict,
     SettleRequest,
     SettleResult,
@@ -45,10 +47,10 @@ if TYPE_CHECKING:
     from ..plan import Plan
 
 __all__ = [
-    "CONTRACTS", "AgentState", "Balance", "CallFacts", "CapChange", "Claimed", "CostEvent", "Counter", "Counters",
-    "Denial", "HoldRequest",
-    "HoldResult", "Ledger", "Lifecycle", "Outbox", "PauseRecord", "Pauses", "PlanLookup", "Pricing", "RequestConflict",
-    "SettleRequest", "SettleResult", "Store", "StoreError", "StoreLost", "StoreRefused",
+    "CONTRACTS", "AgentActivity", "AgentState", "Balance", "CallFacts", "CapChange", "Claimed", "CostEvent",
+    "Counter", "Counters", "Denial", "HoldRequest", "HoldResult", "Ledger", "Lifecycle", "Outbox", "PauseRecord",
+    "Pauses", "PlanLookup", "Pricing", "QueuedNotice", "RequestConflict", "SettleRequest", "SettleResult", "Store",
+    "StoreError", "StoreLost", "StoreRefused",
 ]
 
 
@@ -199,6 +201,19 @@ class Ledger(abc.ABC):
     async def top_models(self, plan: Plan, since_ms: int, limit: int) -> list[tuple[str, int]]:
         """The models behind the agent's settled spend since ``since_ms``, biggest first."""
 
+    @abc.abstractmethod
+    async def activity(self, since_day: str, until_day: str) -> list[AgentActivity]:
+        """Per agent with ledger rows whose local day is within [since_day,
+        until_day] (rows of every kind): its calls (distinct request ids) and
+        the time of its newest row, sorted by agent id."""
+
+    @abc.abstractmethod
+    async def recent_events(self, plan: Plan, limit: int) -> list[CostEvent]:
+        """The plan's agent's newest ledger rows as ``cost_events`` gives them,
+        newest first (by at_ms, then the order written), at most ``limit``.
+        A backend may look at only the newest rows of a shared ledger (Redis:
+        see its docstring)."""
+
 
 class Outbox(abc.ABC):
     """Notices, written in the step that caused them and leased to one
@@ -228,6 +243,16 @@ class Outbox(abc.ABC):
     @abc.abstractmethod
     async def outbox_depth(self) -> int:
         """Notices not yet delivered."""
+
+    @abc.abstractmethod
+    async def recent_notices(self, limit: int, *, state: str | None = None,
+                             scope: str | None = None) -> list[QueuedNotice]:
+        """The newest notices (the order written), at most ``limit``, with how
+        their delivery went, from among the newest ``rules.NOTICE_SCAN``
+        (per outbox). ``state``: only those in that state (NOTICE_STATES).
+        ``scope``: only those whose ``notice.scope`` is it, and for
+        "agent:X" also those with ``notice.agent_id`` X
+        (``rules.notice_in_scope``)."""
 
 
 class Store(Lifecycle, Counters, Pauses, Ledger, Outbox):

@@ -21,6 +21,7 @@ from ..reports import ReportPart, TagHourSpend
 from . import rules
 from .base import Store
 from .model import (
+    AgentActivity,
     AgentState,
     Balance,
     CallFacts,
@@ -33,6 +34,7 @@ from .model import (
     PauseRecord,
     PlanLookup,
     Pricing,
+    QueuedNotice,
     RequestConflict,
     SettleRequest,
     SettleResult,
@@ -82,6 +84,8 @@ class _Queued:
     state: str = "pending"  # "pending", "sent", "failed" or "skipped"
     attempts: int = 0
     lease_until_ms: int = 0
+    last_error: str = ""  # kept when a later delivery succeeds: why it took more than one
+    done_ms: int | None = None
 
 
 @dataclass
@@ -307,6 +311,18 @@ class MemoryStore(Store):
                 totals[row.model] = totals.get(row.model, 0) + row.cost_nanos
         return _biggest_first(list(totals.items()))[:limit]
 
+    async def activity(self, since_day: str, until_day: str) -> list[AgentActivity]:
+        counter = rules.ActivityCounter()
+        for row in self._opened().ledger:
+            if row.day is not None and since_day <= row.day <= until_day:
+                counter.add(row.agent_id, row.request_id, row.settled_ms)
+        return counter.result()
+
+    async def recent_events(self, plan: Plan, limit: int) -> list[CostEvent]:
+        rows = [(row.settled_ms, i, row.event) for i, row in enumerate(self._opened().ledger)
+                if row.agent_id == plan.agent_id]
+        return [event for _, _, event in sorted(rows, key=lambda r: (r[0], r[1]), reverse=True)[:limit]]
+
     # -- the outbox -----------------------------------------------------------------------
     async def add_notice(self, notice: Notice, plan: Plan | None) -> bool:
         self._opened()
@@ -321,11 +337,12 @@ class MemoryStore(Store):
 
     async def finish_notice(self, claimed: Claimed, outcome: str, now_ms: int, error: str = "") -> None:
         queued = self._queued(claimed)
-        queued.state, queued.lease_until_ms = outcome, 0
+        queued.state, queued.lease_until_ms, queued.done_ms = outcome, 0, now_ms
+        queued.last_error = error or queued.last_error
 
     async def retry_notice(self, claimed: Claimed, next_ms: int, now_ms: int, error: str) -> None:
         queued = self._queued(claimed)
-        queued.next_ms, queued.lease_until_ms = next_ms, 0
+        queued.next_ms, queued.lease_until_ms, queued.last_error = next_ms, 0, error
 
     async def events_after(self, cursor: object | None) -> tuple[list[Notice], object]:
         outbox = self._opened().outbox
@@ -337,6 +354,17 @@ class MemoryStore(Store):
 
     async def outbox_depth(self) -> int:
         return sum(queued.state == "pending" for queued in self._opened().outbox)
+
+    async def recent_notices(self, limit: int, *, state: str | None = None,
+                             scope: str | None = None) -> list[QueuedNotice]:
+        found: list[QueuedNotice] = []
+        for queued in reversed(self._opened().outbox[-rules.NOTICE_SCAN:]):
+            if len(found) >= limit:
+                break
+            notice = Notice.from_json(queued.payload)
+            if (state is None or queued.state == state) and (scope is None or rules.notice_in_scope(notice, scope)):
+                found.append(QueuedNotice(notice, queued.state, queued.attempts, queued.last_error, queued.done_ms))
+        return found
 
     # -- inside a step ------------------------------------------------------------------
     def _pauses_of(self, plan: Plan) -> list[PauseRecord]:
@@ -409,14 +437,4 @@ def _biggest_first(items: list[tuple[str, int]]) -> list[tuple[str, int]]:
 
 
 def _report_keys(by: str, row: _LedgerRow) -> Sequence[str]:
-    """The keys a ledger row counts under in a report ``by`` (a row of a
-    group report counts under each of its groups)."""
-    if by == "group":
-        return row.groups
-    if by == "agent":
-        return [row.agent_id]
-    if by == "model":
-        return [row.model or "(no model)"]
-    if by == "day":
-        return [row.day or ""]
-    return [row.tags.get(by, "(none)")]
+    return reports.report_keys(by, row.agent_id, row.model or "", row.day or "", row.groups, row.tags)

@@ -214,6 +214,29 @@ class Claimed:
     attempts: int  # deliveries tried, this one included
 
 
+@dataclass(frozen=True)
+class AgentActivity:
+    """An agent's calls on a range of local days, for the dashboard's lists."""
+
+    agent_id: str
+    calls: int  # distinct request ids of the agent with a ledger row on these days
+    last_ms: int  # at_ms (settled_ms) of the agent's newest ledger row on these days
+
+
+NOTICE_STATES = ("pending", "sent", "failed", "skipped")
+
+
+@dataclass(frozen=True)
+class QueuedNotice:
+    """A notice as the outbox holds it, for the dashboard's notices page."""
+
+    notice: Notice
+    state: str  # NOTICE_STATES
+    attempts: int  # deliveries tried
+    last_error: str  # the last delivery error ("" when none)
+    done_ms: int | None  # when it was finished (None: pending)
+
+
 PlanLookup = Callable[[str], Plan | None]
 
 

@@ -15,7 +15,11 @@ from budgetd_client.money import nanos_to_usd
 from ..notices import model as notices
 from ..notices.model import Notice
 from ..plan import Limit, Plan, Scope
-from .model import Balance, CapChange, Counter, Denial, PauseRecord
+from .model import AgentActivity, Balance, CapChange, Counter, Denial, PauseRecord
+
+# recent_notices looks at this many of the newest notices (per outbox): the
+# dashboard's page of notices, filtered, not a search of all history.
+NOTICE_SCAN = 10_000
 
 
 def pause_in_force(plan: Plan, pauses: Iterable[PauseRecord]) -> tuple[PauseRecord, Limit | None] | None:
@@ -153,3 +157,29 @@ def reconcile_notices(plan: Plan, limit: Limit, change: tuple | None, now_ms: in
         paused = replace(paused, extra={**paused.extra, **extra})
         resumed = replace(resumed, cap_nanos=cap or 0, extra={**resumed.extra, **extra})
     return reason, paused, resumed
+
+
+def notice_in_scope(notice: Notice, scope: str) -> bool:
+    """Whether recent_notices(scope=...) keeps the notice: its scope is the
+    one asked for, or an agent's scope is asked for and the notice is about
+    that agent (a group's pause that the agent's call tipped)."""
+    if notice.scope == scope:
+        return True
+    kind, _, name = scope.partition(":")
+    return kind == "agent" and notice.agent_id == name
+
+
+class ActivityCounter:
+    """Ledger rows added one at a time, as ``activity`` answers them: the
+    distinct request ids and the newest row of each agent."""
+
+    def __init__(self) -> None:
+        self._calls: dict[str, set[str]] = {}
+        self._last: dict[str, int] = {}
+
+    def add(self, agent_id: str, request_id: str, at_ms: int) -> None:
+        self._calls.setdefault(agent_id, set()).add(request_id)
+        self._last[agent_id] = max(self._last.get(agent_id, at_ms), at_ms)
+
+    def result(self) -> list[AgentActivity]:
+        return [AgentActivity(agent, len(self._calls[agent]), self._last[agent]) for agent in sorted(self._calls)]

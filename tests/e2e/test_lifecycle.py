@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import threading
 import time
+import urllib.request
 from decimal import Decimal
 from pathlib import Path
 
@@ -113,8 +115,9 @@ def test_a_second_daemon_on_the_same_sqlite_file_or_port_fails_at_start(start_da
 
 
 def test_make_run_starts_budgetd_on_the_example_config(tmp_path):
-    port = free_port()
-    env = {**os.environ, "BUDGETD_LISTEN": f"127.0.0.1:{port}"}
+    port, dashboard_port = free_port(), free_port()
+    env = {**os.environ, "BUDGETD_LISTEN": f"127.0.0.1:{port}",
+           "BUDGETD_DASHBOARD_LISTEN": f"127.0.0.1:{dashboard_port}"}
     run = subprocess.Popen(["make", "--no-print-directory", "run", f"RUN_DIR={tmp_path}"], cwd=ROOT, env=env,
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     try:
@@ -128,6 +131,10 @@ def test_make_run_starts_budgetd_on_the_example_config(tmp_path):
             call.record_usd("0.02")
         assert budget.status("summarizer").daily.cap_usd == Decimal("50")
         assert (Path(tmp_path) / "budgetd.db").exists()
+        # The example config serves the dashboard (on loopback: no token needed).
+        with urllib.request.urlopen(f"http://127.0.0.1:{dashboard_port}/api/v1/fleet?kind=agent", timeout=10) as r:
+            rows = {row["id"]: row for row in json.load(r)["rows"]}
+        assert rows["summarizer"]["daily"]["spent_usd"] == "0.02"
     finally:
         try:
             os.killpg(run.pid, signal.SIGTERM)

@@ -24,10 +24,12 @@ class MakeRun:
 
     def __init__(self, run_dir: Path, port: int) -> None:
         self.address = f"127.0.0.1:{port}"
+        self.dashboard = f"127.0.0.1:{free_port()}"
         self.out_path = run_dir / f"make-run-{time.monotonic_ns()}.out"
         self._out = open(self.out_path, "wb")  # noqa: SIM115
         self.proc = subprocess.Popen(
-            ["make", "--no-print-directory", "run", f"RUN_DIR={run_dir}", f"BUDGETD_LISTEN={self.address}"],
+            ["make", "--no-print-directory", "run", f"RUN_DIR={run_dir}", f"BUDGETD_LISTEN={self.address}",
+             f"BUDGETD_DASHBOARD_LISTEN={self.dashboard}"],
             cwd=ROOT, stdout=self._out, stderr=subprocess.STDOUT, start_new_session=True)
 
     def output(self) -> str:
@@ -78,7 +80,8 @@ def test_sigterm_to_make_or_to_budgetd_stops_budgetd_and_the_next_make_run_start
         assert children(first.proc.pid) == [pid], "budgetd is not make's own child (no shell between)"
         out = first.output()
         for hint in (f"make budgetctl ARGS=status BUDGETD_LISTEN={first.address}", f"kill -HUP {pid}",
-                     f"kill {pid}", "Ctrl-C", f"sqlite://{tmp_path}/budgetd.db", "config/budgets.yaml"):
+                     f"kill {pid}", "Ctrl-C", f"sqlite://{tmp_path}/budgetd.db", "config/budgets.yaml",
+                     f"dashboard: http://{first.dashboard}/"):
             assert hint in out, out
         with Budget(first.address) as budget, budget.guard("summarizer") as call:
             call.record_usd("0.02")

@@ -105,6 +105,7 @@ def _env_without_venv(tmp: Path, port: int, provider: FakeProvider) -> dict[str,
     env.update({
         "BUDGETD_LISTEN": f"127.0.0.1:{port}",
         "BUDGETD_ADDRESS": f"127.0.0.1:{port}",
+        "BUDGETD_DASHBOARD_LISTEN": f"127.0.0.1:{free_port()}",
         "RUN_DIR": str(tmp / "run"),
         "OPENAI_API_KEY": "sk-readme-test",
         "OPENAI_BASE_URL": provider.base_url,

@@ -21,7 +21,7 @@ from budgetd.notices import model as notices
 from budgetd.notices.model import Notice
 from budgetd.plan import make_plan, threshold_nanos
 from budgetd.store import CapChange, HoldRequest, PauseRecord, SettleRequest, StoreError, rules
-from budgetd.store.redis import RedisStore, scripts
+from budgetd.store.redis import RedisStore, outcomes, scripts
 
 USD = 10**9
 CONFIG = load_config_text("""
@@ -120,6 +120,8 @@ def test_the_other_encoders_put_each_argument_under_its_name():
     notice = notices.resumed("a1", "agent:a1", "operator", 11)
     positions(scripts.PAUSE, scripts.pause_args("resume", "v", notice), action="resume", value="v",
               notice=notice.to_json(), notice_key=notice.key)
+    positions(scripts.OUTCOME, scripts.outcome_args("g", "1-0", "pending", 2, None, 5, "e"), group="g",
+              entry_id="1-0", state="pending", attempts=2, done_ms="", idle_ms=5, error="e")
     positions(scripts.NOTIFY, scripts.notify_args(notice), notice=notice.to_json(), notice_key=notice.key,
               marker_ttl_ms=scripts.NOTICE_MARKER_MS)
     lift = scripts.lift_args(notice, ["daily:x", "monthly:y"])
@@ -339,3 +341,26 @@ async def test_the_notice_scripts_that_fail_write_nothing(store):
         with pytest.raises(StoreError, match="not a stream"):
             await step
         assert tagged() == before
+
+
+async def test_outcomes_go_with_their_trimmed_entries_and_an_entry_acked_without_one_shows_as_sent(store,
+                                                                                                   monkeypatch):
+    """The outcomes hash is pruned to the stream's entries once over its limit;
+    an entry a budgetd that kept no outcome acknowledged is told as sent."""
+    monkeypatch.setattr(outcomes, "OUTCOMES_LIMIT", 2)
+    now_ms = ms(datetime.now(UTC))
+    for i in range(4):
+        await store.add_notice(Notice(f"k{i}", "digest", at_ms=now_ms), None)
+    claimed = await store.claim_notices("me", now_ms, 60_000, 10)
+    outbox, kept = store._key("all", "outbox"), store._key("all", "outcomes")
+    for item in claimed[:2]:
+        await store.finish_notice(item, "sent", now_ms)
+    store.raw.xtrim(outbox, maxlen=2, approximate=False)  # k0 and k1 go
+    await store.finish_notice(claimed[2], "failed", now_ms, "bad")  # the third outcome: over the limit
+    assert store.raw.hkeys(kept) == [claimed[2].id.split(" ")[1]]
+    k3_id = claimed[3].id.split(" ")[1]
+    store.raw.xack(outbox, "delivery", k3_id)  # as a budgetd before outcomes were kept
+    found = await store.recent_notices(10)
+    assert [(q.notice.key, q.state, q.attempts, q.last_error) for q in found] == [
+        ("k3", "sent", 1, ""), ("k2", "failed", 1, "bad")]
+    assert found[0].done_ms == int(k3_id.split("-")[0])

@@ -15,7 +15,7 @@ from report_sums import Call, expected_report, random_calls
 from store_suite import T, balances, covers, hold, plan, priced, settle
 
 from budgetd.reports import summarize
-from budgetd.store import CallFacts, CostEvent, HoldRequest, Pricing, SettleRequest
+from budgetd.store import AgentActivity, CallFacts, CostEvent, HoldRequest, Pricing, SettleRequest
 
 # The suite's fixtures, under their names store and time_base.
 store_fixture, time_base_fixture = store_suite.store_fixture, store_suite.time_base_fixture
@@ -224,3 +224,51 @@ async def test_spend_per_tag_value_and_hour_is_summed_from_the_ledger(store):
         ("customer", "acme", 0, 10), ("customer", "acme", 1, 300), ("customer", "globex", 2, 4_000),
         ("feature", "chat", 0, 30), ("feature", "search", 1, 300), ("feature", "search", 2, 50_000)]
     assert await store.tag_spend_by_hour(["route"], since, since + 3 * 3_600_000) == []
+
+
+@covers("settle", "hold", "expire", "record_failure", "activity")
+async def test_activity_counts_each_agents_request_ids_once_on_the_days_asked(store):
+    await store.settle(settle("a1", "r1", 300))
+    await store.hold(hold("a1", "r2", 100))
+    assert await store.expire(T.now_ms + 60_000, True, plan) == 1  # a charged expiry: a row of r2
+    await store.settle(settle("a1", "r2", 50))  # and its late settle: a second row, the same call
+    await store.settle(settle("a2", "r1", 7))  # the same request id under another agent: another call
+    await store.hold(hold("a2", "r3", 100))
+    assert await store.record_failure("r3", plan("a2"), T.now_ms + 5, CallFacts(error_code="timeout"))
+    await store.settle(settle("a2", "r4", 9, T.next_day))
+    await store.settle(settle("team-a", "r5", 11, T.next_day))
+    assert await store.activity(T.day, T.day) == [AgentActivity("a1", 2, T.now_ms + 60_000),
+                                                  AgentActivity("a2", 2, T.now_ms + 5)]
+    assert await store.activity(T.day, T.next_day_key) == [
+        AgentActivity("a1", 2, T.now_ms + 60_000), AgentActivity("a2", 3, T.next_day_ms),
+        AgentActivity("team-a", 1, T.next_day_ms)]
+    assert await store.activity(T.next_day_key, T.next_day_key) == [
+        AgentActivity("a2", 1, T.next_day_ms), AgentActivity("team-a", 1, T.next_day_ms)]
+    assert await store.activity("2000-01-01", "2000-01-31") == []
+
+
+@covers("settle", "record_failure", "hold", "recent_events", "cost_events")
+async def test_recent_events_are_the_agents_newest_rows_newest_first(store):
+    def at(ms: int):
+        return T.now + timedelta(milliseconds=ms)
+
+    for i in range(4):
+        await store.settle(settle("a1", f"r{i}", 100 + i, at(i), pricing=priced("m1") if i % 2 else None))
+        await store.settle(settle("a2", f"r{i}", 200 + i, at(i)))  # another agent's rows, interleaved
+    await store.settle(settle("a1", "r4", 104, at(3)))  # the same time as r3: the one written later first
+    await store.hold(hold("a1", "r5", 100, at(5)))
+    failed = await store.record_failure("r5", plan("a1", at(5)), T.now_ms + 6, CallFacts(error_code="timeout"))
+    await store.settle(settle("a1", "r6", 106, T.next_day))
+    newest = await store.recent_events(plan("a1"), 3)
+    assert [(e.request_id, e.kind, e.cost_nanos, e.at_ms) for e in newest] == [
+        ("r6", "settle", 106, T.next_day_ms), ("r5", "release", 0, T.now_ms + 6), ("r4", "settle", 104, T.now_ms + 3)]
+    assert newest[1] == failed
+    written = [e async for e in store.cost_events(T.day, T.next_day_key) if e.agent_id == "a1"]
+    every = await store.recent_events(plan("a1"), 50)
+    assert [e.request_id for e in every] == ["r6", "r5", "r4", "r3", "r2", "r1", "r0"]
+    assert sorted(every, key=lambda e: e.request_id) == sorted(written, key=lambda e: e.request_id)  # whole rows
+    assert every[3].model == "m1" and every[4].model == ""
+    assert [e.request_id for e in await store.recent_events(plan("a2"), 50)] == ["r3", "r2", "r1", "r0"]
+    assert {e.agent_id for e in await store.recent_events(plan("a2"), 50)} == {"a2"}
+    assert await store.recent_events(plan("team-a"), 10) == []
+    assert await store.recent_events(plan("a1"), 0) == []

@@ -99,10 +99,13 @@ EXPIRE = Script(
 PAUSE = Script("pause", keys=("pauses", "outbox"), args=("action", "value", "notice", "notice_key"))
 LIFT = Script("lift", keys=("pauses", "marker", "outbox"), args=("notice", "notice_key", "marker_ttl_ms", "fields"))
 NOTIFY = Script("notify", keys=("marker", "outbox"), args=("notice", "notice_key", "marker_ttl_ms"))
+# A claimed notice finished ("sent", "failed", "skipped") or retried ("pending").
+OUTCOME = Script("outcome", keys=("outbox", "outcomes"),
+                 args=("group", "entry_id", "state", "attempts", "done_ms", "idle_ms", "error"))
 RECONCILE = Script("reconcile", keys=("outbox", "pauses"), args=("now_ms", "pause_count", "agent", "windows"),
                    parts=("common", "notices"))
 
-SCRIPTS = (HOLD, SETTLE, RELEASE, EXPIRE, PAUSE, LIFT, NOTIFY, RECONCILE)
+SCRIPTS = (HOLD, SETTLE, RELEASE, EXPIRE, PAUSE, LIFT, NOTIFY, RECONCILE, OUTCOME)
 
 
 # -- the limits of a plan's counters -------------------------------------------------------------
@@ -216,6 +219,12 @@ def lift_args(notice: notices.Notice, fields: Sequence[str]) -> tuple:
 
 def notify_args(notice: notices.Notice) -> tuple:
     return (notice.to_json(), notice.key, NOTICE_MARKER_MS)
+
+
+def outcome_args(group: str, entry_id: str, state: str, attempts: int, done_ms: int | None, idle_ms: int,
+                 error: str) -> tuple:
+    """``done_ms`` None (a retry: still pending) is written as ""."""
+    return (group, entry_id, state, attempts, "" if done_ms is None else done_ms, idle_ms, error)
 
 
 def reconcile_args(plan: Plan, targets: Sequence[tuple[Limit, tuple | None]], now_ms: int) -> tuple:

@@ -17,6 +17,7 @@ Key layout (prefix ``budgetd`` unless ``?prefix=`` says otherwise), with
     {p}:{T}:holds                         zset "<agent> <request id>" by deadline
     {p}:{T}:ledger                        stream, one entry per change to spent
     {p}:{T}:outbox                        stream of notices (payload: Notice.to_json), leased by a group
+    {p}:{T}:outcomes                      hash: outbox entry id -> state|attempts|done_ms|error (outcome.lua)
     {p}:{T}:n:<notice key>                marker: this notice was written (within NOTICE_MARKER_MS)
     {p}:tags, {p}:seen:<window>:<period>, {p}:paused   indexes (sweeping, listing)
 On a single Redis every key has the same tag. With ``?cluster=true`` the tag
@@ -61,6 +62,7 @@ from ...reports import ReportPart, TagHourSpend
 from .. import rules
 from ..base import Store
 from ..model import (
+    AgentActivity,
     AgentState,
     Balance,
     CallFacts,
@@ -73,6 +75,7 @@ from ..model import (
     HoldResult,
     PauseRecord,
     PlanLookup,
+    QueuedNotice,
     RequestConflict,
     SettleRequest,
     SettleResult,
@@ -82,7 +85,7 @@ from ..model import (
     cost_source,
 )
 from ..per_plan import PerPlan
-from . import scripts
+from . import outcomes, scripts
 from .pipe import RedisPipe, sha1
 from .scripts import CALL_RETENTION_MS, HELD_IN_OTHER_PERIODS, Script
 
@@ -94,6 +97,8 @@ _PIPED = (scripts.HOLD, scripts.SETTLE, scripts.RELEASE)  # the hot path's scrip
 RUN_ID_CHECK_EVERY = 15  # pings (30 s in the daemon) between looks at the servers' run_id, for the log only
 READ_BATCH = 500  # agents per pipeline of a read_many
 CLOCK_SKEW_MS = 60_000  # how far apart replicas' clocks may be, for a scan of the newest ledger entries
+RECENT_EVENTS_SCAN = 10_000  # ledger entries recent_events reads at most (the stream is shared by agents)
+RECENT_PAGE = 1000  # entries per read of a newest-first scan (recent_events, recent_notices)
 
 
 @dataclass
@@ -715,7 +720,14 @@ class RedisStore(Store):
 
     async def _pages(self, key: str, count: int, newest_first: bool = False) -> AsyncIterator[list[dict]]:
         """A stream's entries (their fields), a page at a time, oldest first
-        (or newest first). Each page starts after the last one's final entry."""
+        (or newest first)."""
+        async for entries in self._entry_pages(key, count, newest_first):
+            yield [fields for _, fields in entries]
+
+    async def _entry_pages(self, key: str, count: int,
+                           newest_first: bool = False) -> AsyncIterator[list[tuple[str, dict]]]:
+        """``_pages`` with each entry's id. Each page starts after the last
+        one's final entry."""
         last = "+" if newest_first else "-"
         while True:
             if newest_first:
@@ -727,7 +739,7 @@ class RedisStore(Store):
             if not entries:
                 return
             last = entries[-1][0]
-            yield [fields for _, fields in entries]
+            yield entries
 
     async def report_parts(self, by: str, since_day: str, until_day: str) -> list[ReportPart]:
         """Aggregated from the ledger streams (bounded by their retention)."""
@@ -771,6 +783,32 @@ class RedisStore(Store):
                 for f in page:
                     if since_day <= f.get("day", "") <= until_day:
                         yield _cost_event(f)
+
+    async def activity(self, since_day: str, until_day: str) -> list[AgentActivity]:
+        """From every ledger stream, a page at a time (bounded by their retention, as report_parts)."""
+        counter = rules.ActivityCounter()
+        for key in await self._ledgers():
+            async for page in self._pages(key, 5000):
+                for f in page:
+                    if since_day <= f.get("day", "") <= until_day:
+                        counter.add(f["agent_id"], f["request_id"], int(f["settled_ms"]))
+        return counter.result()
+
+    async def recent_events(self, plan: Plan, limit: int) -> list[CostEvent]:
+        """A bounded scan: the agent's stream is shared (by every agent on a
+        single Redis, by its group's on Cluster), so only its newest
+        RECENT_EVENTS_SCAN entries are read, newest first; an agent that
+        others outwrote by that many since its last call gets fewer rows, or none."""
+        found: list[CostEvent] = []
+        scanned = 0
+        key = self._key(self._tag(plan), "ledger")
+        async for page in self._pages(key, RECENT_PAGE, newest_first=True):
+            found += [_cost_event(f) for f in page[:RECENT_EVENTS_SCAN - scanned] if f.get("agent_id") == plan.agent_id]
+            scanned += len(page)
+            if len(found) >= limit or scanned >= RECENT_EVENTS_SCAN:
+                break
+        found.sort(key=lambda event: event.at_ms, reverse=True)  # stable: a tie stays newest written first
+        return found[:limit]
 
     async def trim_ledger(self, before_ms: int) -> int:
         dropped = 0
@@ -858,15 +896,34 @@ class RedisStore(Store):
         return claimed
 
     async def finish_notice(self, claimed: Claimed, outcome: str, now_ms: int, error: str = "") -> None:
-        key, entry_id = claimed.id.split(" ")
-        await self._call(self._client.xack(key, GROUP, entry_id))
+        """XACK, and the outcome kept for recent_notices (one script)."""
+        await self._outcome(claimed, outcome, now_ms, 0, error)
 
     async def retry_notice(self, claimed: Claimed, next_ms: int, now_ms: int, error: str) -> None:
         # Leave it pending: it is reclaimed once idle for a lease. Setting its
         # idle time makes that happen at about next_ms.
-        key, entry_id = claimed.id.split(" ")
         idle = max(0, self._lease_ms - (next_ms - now_ms))
-        await self._call(self._client.xclaim(key, GROUP, "retry", 0, [entry_id], idle=idle, justid=True))
+        await self._outcome(claimed, "pending", None, idle, error)
+
+    def _outcomes_key(self, outbox_key: str) -> str:
+        """The outcomes hash of an outbox: the same hash tag, so the same slot."""
+        return outbox_key.removesuffix(":outbox") + ":outcomes"
+
+    async def _outcome(self, claimed: Claimed, state: str, done_ms: int | None, idle_ms: int, error: str) -> None:
+        key, entry_id = claimed.id.split(" ")
+        outcomes_key = self._outcomes_key(key)
+        kept: Any = await self._run(scripts.OUTCOME, [key, outcomes_key], scripts.outcome_args(
+            GROUP, entry_id, state, claimed.attempts, done_ms, idle_ms, error))
+        if int(kept) > outcomes.OUTCOMES_LIMIT:  # the script answers the hash's length
+            await self._prune_outcomes(key, outcomes_key)
+
+    async def _prune_outcomes(self, key: str, outcomes_key: str) -> None:
+        """Drop the outcomes of entries the stream no longer holds (XADD MAXLEN trimmed them)."""
+        first = await self._call(self._client.xrange(key, count=1))
+        oldest = outcomes.stream_id(first[0][0]) if first else (2**63, 0)
+        gone = [f for f in await self._call(self._client.hkeys(outcomes_key)) if outcomes.stream_id(f) < oldest]
+        for start in range(0, len(gone), 1000):
+            await self._call(self._client.hdel(outcomes_key, *gone[start:start + 1000]))
 
     async def events_after(self, cursor: object | None) -> tuple[list[Notice], object]:
         positions: dict[str, str] = dict(cursor) if isinstance(cursor, dict) else {}
@@ -891,6 +948,60 @@ class RedisStore(Store):
                 if group["name"] == GROUP:
                     depth += int(group.get("pending") or 0) + int(group.get("lag") or 0)
         return depth
+
+    async def recent_notices(self, limit: int, *, state: str | None = None,
+                             scope: str | None = None) -> list[QueuedNotice]:
+        """The newest rules.NOTICE_SCAN entries of each outbox (one on a
+        single Redis, one per hash tag on Cluster), merged newest first by
+        entry id: Redis's clock when written (on Cluster each master's own).
+
+        What Redis tells: a notice in the group's pending list is pending
+        (leased, or waiting for its retry) with XPENDING's delivery count as
+        its attempts; one after the group's last delivered id is pending with
+        0 attempts; a finished one has the state, attempts, error and time
+        finish_notice kept. It cannot tell the outcome of an entry finished
+        by a budgetd that kept none (shown as sent, done when written), nor
+        anything of entries trimmed from the stream (MAXLEN ~ 100000)."""
+        found: list[tuple[tuple[int, int], QueuedNotice]] = []
+        for _, key in await self._outboxes():
+            found += await self._recent_in(key, limit, state, scope)
+        found.sort(key=lambda item: item[0], reverse=True)
+        return [item for _, item in found[:limit]]
+
+    async def _recent_in(self, key: str, limit: int, state: str | None,
+                         scope: str | None) -> list[tuple[tuple[int, int], QueuedNotice]]:
+        await self._ensure_group(key)
+        groups = await self._call(self._client.xinfo_groups(key))
+        last = next((g.get("last-delivered-id") for g in groups if g["name"] == GROUP), None) or "0-0"
+        found: list[tuple[tuple[int, int], QueuedNotice]] = []
+        scanned = 0
+        async for entries in self._entry_pages(key, RECENT_PAGE, newest_first=True):
+            page = [(entry_id, f) for entry_id, f in entries[:rules.NOTICE_SCAN - scanned] if f.get("payload")]
+            scanned += len(entries)
+            found += await self._queued_of(key, page, outcomes.stream_id(last), state, scope)
+            if len(found) >= limit or scanned >= rules.NOTICE_SCAN:
+                break
+        return found[:limit]
+
+    async def _queued_of(self, key: str, page: list[tuple[str, dict]], last_delivered: tuple[int, int],
+                         state: str | None, scope: str | None) -> list[tuple[tuple[int, int], QueuedNotice]]:
+        """A newest-first page of an outbox's entries as recent_notices tells
+        them, those of the state and scope asked for."""
+        if not page:
+            return []
+        ids = [entry_id for entry_id, _ in page]
+        # The pending list before the outcomes: a notice finished between the
+        # two reads shows as pending, not as finished with no outcome kept.
+        pel = await self._call(self._client.xpending_range(key, GROUP, ids[-1], ids[0], len(ids)))
+        delivered = {p["message_id"]: int(p["times_delivered"]) for p in pel}
+        recorded = await self._call(self._client.hmget(self._outcomes_key(key), ids))
+        found = []
+        for (entry_id, f), kept in zip(page, recorded, strict=True):
+            item = outcomes.queued(Notice.from_json(f["payload"]), entry_id, kept, delivered.get(entry_id),
+                                   last_delivered)
+            if (state is None or item.state == state) and (scope is None or rules.notice_in_scope(item.notice, scope)):
+                found.append((outcomes.stream_id(entry_id), item))
+        return found
 
     # -- reads for reports and checks ------------------------------------------------
     async def spent_in(self, plan: Plan, scope: str, window: str, periods: list[str]) -> dict[str, int]:

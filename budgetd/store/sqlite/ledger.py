@@ -1,5 +1,5 @@
 """The ledger on SQLite: reports aggregated in SQL, spend per tag value and hour,
-retention, top models."""
+retention, top models, the dashboard's activity and newest rows."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 from ...plan import Plan
 from ...reports import ReportPart, TagHourSpend
-from ..model import CostEvent
+from ..model import AgentActivity, CostEvent
 
 
 def report_parts(conn: sqlite3.Connection, by: str, since_day: str, until_day: str) -> list[ReportPart]:
@@ -57,6 +57,15 @@ def top_models(conn: sqlite3.Connection, plan: Plan, since_ms: int, limit: int) 
         (plan.agent_id, since_ms, limit)).fetchall()
 
 
+# By the ledger_by_day index: only the rows of the days asked for are read.
+ACTIVITY_SQL = ("SELECT agent_id, count(DISTINCT request_id), max(settled_ms) FROM ledger "
+                "WHERE day BETWEEN ? AND ? GROUP BY agent_id ORDER BY agent_id")
+
+
+def activity(conn: sqlite3.Connection, since_day: str, until_day: str) -> list[AgentActivity]:
+    return [AgentActivity(*row) for row in conn.execute(ACTIVITY_SQL, (since_day, until_day)).fetchall()]
+
+
 _EVENT_COLUMNS = ("seq, request_id, kind, settled_ms, held_ms, day, agent_id, groups, tags, cost_nanos, cost_source, "
                   "model_requested, model, provider, input_tokens, cached_input_tokens, cache_write_tokens, "
                   "output_tokens, reasoning_tokens, price_version, latency_ms, error_code")
@@ -69,6 +78,16 @@ def cost_events(conn: sqlite3.Connection, since_day: str, until_day: str, after_
         f"SELECT {_EVENT_COLUMNS} FROM ledger WHERE day BETWEEN ? AND ? AND seq > ? ORDER BY seq LIMIT ?",
         (since_day, until_day, after_seq, limit)).fetchall()
     return [(row[0], _event(row)) for row in rows]
+
+
+def recent_events_sql() -> str:
+    """Newest first by the ledger_by_agent index, (agent_id, settled_ms) and
+    the rowid (seq) after them: no sort, and only ``limit`` rows read."""
+    return f"SELECT {_EVENT_COLUMNS} FROM ledger WHERE agent_id = ? ORDER BY settled_ms DESC, seq DESC LIMIT ?"
+
+
+def recent_events(conn: sqlite3.Connection, plan: Plan, limit: int) -> list[CostEvent]:
+    return [_event(row) for row in conn.execute(recent_events_sql(), (plan.agent_id, limit)).fetchall()]
 
 
 def _event(row) -> CostEvent:

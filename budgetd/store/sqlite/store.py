@@ -18,6 +18,7 @@ from ...plan import Plan
 from ...reports import ReportPart, TagHourSpend
 from ..base import Store
 from ..model import (
+    AgentActivity,
     AgentState,
     CallFacts,
     CapChange,
@@ -26,6 +27,7 @@ from ..model import (
     HoldRequest,
     HoldResult,
     PlanLookup,
+    QueuedNotice,
     SettleRequest,
     SettleResult,
     StoreError,
@@ -210,6 +212,12 @@ class SqliteStore(Store):
     async def top_models(self, plan: Plan, since_ms: int, limit: int) -> list[tuple[str, int]]:
         return await self._run(lambda conn: ledger.top_models(conn, plan, since_ms, limit))
 
+    async def activity(self, since_day: str, until_day: str) -> list[AgentActivity]:
+        return await self._run(lambda conn: ledger.activity(conn, since_day, until_day))
+
+    async def recent_events(self, plan: Plan, limit: int) -> list[CostEvent]:
+        return await self._run(lambda conn: ledger.recent_events(conn, plan, limit))
+
     # -- the outbox -------------------------------------------------------------------------
     async def add_notice(self, notice: Notice, plan: Plan | None) -> bool:
         return await self._run(lambda conn: outbox.notify(conn, notice))
@@ -228,3 +236,7 @@ class SqliteStore(Store):
 
     async def outbox_depth(self) -> int:
         return await self._run(outbox.depth)
+
+    async def recent_notices(self, limit: int, *, state: str | None = None,
+                             scope: str | None = None) -> list[QueuedNotice]:
+        return await self._run(lambda conn: outbox.recent(conn, limit, state, scope))
