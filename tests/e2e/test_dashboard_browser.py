@@ -250,6 +250,11 @@ def test_the_fleet_shows_each_agent_group_and_tag_value_as_budgetctl_status_does
     expect(page.locator("#fleet-table tbody tr").first).to_have_attribute("data-id", "research")
     page.locator('button[data-sort="daily_spent"]').click()
     expect(header).to_have_attribute("aria-sort", "ascending")
+    # The headers are buttons: the keyboard sorts too.
+    page.locator('button[data-sort="calls_today"]').focus()
+    page.keyboard.press("Enter")
+    expect(page.locator('th[data-sort="calls_today"]')).to_have_attribute("aria-sort", "descending")
+    expect(page.locator("#fleet-table tbody tr").first).to_have_attribute("data-id", "summarizer")
 
     # The next page, the filter and the kind select are asked of the server too.
     page.locator('button[data-sort="id"]').click()
@@ -404,12 +409,15 @@ def test_screenshots_of_every_page(start_daemon, page):
     daemon = start(start_daemon)
     seed(daemon.address)
     budgetctl(daemon, "pause", "crawler", "--reason", "crawling too wide")
-    page.goto(daemon.url + "/#/fleet")
-    expect(fleet_row(page, "agent", "crawler").locator('[data-field="paused"]')).to_contain_text("Paused")
-    page.screenshot(path=str(_artifact("fleet-1366x768.png")))
-    if os.environ.get("BUDGETD_UPDATE_DOCS_SCREENSHOT"):
-        page.screenshot(path=str(DOCS_SHOT))
-    shoot(page, "fleet")
+    with Budget(daemon.address) as budget, budget.guard("summarizer", estimate_usd="6.5"):
+        # A call in flight: its hold shows as reserved beside the spend.
+        page.goto(daemon.url + "/#/fleet")
+        expect(fleet_row(page, "agent", "crawler").locator('[data-field="paused"]')).to_contain_text("Paused")
+        expect(fleet_row(page, "agent", "summarizer").locator('[data-field="daily.reserved_usd"]')).to_have_text("$6.50")
+        page.screenshot(path=str(_artifact("fleet-1366x768.png")))
+        if os.environ.get("BUDGETD_UPDATE_DOCS_SCREENSHOT"):
+            page.screenshot(path=str(DOCS_SHOT))
+        shoot(page, "fleet")
     for name, route, ready in (
         ("spend", "#/spend", "#spend-totals"),
         ("agent", "#/agent/summarizer", "#last-calls"),
@@ -421,6 +429,13 @@ def test_screenshots_of_every_page(start_daemon, page):
         shoot(page, name)
     expect(page.locator('#notices-table tbody tr[data-kind="paused"]')).not_to_have_count(0)
     expect(page.locator('[data-field="pending"]')).to_have_text(re.compile(r"^\d+$"))
+    expect(page.locator("#config-ok")).to_be_visible()
+
+    # A rejected config edit shows on the open notices page (its notice is an event).
+    daemon.write_config(CONFIG.replace("summarizer: {daily_usd: 50", "summarizer: {daily_usd: lots"))
+    expect(page.locator("#config-last-error")).to_contain_text("summarizer", timeout=10_000)
+    expect(page.locator('#notices-table tbody tr[data-kind="config_rejected"]')).to_have_count(1)
+    shoot(page, "notices-config-rejected")
 
 
 def _artifact(name: str) -> Path:
