@@ -263,7 +263,7 @@ def test_the_fleet_shows_each_agent_group_and_tag_value_as_budgetctl_status_does
     expect(fleet_row(page, "agent", "zz-quiet-54")).to_have_count(1)
     page.locator("#fleet-q").fill("SUMM")
     expect(page.locator("#fleet-table tbody tr")).to_have_count(1)
-    expect(page.locator("#fleet-pageinfo")).to_have_text("Page 1 of 1, 1 rows")
+    expect(page.locator("#fleet-pageinfo")).to_have_text("Page 1 of 1, 1 row")
     page.locator("#fleet-q").fill("")
     page.locator("#fleet-kind").select_option("tag")
     expect(page.locator('#fleet-table tbody tr[data-kind="agent"]')).to_have_count(0)
@@ -364,10 +364,15 @@ def test_with_auth_only_an_admin_signs_in_and_actions_need_the_session_and_its_c
         answer = request.post(daemon.url + path, data=body, headers={"Content-Type": "application/json"},
                               fail_on_status_code=False)
         assert answer.status == 403, (path, answer.status, answer.text())
+    # With the token but from another site's page (its Origin), refused too.
+    csrf = request.get(daemon.url + "/api/v1/session").json()["csrf"]
+    answer = request.post(daemon.url + "/api/v1/resume", data={"agent": "router"}, fail_on_status_code=False,
+                          headers={"Content-Type": "application/json", "X-CSRF-Token": csrf,
+                                   "Origin": "http://evil.example"})
+    assert answer.status == 403, (answer.status, answer.text())
     assert status_json(daemon, "router", token=ADMIN_TOKEN)[0]["paused"]
     assert not status_json(daemon, "triage", token=ADMIN_TOKEN)[0]["paused"]
-    # ... and with it, the same request goes through (the refusal was the missing token's).
-    csrf = request.get(daemon.url + "/api/v1/session").json()["csrf"]
+    # ... and with it, from here, the same request goes through (the refusals were the token's and the Origin's).
     answer = request.post(daemon.url + "/api/v1/resume", data={"agent": "router"},
                           headers={"Content-Type": "application/json", "X-CSRF-Token": csrf})
     assert answer.ok, answer.text()

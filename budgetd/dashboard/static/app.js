@@ -114,6 +114,8 @@
     });
   }
 
+  const count = (n, noun) => `${Number(n).toLocaleString("en-US")} ${noun}${Number(n) === 1 ? "" : "s"}`;
+
   function num(value) { const f = Number(value); return Number.isFinite(f) ? f : 0; }
 
   function pct(value, field) {
@@ -615,7 +617,7 @@
         fill(tbody, ...data.rows.map(fleetRow));
         if (!data.rows.length) tbody.append(el("tr", {}, el("td", { colspan: FLEET_COLUMNS.length, class: "empty", text: "No rows match." })));
         const pages = Math.max(1, data.pages || 1);
-        pageInfo.textContent = `Page ${data.page} of ${pages}, ${data.total} rows`;
+        pageInfo.textContent = `Page ${data.page} of ${pages}, ${count(data.total, "row")}`;
         prev.disabled = data.page <= 1;
         next.disabled = data.page >= pages;
         asOf.replaceChildren("as of ", time(data.as_of));
@@ -777,7 +779,7 @@
       el("tr", {}, el("th", { scope: "row", text: "All series" }), td(money(data.total_usd, "total_usd"), "num"), td("100%", "num")),
       el("tr", {}, el("th", { scope: "row", text: "Report total (budgetctl report)" }),
         td(money(report.total_usd, "report.total_usd"), "num"),
-        td(report.rows_in_all === undefined ? "" : `${report.rows_in_all} rows`, "num"))));
+        td(report.rows_in_all === undefined ? "" : count(report.rows_in_all, "row"), "num"))));
     return wrap;
   }
 
