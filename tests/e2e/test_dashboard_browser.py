@@ -291,7 +291,7 @@ def test_a_pause_by_budgetctl_shows_on_the_open_page_within_2_seconds_without_a_
     expect(page.locator('[data-field="state"]')).to_have_text("Running", timeout=LIVE_S * 1000)
 
 
-def test_pause_and_resume_clicked_on_the_agent_page_act_on_budgetd(start_daemon, page):
+def test_pause_and_resume_clicked_on_the_agent_and_tag_pages_act_on_budgetd(start_daemon, page):
     daemon = start(start_daemon)
     seed(daemon.address)
     page.goto(daemon.url + "/#/agent/crawler")
@@ -314,6 +314,23 @@ def test_pause_and_resume_clicked_on_the_agent_page_act_on_budgetd(start_daemon,
     expect(page.locator("#status")).to_have_text("Resumed agent crawler.")
     wait_until(lambda: not status_json(daemon, "crawler")[0]["paused"], 5, what="budgetctl to show crawler resumed")
     expect(page.locator('[data-field="state"]')).to_have_text("Running")
+
+    # The same on a tag value's page.
+    page.goto(daemon.url + "/#/tag/customer/acme")
+    [acme] = status_json(daemon, "--tag", "customer=acme")
+    check_window(page.locator('[data-window="daily"]'), "daily", acme["daily"])
+    check_window(page.locator('[data-window="monthly"]'), "monthly", acme["monthly"])
+    expect(page.locator("#tag-agents tbody tr")).to_have_count(3)
+    page.get_by_label("Pause reason").fill("invoice overdue")
+    page.get_by_role("button", name="Pause").click()
+    expect(page.locator("#status")).to_have_text("Paused tag customer=acme.")
+    [acme] = status_json(daemon, "--tag", "customer=acme")
+    assert acme["paused"] and acme["pause_reason"] == "invoice overdue"
+    expect(page.locator('[data-field="state"]')).to_have_text("Paused (manual)")
+    page.get_by_role("button", name="Resume").click()
+    expect(page.locator("#status")).to_have_text("Resumed tag customer=acme.")
+    wait_until(lambda: not status_json(daemon, "--tag", "customer=acme")[0]["paused"], 5,
+               what="budgetctl to show customer=acme resumed")
 
     # An API error is shown in the page's alert region.
     page.goto(daemon.url + "/#/agent/no-such-agent")

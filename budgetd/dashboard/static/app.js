@@ -245,11 +245,22 @@
     if (events) { events.close(); events = null; }
   }
 
+  // A refresh's answer is dropped when the page changed meanwhile, or when a
+  // later refresh's answer was shown already (answers may come out of order).
+  let refreshTick = 0;
+  let shownTick = 0;
+  function stale(token) {
+    if (token.seq !== viewSeq || token.tick < shownTick) return true;
+    shownTick = token.tick;
+    return false;
+  }
+
   async function refresh() {
     if (!view || !view.refresh) return;
     const seq = viewSeq;
+    refreshTick += 1;
     try {
-      await view.refresh(seq);
+      await view.refresh({ seq, tick: refreshTick });
       if (seq === viewSeq) clearError(true);
     } catch (err) {
       if (seq !== viewSeq) return;
@@ -606,7 +617,7 @@
       async refresh(seq) {
         const data = await api("GET", `/api/v1/fleet${query({ kind: st.kind, q: st.q, state: st.state, sort: st.sort,
           order: st.order, page: st.page, page_size: PAGE_SIZE })}`);
-        if (seq !== viewSeq) return;
+        if (stale(seq)) return;
         if (data.pages && st.page > data.pages) { st.page = data.pages; return this.refresh(seq); }
         for (const th of headRow.children) {
           if (!th.dataset.sort) continue;
@@ -692,7 +703,7 @@
     return {
       async refresh(seq) {
         const data = await api("GET", `/api/v1/spend${query({ by: st.by, since: st.since, until: st.until, top: 8 })}`);
-        if (seq !== viewSeq) return;
+        if (stale(seq)) return;
         const range = data.since === data.until ? data.since : `${data.since} to ${data.until}`;
         summary.replaceChildren(`${range}, by ${data.by}, ${data.bucket === "hour" ? "hourly" : "daily"}: `,
           money(data.total_usd, "total_usd"), ` ${currency()} in all.`);
@@ -844,7 +855,7 @@
     return {
       async refresh(seq) {
         const data = await api("GET", `/api/v1/agents/${encodeURIComponent(r.id)}`);
-        if (seq !== viewSeq) return;
+        if (stale(seq)) return;
         const row = data.status;
         controls.update(row);
         $("#detail-head", main).replaceChildren(detailHeader(`Agent ${r.id}`, row));
@@ -881,7 +892,7 @@
     return {
       async refresh(seq) {
         const data = await api("GET", `/api/v1/tags/${encodeURIComponent(r.key)}/${encodeURIComponent(r.value)}`);
-        if (seq !== viewSeq) return;
+        if (stale(seq)) return;
         const row = data.status;
         controls.update(row);
         $("#detail-head", main).replaceChildren(detailHeader(`Tag ${id}`, row));
@@ -918,7 +929,7 @@
     return {
       async refresh(seq) {
         const data = await api("GET", `/api/v1/notices${query({ state: st.state, limit: 100 })}`);
-        if (seq !== viewSeq) return;
+        if (stale(seq)) return;
         pending.replaceChildren(el("strong", { "data-field": "pending", text: String(data.pending) }),
           data.pending === 1 ? " notice pending delivery." : " notices pending delivery.");
         const c = data.config || {};
