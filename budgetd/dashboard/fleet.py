@@ -17,6 +17,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
+from typing import NamedTuple
 
 from budgetd_client._core import month_days
 
@@ -45,9 +46,9 @@ class FleetQuery:
     page_size: int = 50
 
 
-@dataclass(frozen=True, order=True)
-class Subject:
-    """Whose row: an agent, a group or a tag value ("customer=acme")."""
+class Subject(NamedTuple):
+    """Whose row: an agent, a group or a tag value ("customer=acme"). A
+    tuple: 100,000 of them are hashed and sorted per request, at C speed."""
 
     id: str
     kind: str
@@ -58,6 +59,7 @@ class _Snapshot:
     built: float
     subjects: list[Subject]  # sorted by id
     activity: dict[str, AgentActivity]  # today's, per agent
+    active: set[str]  # agents with spend or holds this period, or a pause (the others are quiet)
     reports: dict[Subject, AgentReport] = field(default_factory=dict)  # read when a sort or filter needs them
 
 
@@ -68,6 +70,11 @@ class Fleet:
         self._snapshot: _Snapshot | None = None
         self._building = asyncio.Lock()
         self._configured: tuple[object, list[str]] | None = None  # (resolver, its exact ids sorted)
+
+    def invalidate(self) -> None:
+        """Something changed (a notice: a pause, a resume, a cap reached): the
+        next page reads afresh rather than from a snapshot up to 2 s old."""
+        self._snapshot = None
 
     async def page(self, query: FleetQuery) -> dict:
         snapshot = await self._fresh_snapshot()
@@ -111,9 +118,9 @@ class Fleet:
         resolver = service.in_force.resolver
         daily, monthly = current_periods(service.now(), service.in_force.config.zone)
         store = service.store
-        seen = set(await store.active_agents(daily.key, monthly.key))
+        active = set(await store.active_agents(daily.key, monthly.key))
         activity = {a.agent_id: a for a in await store.activity(daily.key, daily.key)}
-        seen |= activity.keys()
+        seen = active | activity.keys()
         configured = self._configured_sorted(resolver)
         extra = sorted(a for a in seen if resolver.source(a) != "configured")
         agents = _merge_sorted(configured, extra)
@@ -121,7 +128,7 @@ class Fleet:
         subjects += [Subject(g.name, "group") for g in resolver.group_budgets]
         subjects += [Subject(f"{key}={value}", "tag") for key, value in await self._tag_values(monthly.key)]
         subjects.sort()
-        return _Snapshot(self._clock(), subjects, activity)
+        return _Snapshot(self._clock(), subjects, activity, active)
 
     def _configured_sorted(self, resolver) -> list[str]:
         """The config's exact agent ids sorted, once per config (at 100,000 ids a sort costs ~30 ms)."""
@@ -170,20 +177,22 @@ class Fleet:
     async def _read_all(self, snapshot: _Snapshot, subjects: Sequence[Subject]) -> None:
         """The reports a sort or filter needs: groups, tag values and the agents
         that spent or hold or were paused (the rest are known to be quiet)."""
-        service = self.service
-        daily, monthly = current_periods(service.now(), service.in_force.config.zone)
-        active = set(await service.store.active_agents(daily.key, monthly.key))
-        wanted = [s for s in subjects if s not in snapshot.reports and (s.kind != "agent" or s.id in active)]
-        snapshot.reports.update(await self._read(wanted))
+        reports, active = snapshot.reports, snapshot.active
+        wanted = [s for s in subjects if s not in reports and (s.kind != "agent" or s.id in active)]
+        reports.update(await self._read(wanted))
         # A quiet agent in a paused group is paused too: read those agents' groups' pauses.
-        paused_groups = {s.id for s, r in snapshot.reports.items() if s.kind == "group" and r.paused}
+        paused_groups = {s.id for s, r in reports.items() if s.kind == "group" and r.paused}
         if paused_groups:
-            quiet = [s for s in subjects if s.kind == "agent" and s not in snapshot.reports]
-            members = [s for s in quiet if (b := service.in_force.resolver.budget(s.id))
-                       and any(g.name in paused_groups for g in b.groups)]
-            snapshot.reports.update(await self._read(members))
+            resolver = self.service.in_force.resolver
+            members = [s for s in subjects if s.kind == "agent" and s not in reports
+                       and (b := resolver.budget(s.id)) and any(g.name in paused_groups for g in b.groups)]
+            reports.update(await self._read(members))
 
     def _filtered_and_sorted(self, snapshot: _Snapshot, subjects: list[Subject], query: FleetQuery) -> list[Subject]:
+        """Rows in the query's order. Only the rows read (or with calls today)
+        are keyed and sorted; the quiet ones all share one value and stay in
+        id order, merged in where that value falls: a sort of 100,000 agents
+        of which 1,000 spent sorts 1,000."""
         reports, activity = snapshot.reports, snapshot.activity
         if query.state == "paused":
             subjects = [s for s in subjects if s in reports and reports[s].paused]
@@ -192,11 +201,24 @@ class Fleet:
         if query.sort == "id":
             return subjects[::-1] if query.order == "desc" else subjects
         key = _SORT_KEYS[query.sort]
-        # Rows without a value (no cap, no call) go last in either order; ties by id.
-        valued = [(v, s) for s in subjects if (v := key(reports.get(s), activity.get(s.id))) is not None]
-        empty = [s for s in subjects if key(reports.get(s), activity.get(s.id)) is None]
-        valued.sort(key=lambda pair: pair[0], reverse=query.order == "desc")
-        return [s for _, s in valued] + empty
+        known = [s for s in subjects if s in reports or s.id in activity]
+        if len(known) < len(subjects):
+            known_set = set(known)
+            quiet = [s for s in subjects if s not in known_set]
+        else:
+            quiet = []
+        quiet_value = key(None, None)
+        keyed = [(key(reports.get(s), activity.get(s.id) if s.kind == "agent" else None), s) for s in known]
+        desc = query.order == "desc"
+        # Rows without a value (no cap, no call) go last in either order; ties by id (stable sorts).
+        empty = [s for v, s in keyed if v is None]
+        valued = sorted(((v, s) for v, s in keyed if v is not None), key=lambda pair: pair[0], reverse=desc)
+        if quiet_value is None:
+            return [s for _, s in valued] + list(heapq.merge(empty, quiet))
+        before = [s for v, s in valued if (v > quiet_value if desc else v < quiet_value)]
+        tied = [s for v, s in valued if v == quiet_value]
+        after = [s for v, s in valued if (v < quiet_value if desc else v > quiet_value)]
+        return before + list(heapq.merge(tied, quiet)) + after + empty
 
 
 def _active(report: AgentReport) -> bool:
@@ -216,7 +238,7 @@ def _percent(index: int):
 
     def key(report: AgentReport | None, _activity) -> Fraction | None:
         if report is None:
-            return Fraction(0)  # a quiet agent: nothing spent (a cap of its own is not looked up to sort)
+            return Fraction(0)  # a quiet agent: nothing spent (its cap is not looked up to sort)
         limit = report.plan.limits[index]
         if not limit.cap_nanos:
             return None

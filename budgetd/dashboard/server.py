@@ -54,6 +54,7 @@ class Dashboard:
         self.views = Views(service, self.fleet)
         self._runner: web.AppRunner | None = None
         self._streams: set[web.StreamResponse] = set()
+        self._watcher: asyncio.Task | None = None
         self.tls = False
 
     def app(self) -> web.Application:
@@ -94,9 +95,21 @@ class Dashboard:
         self._runner = web.AppRunner(self.app(), access_log=None, handle_signals=False)
         await self._runner.setup()
         await web.SockSite(self._runner, sock, ssl_context=tls_context).start()
+        self._watcher = asyncio.create_task(self._invalidate_on_events())
         return sock.getsockname()[1]
 
+    async def _invalidate_on_events(self) -> None:
+        """Every notice (written by any replica) means the fleet's snapshot is stale."""
+        queue = self.events.subscribe_all()
+        try:
+            while await queue.get() is not EventHub.CLOSED:
+                self.fleet.invalidate()
+        finally:
+            self.events.unsubscribe_all(queue)
+
     async def stop(self) -> None:
+        if self._watcher is not None:
+            self._watcher.cancel()
         for stream in list(self._streams):  # open event streams would hold the shutdown
             with contextlib.suppress(Exception):
                 await stream.write_eof()
@@ -277,6 +290,7 @@ class Dashboard:
             report = await self.service.pause(agent_id, reason)
             subject, target = ("agent", agent_id), f"agent {agent_id}"
         self._log_action(request, "pause", target, report_reason(report))
+        self.fleet.invalidate()
         return web.json_response(await self._row(*subject))
 
     async def _resume(self, request: web.Request) -> web.StreamResponse:
@@ -288,6 +302,7 @@ class Dashboard:
             await self.service.resume(agent_id)
             subject, target = ("agent", agent_id), f"agent {agent_id}"
         self._log_action(request, "resume", target)
+        self.fleet.invalidate()
         return web.json_response(await self._row(*subject))
 
     async def _row(self, kind: str, row_id: str) -> dict:

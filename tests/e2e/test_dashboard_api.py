@@ -171,7 +171,8 @@ def test_a_big_fleet_is_paged_sorted_and_filtered(start_daemon):
     found = web.ok("/api/v1/fleet?q=AGENT-05&state=active")
     assert [r["id"] for r in found["rows"]] == ["agent-0500"]
     budgetctl(daemon, "pause", "agent-0042", "--reason", "looping")
-    paused = web.ok("/api/v1/fleet?state=paused")["rows"]
+    paused = wait_until(lambda: web.ok("/api/v1/fleet?state=paused")["rows"], timeout=2,
+                        what="the pause in the fleet (its notice makes the fleet read afresh)")
     assert [(r["id"], r["pause_reason"]) for r in paused] == [("agent-0042", "looping")]
 
 
