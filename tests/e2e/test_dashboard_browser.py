@@ -205,6 +205,57 @@ def check_bar(row, prefix: str, window: dict) -> None:
     assert abs(part - float(share) * whole) <= 2, (prefix, part, whole, share)
 
 
+# Text (and placeholders, and SVG text) whose contrast with its background is
+# under 4.5:1; controls without a label; table headers without a scope.
+A11Y_JS = """() => {
+  const parse = (c) => {
+    const m = /rgba?\\(([^)]+)\\)/.exec(c || "");
+    if (!m) return null;
+    const p = m[1].split(/[ ,\\/]+/).filter(Boolean).map(Number);
+    return { r: p[0], g: p[1], b: p[2], a: p.length > 3 ? p[3] : 1 };
+  };
+  const lum = ({ r, g, b }) => {
+    const f = (v) => { v /= 255; return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4; };
+    return 0.2126 * f(r) + 0.7152 * f(g) + 0.0722 * f(b);
+  };
+  const bgOf = (el) => {
+    for (let e = el; e; e = e.parentElement) {
+      const c = parse(getComputedStyle(e).backgroundColor);
+      if (c && c.a > 0.5) return c;
+    }
+    return { r: 255, g: 255, b: 255, a: 1 };
+  };
+  const ratio = (a, b) => { const [x, y] = [lum(a), lum(b)].sort((p, q) => q - p); return (x + 0.05) / (y + 0.05); };
+  const bad = [];
+  const seen = new Set();
+  const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+  while (walker.nextNode()) {
+    const text = walker.currentNode;
+    const el = text.parentElement;
+    if (!text.textContent.trim() || !el || seen.has(el)) continue;
+    seen.add(el);
+    if (!el.getClientRects().length || getComputedStyle(el).visibility === "hidden") continue;
+    const fg = parse(el instanceof SVGElement ? getComputedStyle(el).fill : getComputedStyle(el).color);
+    if (!fg) continue;
+    const r = ratio(fg, bgOf(el));
+    if (r < 4.5) bad.push(`contrast ${r.toFixed(2)}: ${el.tagName} "${text.textContent.trim().slice(0, 40)}"`);
+  }
+  for (const input of document.querySelectorAll("input[placeholder]")) {
+    const r = ratio(parse(getComputedStyle(input, "::placeholder").color), bgOf(input));
+    if (r < 4.5) bad.push(`contrast ${r.toFixed(2)}: the placeholder of #${input.id}`);
+  }
+  for (const control of document.querySelectorAll("input:not([type=hidden]):not([hidden]), select, textarea")) {
+    if (!control.labels || !control.labels.length) bad.push(`no label: ${control.id || control.name}`);
+  }
+  for (const th of document.querySelectorAll("th:not([scope])")) bad.push(`th without scope: ${th.textContent}`);
+  return bad;
+}"""
+
+
+def check_accessible(page) -> None:
+    assert page.evaluate(A11Y_JS) == []
+
+
 def fleet_row(page, kind: str, row_id: str):
     return page.locator(f'#fleet-table tbody tr[data-kind="{kind}"][data-id="{row_id}"]')
 
@@ -345,6 +396,7 @@ def test_with_auth_only_an_admin_signs_in_and_actions_need_the_session_and_its_c
     expect(form).to_be_visible()
     expect(page.locator("#nav")).to_be_hidden()
     shoot(page, "sign-in")
+    check_accessible(page)
 
     # An agent token is refused, and so is an unknown one: the form stays.
     for refused in (AGENT_TOKEN, "not-a-token"):
@@ -427,7 +479,7 @@ def test_the_spend_page_total_is_budgetctl_reports_for_the_same_range(start_daem
     expect(page.locator('#spend-totals tbody tr[data-series="acme"]')).to_have_count(1)
 
 
-def test_screenshots_of_every_page(start_daemon, page):
+def test_every_page_screenshotted_and_checked_for_labels_scopes_and_contrast(start_daemon, page):
     daemon = start(start_daemon)
     seed(daemon.address)
     budgetctl(daemon, "pause", "crawler", "--reason", "crawling too wide")
@@ -440,6 +492,7 @@ def test_screenshots_of_every_page(start_daemon, page):
         if os.environ.get("BUDGETD_UPDATE_DOCS_SCREENSHOT"):
             page.screenshot(path=str(DOCS_SHOT))
         shoot(page, "fleet")
+        check_accessible(page)
     for name, route, ready in (
         ("spend", "#/spend", "#spend-totals"),
         ("agent", "#/agent/summarizer", "#last-calls"),
@@ -449,6 +502,7 @@ def test_screenshots_of_every_page(start_daemon, page):
         page.goto(f"{daemon.url}/{route}")
         expect(page.locator(ready)).to_be_visible()
         shoot(page, name)
+        check_accessible(page)
     expect(page.locator('#notices-table tbody tr[data-kind="paused"]')).not_to_have_count(0)
     expect(page.locator('[data-field="pending"]')).to_have_text(re.compile(r"^\d+$"))
     expect(page.locator("#config-ok")).to_be_visible()
