@@ -487,7 +487,8 @@ def test_every_page_screenshotted_and_checked_for_labels_scopes_and_contrast(sta
         # A call in flight: its hold shows as reserved beside the spend.
         page.goto(daemon.url + "/#/fleet")
         expect(fleet_row(page, "agent", "crawler").locator('[data-field="paused"]')).to_contain_text("Paused")
-        expect(fleet_row(page, "agent", "summarizer").locator('[data-field="daily.reserved_usd"]')).to_have_text("$6.50")
+        held = fleet_row(page, "agent", "summarizer").locator('[data-field="daily.reserved_usd"]')
+        expect(held).to_have_text("$6.50")
         page.screenshot(path=str(_artifact("fleet-1366x768.png")))
         if os.environ.get("BUDGETD_UPDATE_DOCS_SCREENSHOT"):
             page.screenshot(path=str(DOCS_SHOT))
