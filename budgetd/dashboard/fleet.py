@@ -24,6 +24,7 @@ from budgetd_client._core import month_days
 from ..app import AgentReport, BudgetService
 from ..config.schema import GLOB_CHARS
 from ..plan import Plan, group_plan, tag_plan
+from ..reports import NO_TAG
 from ..store import AgentActivity
 from ..windows import current_periods
 from .rows import status_row
@@ -69,7 +70,7 @@ class Fleet:
         self._clock = clock
         self._snapshot: _Snapshot | None = None
         self._building = asyncio.Lock()
-        self._configured: tuple[object, list[str]] | None = None  # (resolver, its exact ids sorted)
+        self._configured: tuple[object, list[Subject]] | None = None  # (resolver, its agents' rows by id)
 
     def invalidate(self) -> None:
         """Something changed (a notice: a pause, a resume, a cap reached): the
@@ -123,17 +124,18 @@ class Fleet:
         seen = active | activity.keys()
         configured = self._configured_sorted(resolver)
         extra = sorted(a for a in seen if resolver.source(a) != "configured")
-        agents = _merge_sorted(configured, extra)
-        subjects = [Subject(a, "agent") for a in agents]
-        subjects += [Subject(g.name, "group") for g in resolver.group_budgets]
-        subjects += [Subject(f"{key}={value}", "tag") for key, value in await self._tag_values(monthly.key)]
-        subjects.sort()
+        others = [Subject(a, "agent") for a in extra]
+        others += [Subject(g.name, "group") for g in resolver.group_budgets]
+        others += [Subject(f"{key}={value}", "tag") for key, value in await self._tag_values(monthly.key)]
+        others.sort()
+        subjects = list(heapq.merge(configured, others)) if others else configured
         return _Snapshot(self._clock(), subjects, activity, active)
 
-    def _configured_sorted(self, resolver) -> list[str]:
-        """The config's exact agent ids sorted, once per config (at 100,000 ids a sort costs ~30 ms)."""
+    def _configured_sorted(self, resolver) -> list[Subject]:
+        """The rows of the config's exact agent ids, by id, made once per
+        config: 100,000 of them cost ~150 ms to make, too much per request."""
         if self._configured is None or self._configured[0] is not resolver:
-            self._configured = (resolver, sorted(resolver.exact_agent_ids))
+            self._configured = (resolver, [Subject(a, "agent") for a in sorted(resolver.exact_agent_ids)])
         return self._configured[1]
 
     async def _tag_values(self, month: str) -> list[tuple[str, str]]:
@@ -145,7 +147,9 @@ class Fleet:
                  for value in budget.values if not GLOB_CHARS.search(value)}
         first, last = month_days(month)
         for key in config.tag_budgets:
-            found |= {(key, row[0]) for row in await self.service.store.report(key, first, last) if row[0]}
+            # A report by the tag lists the calls without it under NO_TAG: not a value.
+            found |= {(key, row[0]) for row in await self.service.store.report(key, first, last)
+                      if row[0] and row[0] != NO_TAG}
         for scope in await self.service.store.paused_tag_values():
             key, _, value = scope.partition(":")
             if key in config.tag_budgets:
@@ -255,8 +259,4 @@ _SORT_KEYS = {
     "last_call": lambda report, activity: activity.last_ms if activity else None,
 }
 
-
-def _merge_sorted(first: list[str], second: list[str]) -> list[str]:
-    """Two sorted lists as one (the configured ids, and those only seen)."""
-    return list(heapq.merge(first, second))
 
