@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import heapq
+import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -25,15 +26,19 @@ from ..app import AgentReport, BudgetService
 from ..config.schema import GLOB_CHARS
 from ..plan import Plan, group_plan, tag_plan
 from ..reports import NO_TAG
-from ..store import AgentActivity
+from ..store import AgentActivity, StoreError
 from ..windows import current_periods
 from .rows import status_row
+
+log = logging.getLogger("budgetd.dashboard")
 
 KINDS = ("all", "agent", "group", "tag")
 STATES = ("all", "paused", "active")
 SORTS = ("id", "daily_spent", "daily_percent", "monthly_spent", "monthly_percent", "calls_today", "last_call")
 MAX_PAGE_SIZE = 500
 SNAPSHOT_SECONDS = 2.0
+STALE_FACTOR = 3  # states are read again once older than this many times their reading took
+READ_NOW_SECONDS = 0.2  # states that read faster are read again at once when stale, not in the background
 
 
 @dataclass(frozen=True)
@@ -42,7 +47,7 @@ class FleetQuery:
     q: str = ""
     state: str = "all"
     sort: str = "id"
-    order: str = "asc"
+    order: str = ""  # "asc" or "desc"; "": ascending by id, else descending (biggest first)
     page: int = 1
     page_size: int = 50
 
@@ -61,7 +66,23 @@ class _Snapshot:
     subjects: list[Subject]  # sorted by id
     activity: dict[str, AgentActivity]  # today's, per agent
     active: set[str]  # agents with spend or holds this period, or a pause (the others are quiet)
-    reports: dict[Subject, AgentReport] = field(default_factory=dict)  # read when a sort or filter needs them
+
+
+@dataclass
+class _States:
+    """What a sort or a state filter needs: the reports of every row that is
+    not quiet, read at once. At 100,000 agents that all spent this takes
+    seconds, so it is kept a while (STALE_FACTOR x what it took to read) and
+    read again in the background while the last one serves; the rows of the
+    page shown are always read fresh."""
+
+    built: float
+    took: float  # seconds it took to read
+    subjects: list[Subject]  # the snapshot's, when these were read
+    activity: dict[str, AgentActivity]
+    reports: dict[Subject, AgentReport]
+    ordered: dict[tuple[str, str], list[Subject]] = field(default_factory=dict)  # (sort, order) -> every row
+    stale: bool = False
 
 
 class Fleet:
@@ -70,26 +91,41 @@ class Fleet:
         self._clock = clock
         self._snapshot: _Snapshot | None = None
         self._building = asyncio.Lock()
-        self._configured: tuple[object, list[Subject]] | None = None  # (resolver, its agents' rows by id)
+        self._states: _States | None = None
+        self._reading = asyncio.Lock()
+        self._reads = 0  # how many times the states were read
+        self._background: asyncio.Task | None = None
+        # (resolver, its agents' rows by id, their ids as a set), made once per config.
+        self._configured: tuple[object, list[Subject], frozenset[str]] | None = None
+
+    def close(self) -> None:
+        if self._background is not None:
+            self._background.cancel()
 
     def invalidate(self) -> None:
         """Something changed (a notice: a pause, a resume, a cap reached): the
         next page reads afresh rather than from a snapshot up to 2 s old."""
         self._snapshot = None
+        if self._states is not None:
+            self._states.stale = True
 
     async def page(self, query: FleetQuery) -> dict:
         snapshot = await self._fresh_snapshot()
-        subjects = snapshot.subjects
+        order = query.order or ("asc" if query.sort == "id" else "desc")
+        if query.sort == "id" and query.state == "all":
+            subjects = snapshot.subjects[::-1] if order == "desc" else snapshot.subjects
+        else:
+            states = await self._fresh_states(snapshot)
+            subjects = _ordered(states, query.sort, order)
+            if query.state == "paused":
+                subjects = [s for s in subjects if s in states.reports and states.reports[s].paused]
+            elif query.state == "active":
+                subjects = [s for s in subjects if s in states.reports and _active(states.reports[s])]
         if query.kind != "all":
             subjects = [s for s in subjects if s.kind == query.kind]
         if query.q:
             needle = query.q.casefold()
             subjects = [s for s in subjects if needle in s.id.casefold()]
-        if query.sort != "id" or query.state != "all":
-            await self._read_all(snapshot, subjects)
-            subjects = self._filtered_and_sorted(snapshot, subjects, query)
-        elif query.order == "desc":
-            subjects = subjects[::-1]
         total = len(subjects)
         pages = max(1, -(-total // query.page_size))
         shown = subjects[(query.page - 1) * query.page_size:query.page * query.page_size]
@@ -122,8 +158,8 @@ class Fleet:
         active = set(await store.active_agents(daily.key, monthly.key))
         activity = {a.agent_id: a for a in await store.activity(daily.key, daily.key)}
         seen = active | activity.keys()
-        configured = self._configured_sorted(resolver)
-        extra = sorted(a for a in seen if resolver.source(a) != "configured")
+        configured, configured_ids = self._configured_rows(resolver)
+        extra = sorted(seen - configured_ids)
         others = [Subject(a, "agent") for a in extra]
         others += [Subject(g.name, "group") for g in resolver.group_budgets]
         others += [Subject(f"{key}={value}", "tag") for key, value in await self._tag_values(monthly.key)]
@@ -131,12 +167,13 @@ class Fleet:
         subjects = list(heapq.merge(configured, others)) if others else configured
         return _Snapshot(self._clock(), subjects, activity, active)
 
-    def _configured_sorted(self, resolver) -> list[Subject]:
-        """The rows of the config's exact agent ids, by id, made once per
-        config: 100,000 of them cost ~150 ms to make, too much per request."""
+    def _configured_rows(self, resolver) -> tuple[list[Subject], frozenset[str]]:
+        """The rows of the config's exact agent ids, by id, and the ids, made
+        once per config: 100,000 rows cost ~150 ms to make, too much per request."""
         if self._configured is None or self._configured[0] is not resolver:
-            self._configured = (resolver, [Subject(a, "agent") for a in sorted(resolver.exact_agent_ids)])
-        return self._configured[1]
+            ids = resolver.exact_agent_ids
+            self._configured = (resolver, [Subject(a, "agent") for a in sorted(ids)], frozenset(ids))
+        return self._configured[1], self._configured[2]
 
     async def _tag_values(self, month: str) -> list[tuple[str, str]]:
         """Budgeted tag values: those the config lists, those with spend this month, those paused."""
@@ -178,62 +215,93 @@ class Fleet:
         states = await self.service.store.read_many([plan for _, (plan, _) in planned])
         return {s: AgentReport(plan, state, source) for (s, (plan, source)), state in zip(planned, states, strict=True)}
 
-    async def _read_all(self, snapshot: _Snapshot, subjects: Sequence[Subject]) -> None:
-        """The reports a sort or filter needs: groups, tag values and the agents
-        that spent or hold or were paused (the rest are known to be quiet)."""
-        reports, active = snapshot.reports, snapshot.active
-        wanted = [s for s in subjects if s not in reports and (s.kind != "agent" or s.id in active)]
-        reports.update(await self._read(wanted))
-        # A quiet agent in a paused group is paused too: read those agents' groups' pauses.
-        paused_groups = {s.id for s, r in reports.items() if s.kind == "group" and r.paused}
-        if paused_groups:
-            resolver = self.service.in_force.resolver
-            members = [s for s in subjects if s.kind == "agent" and s not in reports
-                       and (b := resolver.budget(s.id)) and any(g.name in paused_groups for g in b.groups)]
-            reports.update(await self._read(members))
+    async def _fresh_states(self, snapshot: _Snapshot) -> _States:
+        states = self._states
+        if states is None:
+            return await self._read_states(snapshot)
+        if states.stale or self._clock() - states.built >= max(SNAPSHOT_SECONDS, STALE_FACTOR * states.took):
+            if states.took < READ_NOW_SECONDS:
+                return await self._read_states(snapshot)
+            if self._background is None or self._background.done():
+                self._background = asyncio.create_task(self._read_states_logged(snapshot))
+        return states
 
-    def _filtered_and_sorted(self, snapshot: _Snapshot, subjects: list[Subject], query: FleetQuery) -> list[Subject]:
-        """Rows in the query's order. Only the rows read (or with calls today)
-        are keyed and sorted; the quiet ones all share one value and stay in
-        id order, merged in where that value falls: a sort of 100,000 agents
-        of which 1,000 spent sorts 1,000."""
-        reports, activity = snapshot.reports, snapshot.activity
-        if query.state == "paused":
-            subjects = [s for s in subjects if s in reports and reports[s].paused]
-        elif query.state == "active":
-            subjects = [s for s in subjects if s in reports and _active(reports[s])]
-        if query.sort == "id":
-            return subjects[::-1] if query.order == "desc" else subjects
-        key = _SORT_KEYS[query.sort]
-        known = [s for s in subjects if s in reports or s.id in activity]
-        if len(known) < len(subjects):
-            known_set = set(known)
-            quiet = [s for s in subjects if s not in known_set]
-        else:
-            quiet = []
-        quiet_value = key(None, None)
-        keyed = [(key(reports.get(s), activity.get(s.id) if s.kind == "agent" else None), s) for s in known]
-        desc = query.order == "desc"
-        # Rows without a value (no cap, no call) go last in either order; ties by id (stable sorts).
-        empty = [s for v, s in keyed if v is None]
-        valued = sorted(((v, s) for v, s in keyed if v is not None), key=lambda pair: pair[0], reverse=desc)
-        if quiet_value is None:
-            return [s for _, s in valued] + list(heapq.merge(empty, quiet))
-        before = [s for v, s in valued if (v > quiet_value if desc else v < quiet_value)]
-        tied = [s for v, s in valued if v == quiet_value]
-        after = [s for v, s in valued if (v < quiet_value if desc else v > quiet_value)]
-        return before + list(heapq.merge(tied, quiet)) + after + empty
+    async def _read_states_logged(self, snapshot: _Snapshot) -> None:
+        try:
+            await self._read_states(snapshot)
+        except StoreError as err:
+            log.warning("dashboard: the fleet's states were not read again: %s", err)
+
+    async def _read_states(self, snapshot: _Snapshot) -> _States:
+        """The reports of groups, tag values and the agents that spent, hold
+        or were paused (the rest are known to be quiet); one read at a time."""
+        reads_before = self._reads
+        async with self._reading:
+            if self._states is not None and self._reads != reads_before:  # read while we waited
+                return self._states
+            started = self._clock()
+            wanted = [s for s in snapshot.subjects if s.kind != "agent" or s.id in snapshot.active]
+            reports = await self._read(wanted)
+            # A quiet agent in a paused group is paused too: read those agents' groups' pauses.
+            paused_groups = {s.id for s, r in reports.items() if s.kind == "group" and r.paused}
+            if paused_groups:
+                resolver = self.service.in_force.resolver
+                members = [s for s in snapshot.subjects if s.kind == "agent" and s not in reports
+                           and (b := resolver.budget(s.id)) and any(g.name in paused_groups for g in b.groups)]
+                reports.update(await self._read(members))
+            done = self._clock()
+            self._states = _States(done, done - started, snapshot.subjects, snapshot.activity, reports)
+            self._reads += 1
+            return self._states
+
+
+def _ordered(states: _States, sort: str, order: str) -> list[Subject]:
+    """Every row in the sort's order, worked out once per read of the states."""
+    found = states.ordered.get((sort, order))
+    if found is None:
+        found = states.ordered[(sort, order)] = _sorted(states, sort, order == "desc")
+    return found
+
+
+def _sorted(states: _States, sort: str, desc: bool) -> list[Subject]:
+    """Only the rows read (or with calls today) are keyed and sorted; the
+    quiet ones all share one value and stay in id order, merged in where
+    that value falls: a sort of 100,000 agents of which 1,000 spent sorts 1,000."""
+    subjects, reports, activity = states.subjects, states.reports, states.activity
+    if sort == "id":
+        return subjects[::-1] if desc else subjects
+    key = _SORT_KEYS[sort]
+    known = [s for s in subjects if s in reports or s.id in activity]
+    known_set = set(known)
+    quiet = [s for s in subjects if s not in known_set] if len(known) < len(subjects) else []
+    quiet_value = key(None, None)
+    keyed = [(key(reports.get(s), activity.get(s.id) if s.kind == "agent" else None), s) for s in known]
+    # Rows without a value (no cap, no call) go last in either order; ties by id (stable sorts).
+    empty = [s for v, s in keyed if v is None]
+    valued = sorted(((v, s) for v, s in keyed if v is not None), key=lambda pair: pair[0], reverse=desc)
+    if quiet_value is None:
+        return [s for _, s in valued] + list(heapq.merge(empty, quiet))
+    before = [s for v, s in valued if (v > quiet_value if desc else v < quiet_value)]
+    tied = [s for v, s in valued if v == quiet_value]
+    after = [s for v, s in valued if (v < quiet_value if desc else v > quiet_value)]
+    return before + list(heapq.merge(tied, quiet)) + after + empty
+
+
+# The sort keys read a balance by the plan's cached counter tuple, not through
+# Limit.counter (which builds one): 100,000 rows are keyed at once.
+def _spent_nanos(report: AgentReport, index: int) -> int:
+    balance = report.state.balances.get(report.plan.counters[index])
+    return balance.spent_nanos if balance is not None else 0
 
 
 def _active(report: AgentReport) -> bool:
-    limit = report.plan.limits[0]
-    balance = report.state.balance(limit)
-    return bool(balance.spent_nanos or balance.reserved_nanos)
+    balance = report.state.balances.get(report.plan.counters[0])
+    return balance is not None and bool(balance.spent_nanos or balance.reserved_nanos)
 
 
 def _spent(index: int):
     def key(report: AgentReport | None, _activity) -> int:
-        return report.state.balance(report.plan.limits[index]).spent_nanos if report else 0
+        return _spent_nanos(report, index) if report else 0
     return key
 
 
@@ -243,10 +311,10 @@ def _percent(index: int):
     def key(report: AgentReport | None, _activity) -> Fraction | None:
         if report is None:
             return Fraction(0)  # a quiet agent: nothing spent (its cap is not looked up to sort)
-        limit = report.plan.limits[index]
-        if not limit.cap_nanos:
+        cap = report.plan.limits[index].cap_nanos
+        if not cap:
             return None
-        return Fraction(report.state.balance(limit).spent_nanos, limit.cap_nanos)
+        return Fraction(_spent_nanos(report, index), cap)
     return key
 
 

@@ -110,6 +110,7 @@ class Dashboard:
     async def stop(self) -> None:
         if self._watcher is not None:
             self._watcher.cancel()
+        self.fleet.close()
         for stream in list(self._streams):  # open event streams would hold the shutdown
             with contextlib.suppress(Exception):
                 await stream.write_eof()
