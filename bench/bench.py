@@ -63,6 +63,26 @@ def drive(call, threads: int, seconds: float = SECONDS) -> tuple[float, list[flo
     return len(flat) / seconds, flat
 
 
+def for_each(items, do, threads: int = 16) -> None:
+    """``do(item)`` for every item, spread over ``threads`` threads (to seed spend)."""
+    items = iter(items)
+    lock = threading.Lock()
+
+    def worker() -> None:
+        while True:
+            with lock:
+                item = next(items, None)
+            if item is None:
+                return
+            do(item)
+
+    pool = [threading.Thread(target=worker) for _ in range(threads)]
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join()
+
+
 def interleaved(calls: dict, seconds: float) -> dict[str, list[float]]:
     """One thread calling each target in turn, call by call: every target's
     latencies are taken at the same moments of a machine whose speed drifts.

@@ -24,7 +24,7 @@ import time
 import urllib.request
 import uuid
 
-from bench import SECONDS, WORK, drive, guarded, pct
+from bench import SECONDS, WORK, drive, for_each, guarded, pct
 from budgetd_client import Budget
 from helpers import DaemonProcess, free_port
 
@@ -54,23 +54,12 @@ def get(url: str) -> float:
 def spend(address: str, agents: range, threads: int = 16) -> None:
     """One call for each agent: its counters exist after."""
     budget = Budget(address)
-    ids = iter(agents)
-    lock = threading.Lock()
 
-    def worker() -> None:
-        while True:
-            with lock:
-                i = next(ids, None)
-            if i is None:
-                return
-            with budget.guard(f"agent-{i:06d}", estimate_usd="0.000001") as c:
-                c.record_usd(f"0.{i % 1000 + 1:06d}")
+    def one(i: int) -> None:
+        with budget.guard(f"agent-{i:06d}", estimate_usd="0.000001") as c:
+            c.record_usd(f"0.{i % 1000 + 1:06d}")
 
-    pool = [threading.Thread(target=worker) for _ in range(threads)]
-    for t in pool:
-        t.start()
-    for t in pool:
-        t.join()
+    for_each(agents, one, threads)
     budget.close()
 
 

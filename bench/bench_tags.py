@@ -18,10 +18,9 @@ Not a test: it asserts nothing but prints what it measured.
 from __future__ import annotations
 
 import os
-import threading
 import uuid
 
-from bench import SECONDS, WORK, daemon, drive, interleaved, pct, timed
+from bench import SECONDS, WORK, daemon, drive, for_each, interleaved, pct, timed
 from budgetd_client import Budget
 from redis_servers import RedisServer
 
@@ -53,23 +52,12 @@ def tagged(budget: Budget, customer: str | None):
 def spend_for_many(address: str, customers: int, threads: int = 16) -> None:
     """One call for each of ``customers`` distinct customers: their counters exist after."""
     budget = Budget(address)
-    ids = iter(range(customers))
-    lock = threading.Lock()
 
-    def worker() -> None:
-        while True:
-            with lock:
-                i = next(ids, None)
-            if i is None:
-                return
-            with budget.guard(f"seeder-{i % 64}", estimate_usd="0.000001", tags={"customer": f"seen-{i}"}) as c:
-                c.record_usd("0.000001")
+    def one(i: int) -> None:
+        with budget.guard(f"seeder-{i % 64}", estimate_usd="0.000001", tags={"customer": f"seen-{i}"}) as c:
+            c.record_usd("0.000001")
 
-    pool = [threading.Thread(target=worker) for _ in range(threads)]
-    for t in pool:
-        t.start()
-    for t in pool:
-        t.join()
+    for_each(range(customers), one, threads)
     budget.close()
 
 

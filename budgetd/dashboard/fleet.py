@@ -11,9 +11,7 @@ are read in full for a sort by spend, from a snapshot at most
 
 from __future__ import annotations
 
-import asyncio
 import heapq
-import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -26,19 +24,16 @@ from ..app import AgentReport, BudgetService
 from ..config.schema import GLOB_CHARS
 from ..plan import Plan, group_plan, tag_plan
 from ..reports import NO_TAG
-from ..store import AgentActivity, StoreError
+from ..store import AgentActivity
 from ..windows import current_periods
+from .kept import Kept
 from .rows import status_row
-
-log = logging.getLogger("budgetd.dashboard")
 
 KINDS = ("all", "agent", "group", "tag")
 STATES = ("all", "paused", "active")
 SORTS = ("id", "daily_spent", "daily_percent", "monthly_spent", "monthly_percent", "calls_today", "last_call")
 MAX_PAGE_SIZE = 500
-SNAPSHOT_SECONDS = 2.0
-STALE_FACTOR = 3  # states are read again once older than this many times their reading took
-READ_NOW_SECONDS = 0.2  # states that read faster are read again at once when stale, not in the background
+SNAPSHOT_SECONDS = 2.0  # the least time the row list and the states are kept (kept.py)
 
 
 @dataclass(frozen=True)
@@ -60,9 +55,10 @@ class Subject(NamedTuple):
     kind: str
 
 
-@dataclass
+@dataclass(frozen=True)
 class _Snapshot:
-    built: float
+    """The rows there are (kept: kept.py, SNAPSHOT_SECONDS)."""
+
     subjects: list[Subject]  # sorted by id
     activity: dict[str, AgentActivity]  # today's, per agent
     active: set[str]  # agents with spend or holds this period, or a pause (the others are quiet)
@@ -71,51 +67,40 @@ class _Snapshot:
 @dataclass
 class _States:
     """What a sort or a state filter needs: the reports of every row that is
-    not quiet, read at once. At 100,000 agents that all spent this takes
-    seconds, so it is kept a while (STALE_FACTOR x what it took to read) and
-    read again in the background while the last one serves; the rows of the
-    page shown are always read fresh."""
+    not quiet, read at once (kept: at 100,000 agents that all spent this
+    read takes seconds). The rows of the page shown are always read fresh."""
 
-    built: float
-    took: float  # seconds it took to read
     subjects: list[Subject]  # the snapshot's, when these were read
     activity: dict[str, AgentActivity]
     reports: dict[Subject, AgentReport]
     ordered: dict[tuple[str, str], list[Subject]] = field(default_factory=dict)  # (sort, order) -> every row
-    stale: bool = False
 
 
 class Fleet:
     def __init__(self, service: BudgetService, clock=time.monotonic) -> None:
         self.service = service
-        self._clock = clock
-        self._snapshot: _Snapshot | None = None
-        self._building = asyncio.Lock()
-        self._states: _States | None = None
-        self._reading = asyncio.Lock()
-        self._reads = 0  # how many times the states were read
-        self._background: asyncio.Task | None = None
+        self._snapshot: Kept[_Snapshot] = Kept(self._build, SNAPSHOT_SECONDS, clock)
+        self._states: Kept[_States] = Kept(self._read_states, SNAPSHOT_SECONDS, clock)
         # (resolver, its agents' rows by id, their ids as a set), made once per config.
         self._configured: tuple[object, list[Subject], frozenset[str]] | None = None
 
     def close(self) -> None:
-        if self._background is not None:
-            self._background.cancel()
+        self._snapshot.close()
+        self._states.close()
 
     def invalidate(self) -> None:
-        """Something changed (a notice: a pause, a resume, a cap reached): the
-        next page reads afresh rather than from a snapshot up to 2 s old."""
-        self._snapshot = None
-        if self._states is not None:
-            self._states.stale = True
+        """Something changed (a notice: a pause, a resume, a cap reached): read
+        the fleet again rather than wait for the snapshots to age."""
+        self._snapshot.invalidate()
+        self._states.invalidate()
 
     async def page(self, query: FleetQuery) -> dict:
-        snapshot = await self._fresh_snapshot()
+        snapshot = await self._snapshot.get()
         order = query.order or ("asc" if query.sort == "id" else "desc")
         if query.sort == "id" and query.state == "all":
             subjects = snapshot.subjects[::-1] if order == "desc" else snapshot.subjects
         else:
-            states = await self._fresh_states(snapshot)
+            states = await self._states.get()
             subjects = _ordered(states, query.sort, order)
             if query.state == "paused":
                 subjects = [s for s in subjects if s in states.reports and states.reports[s].paused]
@@ -135,21 +120,11 @@ class Fleet:
     async def rows(self, subjects: Sequence[Subject], activity: dict[str, AgentActivity] | None = None) -> list[dict]:
         """The rows of ``subjects``, read now."""
         reports = await self._read(subjects)
-        activity = activity if activity is not None else (await self._fresh_snapshot()).activity
+        activity = activity if activity is not None else (await self._snapshot.get()).activity
         return [status_row(s.kind, s.id, reports[s], activity.get(s.id) if s.kind == "agent" else None)
                 for s in subjects if s in reports]
 
     # -- what the rows are ------------------------------------------------------------------
-    async def _fresh_snapshot(self) -> _Snapshot:
-        snapshot = self._snapshot
-        if snapshot is not None and self._clock() - snapshot.built < SNAPSHOT_SECONDS:
-            return snapshot
-        async with self._building:  # one build at a time; those waiting take its result
-            snapshot = self._snapshot
-            if snapshot is None or self._clock() - snapshot.built >= SNAPSHOT_SECONDS:
-                snapshot = self._snapshot = await self._build()
-            return snapshot
-
     async def _build(self) -> _Snapshot:
         service = self.service
         resolver = service.in_force.resolver
@@ -165,7 +140,7 @@ class Fleet:
         others += [Subject(f"{key}={value}", "tag") for key, value in await self._tag_values(monthly.key)]
         others.sort()
         subjects = list(heapq.merge(configured, others)) if others else configured
-        return _Snapshot(self._clock(), subjects, activity, active)
+        return _Snapshot(subjects, activity, active)
 
     def _configured_rows(self, resolver) -> tuple[list[Subject], frozenset[str]]:
         """The rows of the config's exact agent ids, by id, and the ids, made
@@ -215,44 +190,20 @@ class Fleet:
         states = await self.service.store.read_many([plan for _, (plan, _) in planned])
         return {s: AgentReport(plan, state, source) for (s, (plan, source)), state in zip(planned, states, strict=True)}
 
-    async def _fresh_states(self, snapshot: _Snapshot) -> _States:
-        states = self._states
-        if states is None:
-            return await self._read_states(snapshot)
-        if states.stale or self._clock() - states.built >= max(SNAPSHOT_SECONDS, STALE_FACTOR * states.took):
-            if states.took < READ_NOW_SECONDS:
-                return await self._read_states(snapshot)
-            if self._background is None or self._background.done():
-                self._background = asyncio.create_task(self._read_states_logged(snapshot))
-        return states
-
-    async def _read_states_logged(self, snapshot: _Snapshot) -> None:
-        try:
-            await self._read_states(snapshot)
-        except StoreError as err:
-            log.warning("dashboard: the fleet's states were not read again: %s", err)
-
-    async def _read_states(self, snapshot: _Snapshot) -> _States:
+    async def _read_states(self) -> _States:
         """The reports of groups, tag values and the agents that spent, hold
-        or were paused (the rest are known to be quiet); one read at a time."""
-        reads_before = self._reads
-        async with self._reading:
-            if self._states is not None and self._reads != reads_before:  # read while we waited
-                return self._states
-            started = self._clock()
-            wanted = [s for s in snapshot.subjects if s.kind != "agent" or s.id in snapshot.active]
-            reports = await self._read(wanted)
-            # A quiet agent in a paused group is paused too: read those agents' groups' pauses.
-            paused_groups = {s.id for s, r in reports.items() if s.kind == "group" and r.paused}
-            if paused_groups:
-                resolver = self.service.in_force.resolver
-                members = [s for s in snapshot.subjects if s.kind == "agent" and s not in reports
-                           and (b := resolver.budget(s.id)) and any(g.name in paused_groups for g in b.groups)]
-                reports.update(await self._read(members))
-            done = self._clock()
-            self._states = _States(done, done - started, snapshot.subjects, snapshot.activity, reports)
-            self._reads += 1
-            return self._states
+        or were paused (the rest are known to be quiet)."""
+        snapshot = await self._snapshot.latest()
+        wanted = [s for s in snapshot.subjects if s.kind != "agent" or s.id in snapshot.active]
+        reports = await self._read(wanted)
+        # A quiet agent in a paused group is paused too: read those agents' groups' pauses.
+        paused_groups = {s.id for s, r in reports.items() if s.kind == "group" and r.paused}
+        if paused_groups:
+            resolver = self.service.in_force.resolver
+            members = [s for s in snapshot.subjects if s.kind == "agent" and s not in reports
+                       and (b := resolver.budget(s.id)) and any(g.name in paused_groups for g in b.groups)]
+            reports.update(await self._read(members))
+        return _States(snapshot.subjects, snapshot.activity, reports)
 
 
 def _ordered(states: _States, sort: str, order: str) -> list[Subject]:

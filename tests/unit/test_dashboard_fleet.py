@@ -11,6 +11,7 @@ import pytest
 from budgetd.app import BudgetService, ConfigInForce, system_now_ms
 from budgetd.config import load_config_text
 from budgetd.dashboard import fleet as fleet_module
+from budgetd.dashboard import kept
 from budgetd.dashboard.fleet import Fleet, FleetQuery
 from budgetd.metrics import Metrics
 from budgetd.store.memory import MemoryStore
@@ -74,7 +75,7 @@ async def test_a_notice_makes_the_next_page_read_afresh(fleet):
 
 async def test_slow_states_are_served_stale_while_read_again(fleet, monkeypatch):
     service, f, _ = fleet
-    monkeypatch.setattr(fleet_module, "READ_NOW_SECONDS", 0.0)  # every read counts as slow
+    monkeypatch.setattr(kept, "READ_NOW_SECONDS", 0.0)  # every read counts as slow
     await spend(service, "a10", 5)
     assert ids(await f.page(FleetQuery(sort="daily_spent", page_size=1))) == ["a10"]  # the first read: waited for
     await spend(service, "a11", 9)
@@ -82,5 +83,5 @@ async def test_slow_states_are_served_stale_while_read_again(fleet, monkeypatch)
     # Stale order at once (a10 still first), its row's numbers fresh; the new read runs behind it.
     page = await f.page(FleetQuery(kind="agent", sort="daily_spent", page_size=2))
     assert ids(page) == ["a10", "a00"] and page["rows"][0]["daily"]["spent_usd"] == "0.000000005"
-    await asyncio.wait_for(f._background, 5)
+    await asyncio.wait_for(f._states._background, 5)
     assert ids(await f.page(FleetQuery(kind="agent", sort="daily_spent", page_size=2))) == ["a11", "a10"]
