@@ -122,9 +122,10 @@ def guarded_with_page(address: str, base: str) -> None:
         else:
             closed += drive(call, 1, SECONDS)[1]
     print("\none guarded call at 1 thread (ms), dashboard closed / open and refreshing, alternating phases")
-    print(f"{'':>24} {'p50':>8} {'p99':>8} {'calls':>8}")
+    print(f"{'':>24} {'p50':>8} {'p99':>8} {'mean':>8} {'max':>8} {'calls':>8}")
     for name, lat in (("dashboard closed", closed), ("dashboard open", opened)):
-        print(f"{name:>24} {pct(lat, 0.5):>8.3f} {pct(lat, 0.99):>8.3f} {len(lat):>8}")
+        print(f"{name:>24} {pct(lat, 0.5):>8.3f} {pct(lat, 0.99):>8.3f} {sum(lat) / len(lat) * 1000:>8.3f} "
+              f"{max(lat) * 1000:>8.1f} {len(lat):>8}")
     print(f"{'p50 open / closed':>24} {pct(opened, 0.5) / pct(closed, 0.5):>8.3f}")
     budget.close()
 

@@ -11,6 +11,7 @@ are read in full for a sort by spend, from a snapshot at most
 
 from __future__ import annotations
 
+import asyncio
 import heapq
 import time
 from collections.abc import Sequence
@@ -33,6 +34,7 @@ KINDS = ("all", "agent", "group", "tag")
 STATES = ("all", "paused", "active")
 SORTS = ("id", "daily_spent", "daily_percent", "monthly_spent", "monthly_percent", "calls_today", "last_call")
 MAX_PAGE_SIZE = 500
+READ_CHUNK = 500  # states read in one store call
 SNAPSHOT_SECONDS = 2.0  # the least time the row list and the states are kept (kept.py)
 
 
@@ -101,7 +103,7 @@ class Fleet:
             subjects = snapshot.subjects[::-1] if order == "desc" else snapshot.subjects
         else:
             states = await self._states.get()
-            subjects = _ordered(states, query.sort, order)
+            subjects = await _ordered(states, query.sort, order)
             if query.state == "paused":
                 subjects = [s for s in subjects if s in states.reports and states.reports[s].paused]
             elif query.state == "active":
@@ -186,9 +188,19 @@ class Fleet:
         return tag_plan(budget, service.now(), service.in_force.config.zone), budget.source
 
     async def _read(self, subjects: Sequence[Subject]) -> dict[Subject, AgentReport]:
-        planned = [(s, p) for s in subjects if (p := self._plan_of(s)) is not None]
-        states = await self.service.store.read_many([plan for _, (plan, _) in planned])
-        return {s: AgentReport(plan, state, source) for (s, (plan, source)), state in zip(planned, states, strict=True)}
+        """The reports of ``subjects``, READ_CHUNK at a time: the store has one
+        connection (SQLite) and the loop one thread, and the agents' holds and
+        settles must get their turn between the chunks of a read of 100,000."""
+        reports: dict[Subject, AgentReport] = {}
+        for start in range(0, len(subjects), READ_CHUNK):
+            if start:
+                await asyncio.sleep(0)
+            chunk = subjects[start:start + READ_CHUNK]
+            planned = [(s, p) for s in chunk if (p := self._plan_of(s)) is not None]
+            states = await self.service.store.read_many([plan for _, (plan, _) in planned])
+            reports.update((s, AgentReport(plan, state, source))
+                           for (s, (plan, source)), state in zip(planned, states, strict=True))
+        return reports
 
     async def _read_states(self) -> _States:
         """The reports of groups, tag values and the agents that spent, hold
@@ -206,11 +218,14 @@ class Fleet:
         return _States(snapshot.subjects, snapshot.activity, reports)
 
 
-def _ordered(states: _States, sort: str, order: str) -> list[Subject]:
-    """Every row in the sort's order, worked out once per read of the states."""
+async def _ordered(states: _States, sort: str, order: str) -> list[Subject]:
+    """Every row in the sort's order, worked out once per read of the states,
+    in a worker thread: keying 100,000 rows takes a few hundred ms, and the
+    loop keeps answering holds meanwhile (the GIL is handed back every few ms)."""
     found = states.ordered.get((sort, order))
     if found is None:
-        found = states.ordered[(sort, order)] = _sorted(states, sort, order == "desc")
+        found = await asyncio.to_thread(_sorted, states, sort, order == "desc")
+        states.ordered[(sort, order)] = found
     return found
 
 
