@@ -26,7 +26,7 @@ import uuid
 
 from bench import SECONDS, WORK, drive, for_each, guarded, pct
 from budgetd_client import Budget
-from helpers import DaemonProcess, free_port
+from helpers import DaemonProcess, free_port, wait_until
 
 AGENTS = int(os.environ.get("BENCH_DASHBOARD_AGENTS", "100000"))
 PHASES = 6  # closed, open, closed, open, ...
@@ -49,6 +49,14 @@ def get(url: str) -> float:
     with urllib.request.urlopen(url, timeout=30) as response:
         response.read()
     return time.perf_counter() - started
+
+
+def _answers(url: str) -> bool:
+    try:
+        get(url)
+        return True
+    except OSError:
+        return False
 
 
 def spend(address: str, agents: range, threads: int = 16) -> None:
@@ -140,6 +148,10 @@ def main() -> None:
         spend(daemon.address, range(AGENTS), threads=32)
         pages(base, f"\n{AGENTS:,} configured, all {AGENTS:,} spent today")
         guarded_with_page(daemon.address, base)
+        daemon.restart()
+        wait_until(lambda: _answers(f"{base}/api/v1/session"), timeout=30, what="the dashboard after the restart")
+        print(f"\nafter a restart, all {AGENTS:,} spent: the first page by id {get(f'{base}/api/v1/fleet') * 1000:.1f} ms,"
+              f" by today's spend {get(f'{base}/api/v1/fleet?sort=daily_spent') * 1000:.1f} ms")
     finally:
         daemon.stop()
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import heapq
+import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -25,10 +26,12 @@ from ..app import AgentReport, BudgetService
 from ..config.schema import GLOB_CHARS
 from ..plan import Plan, group_plan, tag_plan
 from ..reports import NO_TAG
-from ..store import AgentActivity
+from ..store import AgentActivity, StoreError
 from ..windows import current_periods
 from .kept import Kept
 from .rows import status_row
+
+log = logging.getLogger("budgetd.dashboard")
 
 KINDS = ("all", "agent", "group", "tag")
 STATES = ("all", "paused", "active")
@@ -85,6 +88,14 @@ class Fleet:
         self._states: Kept[_States] = Kept(self._read_states, SNAPSHOT_SECONDS, clock)
         # (resolver, its agents' rows by id, their ids as a set), made once per config.
         self._configured: tuple[object, list[Subject], frozenset[str]] | None = None
+
+    async def warm(self) -> None:
+        """Read the row list once (the dashboard's start does, in the
+        background): the first page asked for then need not wait for it."""
+        try:
+            await self._snapshot.get()
+        except StoreError as err:
+            log.warning("dashboard: the fleet was not read at start: %s", err)
 
     def close(self) -> None:
         self._snapshot.close()

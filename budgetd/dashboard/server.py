@@ -55,6 +55,7 @@ class Dashboard:
         self._runner: web.AppRunner | None = None
         self._streams: set[web.StreamResponse] = set()
         self._watcher: asyncio.Task | None = None
+        self._warming: asyncio.Task | None = None
         self.tls = False
 
     def app(self) -> web.Application:
@@ -96,6 +97,7 @@ class Dashboard:
         await self._runner.setup()
         await web.SockSite(self._runner, sock, ssl_context=tls_context).start()
         self._watcher = asyncio.create_task(self._invalidate_on_events())
+        self._warming = asyncio.create_task(self.fleet.warm())
         return sock.getsockname()[1]
 
     async def _invalidate_on_events(self) -> None:
@@ -108,8 +110,9 @@ class Dashboard:
             self.events.unsubscribe_all(queue)
 
     async def stop(self) -> None:
-        if self._watcher is not None:
-            self._watcher.cancel()
+        for task in (self._watcher, self._warming):
+            if task is not None:
+                task.cancel()
         self.fleet.close()
         for stream in list(self._streams):  # open event streams would hold the shutdown
             with contextlib.suppress(Exception):
