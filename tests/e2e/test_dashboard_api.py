@@ -162,9 +162,11 @@ def test_a_big_fleet_is_paged_sorted_and_filtered(start_daemon):
     assert [r["id"] for r in first["rows"][:2]] == ["agent-0000", "agent-0001"]
     last = web.ok("/api/v1/fleet?page_size=100&page=12")
     assert last["rows"][-1]["id"] == "agent-1199"
-    top = web.ok("/api/v1/fleet?sort=daily_spent&page_size=3")["rows"]
-    assert [(r["id"], r["daily"]["spent_usd"]) for r in top] == [("agent-0500", "5"), ("agent-0007", "3"),
-                                                                 ("agent-1100", "1")]
+    # The order comes from a list kept 2 s (docs/dashboard.md): the spend above may be that new to it.
+    expected = [("agent-0500", "5"), ("agent-0007", "3"), ("agent-1100", "1")]
+    wait_until(lambda: [(r["id"], r["daily"]["spent_usd"]) for r in
+                        web.ok("/api/v1/fleet?sort=daily_spent&page_size=3")["rows"]] == expected, timeout=3,
+               what="the biggest spenders first")
     assert web.ok("/api/v1/fleet?sort=daily_spent&order=asc&page_size=1")["rows"][0]["daily"]["spent_usd"] == "0"
     assert [r["id"] for r in web.ok("/api/v1/fleet?sort=calls_today&page_size=3")["rows"]] == [
         "agent-0007", "agent-0500", "agent-1100"]  # one call each: ties by id
