@@ -91,9 +91,11 @@ class Fleet:
 
     async def warm(self) -> None:
         """Read the row list once (the dashboard's start does, in the
-        background): the first page asked for then need not wait for it."""
+        background): the first page asked for then need not wait for it when
+        the read is slow. Left stale, so a quick read is done again for it."""
         try:
             await self._snapshot.get()
+            self._snapshot.invalidate()
         except StoreError as err:
             log.warning("dashboard: the fleet was not read at start: %s", err)
 
