@@ -15,6 +15,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from datetime import date, timedelta
 from decimal import Decimal
 
 import pytest
@@ -194,9 +195,9 @@ def test_spend_series_add_up_to_budgetctl_report(start_daemon):
     assert {s["key"]: s["total_usd"] for s in spend["series"]} == {"alpha": "1.250000001", "beta": "2.5",
                                                                   "gamma": "1"}
     today = web.ok("/api/v1/session")["today"]
-    daily = web.ok(f"/api/v1/spend?by=customer&since=2026-11-20&until={today}" if today > "2026-11-20"
-                   else f"/api/v1/spend?by=customer&since={today}&until={today}")
-    assert daily["buckets"][-1] == today and sum(Decimal(s["total_usd"]) for s in daily["series"]) == Decimal(
+    since = (date.fromisoformat(today) - timedelta(days=13)).isoformat()
+    daily = web.ok(f"/api/v1/spend?by=customer&since={since}&until={today}")
+    assert len(daily["buckets"]) == 14 and daily["buckets"][-1] == today and sum(Decimal(s["total_usd"]) for s in daily["series"]) == Decimal(
         "4.750000001")
     two = web.ok("/api/v1/spend?by=agent&top=1")
     assert [s["key"] for s in two["series"]] == ["beta", "(other)"]
