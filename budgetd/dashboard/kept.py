@@ -37,6 +37,8 @@ class Kept(Generic[T]):
         self._took = 0.0
         self._stale = False
         self._reads = 0
+        self._starts = 0  # reads begun, numbered from 1
+        self._value_read = 0  # the number of the read that gave the value
         self._one_read = asyncio.Lock()
         self._background: asyncio.Task | None = None
 
@@ -77,15 +79,17 @@ class Kept(Generic[T]):
             log.warning("dashboard: the fleet was not read again: %s", err)
 
     async def _read_again(self) -> T:
-        reads_before = self._reads
+        started_before = self._starts  # reads begun before this ask: their values may predate it
         async with self._one_read:
-            if self._value is not None and self._reads != reads_before:  # read while we waited
+            if self._value is not None and self._value_read > started_before:  # begun after we asked
                 return self._value
             self._stale = False  # a notice from now on makes it stale again
+            self._starts += 1
+            number = self._starts
             started = self._clock()
             value = await self._read()
             self._read_at = self._clock()
             self._took = self._read_at - started
-            self._value = value
+            self._value, self._value_read = value, number
             self._reads += 1
             return value
