@@ -36,16 +36,10 @@ class Kept(Generic[T]):
         self._read_at = 0.0
         self._took = 0.0
         self._stale = False
-        self._reads = 0
         self._starts = 0  # reads begun, numbered from 1
         self._value_read = 0  # the number of the read that gave the value
         self._one_read = asyncio.Lock()
         self._background: asyncio.Task | None = None
-
-    @property
-    def reads(self) -> int:
-        """How many times it was read (a value's identity, for what is derived from it)."""
-        return self._reads
 
     def invalidate(self) -> None:
         self._stale = True
@@ -91,5 +85,4 @@ class Kept(Generic[T]):
             self._read_at = self._clock()
             self._took = self._read_at - started
             self._value, self._value_read = value, number
-            self._reads += 1
             return value

@@ -180,19 +180,19 @@ class Dashboard:
 
     # -- session -------------------------------------------------------------------------------------
     async def _session(self, request: web.Request) -> web.StreamResponse:
+        """Who is signed in, with the session's CSRF token. Without auth the
+        page gets an anonymous session here (its cookie carries the token)."""
         session = self.access.session_of(request.cookies.get(COOKIE))
-        bearer = request.headers.get("Authorization")
-        if session is None and bearer:
-            self._caller(request)  # a bad bearer token is refused here too
-        if session is None and not self.access.auth_on:
-            session = self.access.anonymous()
-            response = web.json_response(self._session_json(session.who, session.csrf))
-            self._set_cookie(response, session.id)
-            return response
-        if session is None and not bearer:
+        if session is not None:
+            return web.json_response(self._session_json(session.who, session.csrf))
+        if request.headers.get("Authorization"):  # a script's bearer token: checked, no session made
+            return web.json_response(self._session_json(self._caller(request).who, None))
+        if self.access.auth_on:
             return web.json_response({"auth": True, "signed_in": False, "currency": "USD"})
-        who = session.who if session else self._caller(request).who
-        return web.json_response(self._session_json(who, session.csrf if session else None))
+        session = self.access.anonymous()
+        response = web.json_response(self._session_json(session.who, session.csrf))
+        self._set_cookie(response, session.id)
+        return response
 
     async def _sign_in(self, request: web.Request) -> web.StreamResponse:
         body = await _json_object(request)

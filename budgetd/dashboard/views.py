@@ -5,17 +5,16 @@ nothing here knows HTTP."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from datetime import date, datetime, timedelta
+from datetime import date, timedelta
 
 from budgetd_client._core import report as client_report
 from budgetd_client.money import nanos_to_usd
 
 from .. import export, wire
-from ..app import BudgetService, utc_of_ms
+from ..app import BudgetService, to_ms, utc_of_ms
 from ..jsonable import report_json
 from ..notices.model import Notice
-from ..reports import report_keys
+from ..reports import MS_PER_HOUR, report_keys
 from ..store import CostEvent, QueuedNotice
 from ..windows import local_midnight
 from .fleet import Fleet, Subject
@@ -124,15 +123,23 @@ class Views:
         zone = self.service.in_force.config.zone
         if hourly:
             day = date.fromisoformat(first)
-            starts_ms = _hours(local_midnight(day, zone), local_midnight(day + timedelta(days=1), zone))
-            buckets = [utc_of_ms(ms).astimezone(zone).strftime("%H:%M") for ms in starts_ms]
+            start_ms = to_ms(local_midnight(day, zone))
+            hours = (to_ms(local_midnight(day + timedelta(days=1), zone)) - start_ms) // MS_PER_HOUR  # 23-25
+            buckets = [utc_of_ms(start_ms + h * MS_PER_HOUR).astimezone(zone).strftime("%H:%M") for h in range(hours)]
+
+            def bucket(e: CostEvent) -> int | None:
+                # Clamped: a row of the day written a moment outside it (replicas' clocks apart).
+                return max(0, min((e.at_ms - start_ms) // MS_PER_HOUR, hours - 1))
         else:
             buckets = [(date.fromisoformat(first) + timedelta(days=i)).isoformat() for i in range(days)]
+            index_of_day = {d: i for i, d in enumerate(buckets)}
+
+            def bucket(e: CostEvent) -> int | None:
+                return index_of_day.get(e.day)
         sums: dict[str, list[int]] = {}
         _, _, events = self.service.export(first, last)
         async for e in events:
-            index = (_bucket_of_hour(starts_ms, e.at_ms) if hourly else buckets.index(e.day) if e.day in buckets
-                     else None)
+            index = bucket(e)
             if index is None:
                 continue
             for key in report_keys(by, e.agent_id, e.model, e.day, e.groups, e.tags):
@@ -151,15 +158,3 @@ class Views:
         return {"notices": [notice_json(q.notice, q) for q in queued],
                 "pending": await self.service.store.outbox_depth()}
 
-
-def _hours(starts_at: datetime, resets_at: datetime) -> list[int]:
-    """The start (ms) of each hour of a local day: 23 or 25 of them on a DST day."""
-    first, end = int(starts_at.timestamp() * 1000), int(resets_at.timestamp() * 1000)
-    return list(range(first, end, 3_600_000))
-
-
-def _bucket_of_hour(starts_ms: Iterable[int], at_ms: int) -> int | None:
-    starts = list(starts_ms)
-    if not starts or at_ms < starts[0]:
-        return 0 if starts else None  # a row of the day written a moment before its start (clock skew)
-    return min((at_ms - starts[0]) // 3_600_000, len(starts) - 1)
