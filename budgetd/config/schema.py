@@ -260,6 +260,55 @@ class ExportConfig(Strict):
     max_bytes: Annotated[int, Field(ge=1024)] | None = None
 
 
+class ReconcileProvider(Strict):
+    """One provider's admin API, read for reconciliation (docs/reconciliation.md)."""
+
+    # An admin key (OpenAI: an Admin API key; Anthropic: an Admin API key,
+    # sk-ant-admin...). Empty: the provider is listed with the status "no admin key".
+    admin_key: str = ""
+    # The API's root, e.g. https://api.openai.com (a proxy, or a test's fake). None: the provider's own.
+    base_url: Annotated[str, Field(pattern=r"^https?://[^\s]+$")] | None = None
+    # Only the usage of these (the projects / workspaces and API keys budgetd's
+    # agents use); empty: the whole organization.
+    project_ids: Annotated[list[Annotated[str, Field(min_length=1, max_length=200)]], Field(max_length=100)] = []
+    workspace_ids: Annotated[list[Annotated[str, Field(min_length=1, max_length=200)]], Field(max_length=100)] = []
+    api_key_ids: Annotated[list[Annotated[str, Field(min_length=1, max_length=200)]], Field(max_length=100)] = []
+
+
+class ReconcileConfig(Strict):
+    """Compare the ledger with the providers' cost reports per UTC day and model."""
+
+    openai: ReconcileProvider | None = None
+    anthropic: ReconcileProvider | None = None
+    # A difference is past tolerance when it is more than both of these:
+    # this percent of the provider's cost, and this many dollars.
+    tolerance_percent: Annotated[Decimal, Field(ge=0, le=100)] = Decimal(1)
+    tolerance_usd: Usd = Decimal(1)
+    # UTC, HH:MM: a day is compared once it has closed, at this time the
+    # next day, and again at this time the day after (late usage).
+    at: Annotated[str, Field(pattern=r"^([01]\d|2[0-3]):[0-5]\d$")] = "02:00"
+    # Today's usage so far is compared this often (0: never).
+    today_every_minutes: Annotated[int, Field(ge=0, le=1440)] = 60
+    # Calls this close to a UTC midnight may be counted on the other day by
+    # the provider (timing).
+    near_midnight_minutes: Annotated[int, Field(ge=0, le=120)] = 10
+
+    @model_validator(mode="after")
+    def _some_provider(self) -> ReconcileConfig:
+        if self.openai is None and self.anthropic is None:
+            raise ValueError("name at least one provider (openai, anthropic)")
+        if self.openai is not None and self.openai.workspace_ids:
+            raise ValueError("openai: workspace_ids are Anthropic's; OpenAI filters by project_ids")
+        if self.anthropic is not None and self.anthropic.project_ids:
+            raise ValueError("anthropic: project_ids are OpenAI's; Anthropic filters by workspace_ids")
+        return self
+
+    def providers(self) -> dict[str, ReconcileProvider]:
+        """The providers named, in a fixed order."""
+        named = {"openai": self.openai, "anthropic": self.anthropic}
+        return {name: settings for name, settings in named.items() if settings is not None}
+
+
 class Config(Strict):
     server: ServerConfig = ServerConfig()
     store: StoreConfig = StoreConfig()
@@ -291,6 +340,7 @@ class Config(Strict):
     unknown_model: Literal["deny", "fallback"] = "deny"
     fallback_price: PriceOverride | None = None
     export: ExportConfig | None = None  # omit for no sink (budgetctl export reads the ledger)
+    reconcile: ReconcileConfig | None = None  # omit for no reconciliation
 
     @model_validator(mode="after")
     def _fallback_needs_a_price(self) -> Config:

@@ -1,0 +1,1 @@
+"""Reconciliation: the ledger against the providers' own cost reports (docs/reconciliation.md)."""
