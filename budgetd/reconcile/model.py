@@ -89,6 +89,7 @@ class ReconcileRow:
     estimate_nanos: int = 0  # ledger cost settled from estimates (holds, abandoned streams, unpriced)
     estimate_requests: int = 0
     near_midnight_requests: int = 0  # ledger calls within the timing margin of the day's edges
+    near_midnight_nanos: int = 0  # and their cost
     past_tolerance: bool = False
     explanation: str = ""
     suggestion: str = ""  # e.g. the prices: override to add
@@ -102,7 +103,8 @@ class ReconcileRow:
 class ReconcileDay:
     """One provider's UTC day, compared (or the error that stopped it).
     ``passes``: the scheduled passes done for the day ("first", "second",
-    "hour-HH" for today's partial runs); a pass done is never claimed again.
+    "today-N" for today's partial runs, N counting today_every_minutes
+    from midnight); a pass done is never claimed again.
     ``state``: "ok" (every row within tolerance, day complete), "drift"
     (some row past it), "partial" (the day is not over, or the provider's
     report of it is not complete), "error" (``detail`` says why; rows are
