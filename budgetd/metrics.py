@@ -51,6 +51,14 @@ class Metrics:
         self.export_errors = Counter("budgetd_export_errors", "Cost events the export sink could not write "
                                      "(logged; the settle itself went through)", registry=r)
         self.generation = Gauge("budgetd_config_generation", "Generation of the config in force", registry=r)
+        # Reconciliation (docs/reconciliation.md): the newest closed UTC day compared, per provider.
+        self.reconcile_drift = Gauge("budgetd_reconcile_drift_usd", "Provider's cost minus budgetd's for the newest "
+                                     "closed UTC day compared, per model", ["provider", "model"], registry=r)
+        self.reconcile_last_success = Gauge("budgetd_reconcile_last_success_timestamp_seconds",
+                                            "When the provider's report was last read in full", ["provider"],
+                                            registry=r)
+        self.reconcile_up = Gauge("budgetd_reconcile_up", "1 when the provider's last reconciliation read its "
+                                  "report, 0 when it failed", ["provider"], registry=r)
         self._server: _Server | None = None
         # labels() takes a lock and validates on every call: the hot path
         # keeps the children it uses.

@@ -25,6 +25,7 @@ from .export import EventSink
 from .metrics import MAX_AGENT_SERIES, Metrics
 from .notices.checks import Checks
 from .notices.delivery import Deliverer
+from .reconcile.runner import Reconciler
 from .reload import Reloader
 from .rpc.interceptors import Authorization, Outcomes
 from .rpc.registration import SERVICE_NAMES, add_service
@@ -63,6 +64,7 @@ class Intervals:
     config: float = 1.0  # has budgets.yaml changed?
     gauges: float = 10.0  # per-agent metrics
     retention: float = 3600.0  # trim the ledger
+    reconcile: float = 60.0  # is a reconciliation pass due?
 
 
 class Daemon:
@@ -77,6 +79,7 @@ class Daemon:
         self.deliverer = Deliverer(self.service)
         self.checks = Checks(self.service)
         self.store_loss = StoreLossAlarm(self.service, self.deliverer)
+        self.reconciler = Reconciler(self.service, self.metrics)
         self.reloader = Reloader(self, config_path) if config_path else None
         # The cost-event sink (config: export), started with the daemon.
         self.sink = EventSink(config.export.path, config.export.max_bytes, self.metrics) if config.export else None
@@ -120,7 +123,7 @@ class Daemon:
         outcomes = Outcomes(self.metrics, Authorization(lambda: self.service.in_force.config.auth))
         self.server = server = grpc.aio.server(options=options)
         add_service(server, "Budget", BudgetServicer(self.service, self.events), outcomes)
-        add_service(server, "Admin", AdminServicer(self.service, self.reloader), outcomes)
+        add_service(server, "Admin", AdminServicer(self.service, self.reloader, self.reconciler), outcomes)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(
             (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
@@ -154,6 +157,7 @@ class Daemon:
             (self.checks.anomalies, self.intervals.anomaly),
             (self.refresh_gauges, self.intervals.gauges),
             (self.service.trim_ledger, self.intervals.retention),
+            (self.reconciler.run_due, self.intervals.reconcile),
         ]
         if self.reloader is not None:
             jobs.append((self.reloader.poll, self.intervals.config))

@@ -10,6 +10,8 @@ from budgetd_client.v1 import budget_pb2 as pb
 
 from .app import AgentReport, Report
 from .plan import Limit, Scope
+from .reconcile.answer import ReconcileAnswer
+from .reconcile.model import ReconcileDay, ReconcileRow, Tokens
 from .reports import ReportLine
 from .store import AgentState, Denial, HoldResult
 from .store.rules import pause_in_force, remaining
@@ -135,3 +137,38 @@ def report_row(row: ReportLine) -> pb.ReportRow:
                         avg_cost_nanos=row.avg_cost_nanos, priced_calls=row.priced_calls,
                         input_tokens=row.input_tokens, cached_input_tokens=row.cached_input_tokens,
                         cache_hit_rate="" if rate is None else str(rate), p95_input_tokens=row.p95_input_tokens)
+
+
+def reconcile_response(found: ReconcileAnswer) -> pb.ReconcileResponse:
+    msg = pb.ReconcileResponse(since=found.since, until=found.until, days=[reconcile_day(d) for d in found.days])
+    for status in found.providers:
+        one = msg.providers.add(provider=status.provider, state=status.state, detail=status.detail)
+        if status.last_attempt_ms is not None:
+            one.last_attempt_at.CopyFrom(timestamp(ms=status.last_attempt_ms))
+        if status.last_success_ms is not None:
+            one.last_success_at.CopyFrom(timestamp(ms=status.last_success_ms))
+    return msg
+
+
+def reconcile_day(day: ReconcileDay) -> pb.ReconcileDay:
+    msg = pb.ReconcileDay(provider=day.provider, day=day.day, state=day.state, detail=day.detail,
+                          checked_at=timestamp(ms=day.checked_ms), rows=[_reconcile_row(r) for r in day.rows],
+                          passes=list(day.passes))
+    if day.last_success_ms is not None:
+        msg.last_success_at.CopyFrom(timestamp(ms=day.last_success_ms))
+    return msg
+
+
+def _tokens(t: Tokens) -> pb.ReconcileTokens:
+    return pb.ReconcileTokens(input=t.input, cached_input=t.cached_input, cache_write=t.cache_write, output=t.output)
+
+
+def _reconcile_row(r: ReconcileRow) -> pb.ReconcileRow:
+    return pb.ReconcileRow(
+        model=r.model, classification=r.classification, provider_requests=r.provider_requests,
+        ledger_requests=r.ledger_requests, provider_tokens=_tokens(r.provider_tokens),
+        ledger_tokens=_tokens(r.ledger_tokens), provider_cost_nanos=r.provider_cost_nanos,
+        ledger_cost_nanos=r.ledger_cost_nanos, drift_nanos=r.drift_nanos, estimate_nanos=r.estimate_nanos,
+        estimate_requests=r.estimate_requests, near_midnight_requests=r.near_midnight_requests,
+        near_midnight_nanos=r.near_midnight_nanos, past_tolerance=r.past_tolerance, explanation=r.explanation,
+        suggestion=r.suggestion)

@@ -19,6 +19,7 @@ from budgetd_client._core import unreachable
 
 from ..config import ConfigError, load_config
 from ..jsonable import REPORT_FIELDS, report_json, report_values, status_json
+from . import reconcile_view
 
 
 def _plural(count: int, noun: str) -> str:
@@ -182,7 +183,20 @@ def main(argv: list[str] | None = None) -> int:
     export.add_argument("--until", default="", help="last local day, YYYY-MM-DD (default: today)")
     export.add_argument("--format", choices=["jsonl", "csv"], default="jsonl",
                         help="jsonl: one JSON object a line; csv: a header, then a row an event (docs/export.md)")
+    reconcile = commands.add_parser("reconcile", help="the ledger against the providers' own cost reports "
+                                                      "(exit 2: a difference past tolerance or a provider failing)")
+    reconcile.add_argument("--day", default="", help="one UTC day, YYYY-MM-DD")
+    reconcile.add_argument("--since", default="", help="first UTC day (default: yesterday)")
+    reconcile.add_argument("--until", default="", help="last UTC day (default: today)")
+    reconcile.add_argument("--provider", default="", choices=["", "openai", "anthropic"], help="only this one")
+    reconcile.add_argument("--run", action="store_true", help="read the providers' reports again now (at most "
+                                                              "31 days), then show")
+    reconcile.add_argument("--format", choices=["table", "csv", "json"], default="table")
     args = parser.parse_args(argv)
+    if args.command == "reconcile" and args.day:
+        if args.since or args.until:
+            parser.error("reconcile: give --day, or --since and --until, not both")
+        args.since = args.until = args.day
 
     if args.command == "check-config":
         try:
@@ -221,6 +235,10 @@ def main(argv: list[str] | None = None) -> int:
                                 args.format))
         elif args.command == "export":
             write_export(budget.export(args.since, args.until), args.format, sys.stdout)
+        elif args.command == "reconcile":
+            found = budget.reconcile(args.since, args.until, provider=args.provider, run=args.run)
+            print(reconcile_view.render(found, args.format))
+            return 0 if reconcile_view.all_clear(found) else 2
         elif args.command == "pause":
             print(status_table([budget.pause(args.agent, reason=args.reason, tag=args.tag)]))
         elif args.command == "resume":

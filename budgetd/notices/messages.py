@@ -75,6 +75,30 @@ def _when(ctx: Context) -> str:
     return f"{ctx.resumes_at.astimezone(ZoneInfo(ctx.timezone)):%Y-%m-%d %H:%M} {ctx.timezone}"
 
 
+# What a reconciliation's classification is called in a message.
+CLASSIFIED = {"untracked": "untracked spend", "stale_price": "stale price", "estimates": "estimates settled as cost",
+              "timing": "timing", "not_at_provider": "not at the provider", "unexplained": "unexplained"}
+
+
+def _reconcile(n: Notice) -> tuple[str, list[str]]:
+    """A provider's day whose bill and ledger differ past tolerance: each row's class, why, what to do."""
+    name = {"openai": "OpenAI", "anthropic": "Anthropic"}.get(n.extra.get("provider", ""), n.extra.get("provider"))
+    drift = int(n.extra.get("drift_nanos", 0))
+    billed = int(n.extra.get("provider_cost_nanos", 0))
+    sign = "more" if drift > 0 else "less"
+    text = (f":mag: {name} billed {usd(billed)} for {n.period} (UTC), {usd(abs(drift))} {sign} than budgetd's "
+            f"ledger ({usd(n.spent_nanos)}).")
+    lines = []
+    for row in n.extra.get("rows", []):
+        what = CLASSIFIED.get(row["classification"], row["classification"])
+        lines.append(f"*{row['model']}*: {what}, {usd(abs(int(row['drift_nanos'])))} "
+                     f"{'more' if int(row['drift_nanos']) > 0 else 'less'} at {name}: {row['explanation']}.")
+        if row.get("suggestion"):
+            lines.append(f"  To do: {row['suggestion']}")
+    lines.append(f"Details: `budgetctl reconcile --day {n.period}`")
+    return text, lines
+
+
 def render(n: Notice, ctx: Context) -> tuple[str, list[dict]]:
     lines: list[str] = []
     if n.kind == "paused" and n.extra.get("by") == "cap":
@@ -116,6 +140,8 @@ def render(n: Notice, ctx: Context) -> tuple[str, list[dict]]:
         text = f":rotating_light: budgetd's store lost data: {n.reason}"
         lines = ["Writes are refused until budgetd is restarted; spend and caps counted before the loss "
                  "may be gone. Check the store, then restart budgetd."]
+    elif n.kind == "reconcile":
+        text, lines = _reconcile(n)
     else:
         text = f"{n.kind}: {n.agent_id} {n.reason}"
     if ctx.top_models:

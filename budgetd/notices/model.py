@@ -10,7 +10,7 @@ from decimal import Decimal
 from ..plan import Limit
 from ..store.base import PauseRecord
 
-KINDS = ("warning", "paused", "resumed", "anomaly", "digest", "config_rejected", "store_lost")
+KINDS = ("warning", "paused", "resumed", "anomaly", "digest", "config_rejected", "store_lost", "reconcile")
 
 
 @dataclass(frozen=True)

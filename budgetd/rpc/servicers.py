@@ -16,6 +16,8 @@ from .. import export, wire
 from ..app import BudgetService
 from ..auth import PermissionDenied, Unauthenticated, identify, may_act_for
 from ..events import EventHub
+from ..reconcile import answer
+from ..reconcile.runner import Reconciler
 from ..reload import Reloader
 from ..store import CallFacts
 
@@ -78,9 +80,11 @@ class BudgetServicer(pb_grpc.BudgetServicer):
 
 
 class AdminServicer(pb_grpc.AdminServicer):
-    def __init__(self, service: BudgetService, reloader: Reloader | None = None) -> None:
+    def __init__(self, service: BudgetService, reloader: Reloader | None = None,
+                 reconciler: Reconciler | None = None) -> None:
         self.service = service
         self.reloader = reloader  # None: the config came from no file
+        self.reconciler = reconciler or Reconciler(service)
 
     async def Pause(self, request: pb.PauseRequest, context: grpc.aio.ServicerContext) -> pb.AgentStatus:
         if request.HasField("tag"):
@@ -113,6 +117,12 @@ class AdminServicer(pb_grpc.AdminServicer):
         _, _, events = self.service.export(request.since, request.until)
         async for event in events:
             yield export.to_proto(event)
+
+    async def Reconcile(self, request: pb.ReconcileRequest,
+                        context: grpc.aio.ServicerContext) -> pb.ReconcileResponse:
+        found = await answer.answer(self.reconciler, request.since, request.until, request.provider,
+                                    run=request.run)
+        return wire.reconcile_response(found)
 
 
 def _facts(request: pb.CommitRequest | pb.ReleaseRequest) -> CallFacts | None:

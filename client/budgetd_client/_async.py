@@ -17,7 +17,7 @@ from . import _core, _spool
 from ._core import Call
 from .errors import BudgetError, BudgetUnavailable
 from .money import UsdLike
-from .status import AgentStatus, ConfigInfo, Report
+from .status import AgentStatus, ConfigInfo, Reconciliation, Report
 from .usage import UsageEstimate
 from .v1 import budget_pb2 as pb
 from .v1 import budget_pb2_grpc as pb_grpc
@@ -282,6 +282,17 @@ class AsyncBudget:
         _, admin = self._stubs()
         resp = await self._rpc(admin.Report, _core.report_request(by, since, until, top, month))
         return _core.report(by, resp)
+
+    async def reconcile(self, since: str = "", until: str = "", *, provider: str = "",
+                        run: bool = False) -> Reconciliation:
+        """The ledger compared with the providers' cost reports, per UTC day
+        ``since``..``until`` (YYYY-MM-DD; default yesterday and today),
+        provider and model, with each provider's status (admin). ``run``:
+        compare again now (at most 31 days) before answering."""
+        _, admin = self._stubs()
+        request = pb.ReconcileRequest(since=since, until=until, provider=provider, run=run)
+        # A run reads each provider's report (with retries): give it time.
+        return _core.reconciliation(await self._rpc(admin.Reconcile, request, 300.0 if run else None))
 
     async def export(self, since: str = "", until: str = ""):
         """The cost events of local days ``since``..``until`` (YYYY-MM-DD;

@@ -22,7 +22,19 @@ import grpc
 from . import validation
 from .errors import AgentPaused, BudgetError, BudgetExceeded, BudgetUnavailable, UnknownAgent
 from .money import UsdLike, nanos_to_usd, usd_to_nanos
-from .status import AgentStatus, ConfigInfo, Event, GroupStatus, Report, ReportRow, WindowStatus
+from .status import (
+    AgentStatus,
+    ConfigInfo,
+    Event,
+    GroupStatus,
+    ReconciledDay,
+    ReconciledModel,
+    ReconcileStatus,
+    Reconciliation,
+    Report,
+    ReportRow,
+    WindowStatus,
+)
 from .usage import Usage, UsageEstimate, usage_from_response
 from .v1 import budget_pb2 as pb
 
@@ -533,6 +545,28 @@ def report(by: str, msg: pb.ReportResponse) -> Report:
     total = report_row(msg.total) if msg.HasField("total") else None
     return Report(by=by, since=msg.since, until=msg.until, rows=rows, total_usd=nanos_to_usd(msg.total_nanos),
                   total=total, rows_in_all=msg.rows_in_all or len(rows))
+
+
+_TOKEN_KINDS = ("input", "cached_input", "cache_write", "output")
+
+
+def _reconciled_model(r: pb.ReconcileRow) -> ReconciledModel:
+    def tokens(t: pb.ReconcileTokens) -> dict[str, int]:
+        return {kind: getattr(t, kind) for kind in _TOKEN_KINDS}
+
+    return ReconciledModel(
+        r.model, r.classification, r.provider_requests, r.ledger_requests, tokens(r.provider_tokens),
+        tokens(r.ledger_tokens), nanos_to_usd(r.provider_cost_nanos), nanos_to_usd(r.ledger_cost_nanos),
+        nanos_to_usd(r.drift_nanos), nanos_to_usd(r.estimate_nanos), r.estimate_requests, r.past_tolerance,
+        r.explanation, r.suggestion)
+
+
+def reconciliation(msg: pb.ReconcileResponse) -> Reconciliation:
+    days = tuple(ReconciledDay(d.provider, d.day, d.state, d.detail, _time(d.checked_at), _time(d.last_success_at),
+                               tuple(_reconciled_model(r) for r in d.rows), tuple(d.passes)) for d in msg.days)
+    providers = tuple(ReconcileStatus(p.provider, p.state, p.detail, _time(p.last_attempt_at),
+                                      _time(p.last_success_at)) for p in msg.providers)
+    return Reconciliation(msg.since, msg.until, days, providers)
 
 
 def report_request(by: str, since: str, until: str, top: int, month: str) -> pb.ReportRequest:

@@ -99,3 +99,56 @@ class ConfigInfo:
     source: str
     last_error: str
     last_error_at: datetime | None
+
+
+@dataclass(frozen=True)
+class ReconciledModel:
+    """One provider, UTC day and model: the provider's report against budgetd's ledger."""
+
+    model: str
+    classification: str  # agree, untracked, stale_price, estimates, timing, not_at_provider, unexplained
+    provider_requests: int
+    ledger_requests: int
+    provider_tokens: dict[str, int]  # input, cached_input, cache_write, output (each counted once)
+    ledger_tokens: dict[str, int]
+    provider_cost_usd: Decimal
+    ledger_cost_usd: Decimal
+    drift_usd: Decimal  # provider - ledger
+    estimate_usd: Decimal  # of the ledger's cost, settled from estimates
+    estimate_requests: int
+    past_tolerance: bool
+    explanation: str
+    suggestion: str
+
+
+@dataclass(frozen=True)
+class ReconciledDay:
+    provider: str
+    day: str  # UTC
+    state: str  # ok, drift, partial, error
+    detail: str
+    checked_at: datetime | None
+    last_success_at: datetime | None
+    rows: tuple[ReconciledModel, ...]
+    passes: tuple[str, ...]
+
+    @property
+    def drift_usd(self) -> Decimal:
+        return sum((r.drift_usd for r in self.rows), Decimal(0))
+
+
+@dataclass(frozen=True)
+class ReconcileStatus:
+    provider: str
+    state: str  # ok, drift, partial, error, not run
+    detail: str  # what the newest run found, or why it failed ("OpenAI: 403 — ...")
+    last_attempt_at: datetime | None
+    last_success_at: datetime | None
+
+
+@dataclass(frozen=True)
+class Reconciliation:
+    since: str
+    until: str
+    days: tuple[ReconciledDay, ...]  # by provider, then day
+    providers: tuple[ReconcileStatus, ...]  # one per provider configured

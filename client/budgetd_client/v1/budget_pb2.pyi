@@ -474,3 +474,109 @@ class CostEvent(_message.Message):
     error_code: str
     cost_source: str
     def __init__(self, request_id: _Optional[str] = ..., kind: _Optional[str] = ..., at_ms: _Optional[int] = ..., held_ms: _Optional[int] = ..., day: _Optional[str] = ..., agent_id: _Optional[str] = ..., groups: _Optional[_Iterable[str]] = ..., tags: _Optional[_Mapping[str, str]] = ..., model_requested: _Optional[str] = ..., model: _Optional[str] = ..., provider: _Optional[str] = ..., input_tokens: _Optional[int] = ..., cached_input_tokens: _Optional[int] = ..., cache_write_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., reasoning_tokens: _Optional[int] = ..., cost_nanos: _Optional[int] = ..., price_version: _Optional[str] = ..., latency_ms: _Optional[int] = ..., error_code: _Optional[str] = ..., cost_source: _Optional[str] = ...) -> None: ...
+
+class ReconcileRequest(_message.Message):
+    __slots__ = ("since", "until", "provider", "run")
+    SINCE_FIELD_NUMBER: _ClassVar[int]
+    UNTIL_FIELD_NUMBER: _ClassVar[int]
+    PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    RUN_FIELD_NUMBER: _ClassVar[int]
+    since: str
+    until: str
+    provider: str
+    run: bool
+    def __init__(self, since: _Optional[str] = ..., until: _Optional[str] = ..., provider: _Optional[str] = ..., run: _Optional[bool] = ...) -> None: ...
+
+class ReconcileTokens(_message.Message):
+    __slots__ = ("input", "cached_input", "cache_write", "output")
+    INPUT_FIELD_NUMBER: _ClassVar[int]
+    CACHED_INPUT_FIELD_NUMBER: _ClassVar[int]
+    CACHE_WRITE_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_FIELD_NUMBER: _ClassVar[int]
+    input: int
+    cached_input: int
+    cache_write: int
+    output: int
+    def __init__(self, input: _Optional[int] = ..., cached_input: _Optional[int] = ..., cache_write: _Optional[int] = ..., output: _Optional[int] = ...) -> None: ...
+
+class ReconcileRow(_message.Message):
+    __slots__ = ("model", "classification", "provider_requests", "ledger_requests", "provider_tokens", "ledger_tokens", "provider_cost_nanos", "ledger_cost_nanos", "drift_nanos", "estimate_nanos", "estimate_requests", "near_midnight_requests", "near_midnight_nanos", "past_tolerance", "explanation", "suggestion")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    CLASSIFICATION_FIELD_NUMBER: _ClassVar[int]
+    PROVIDER_REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    LEDGER_REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    PROVIDER_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    LEDGER_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    PROVIDER_COST_NANOS_FIELD_NUMBER: _ClassVar[int]
+    LEDGER_COST_NANOS_FIELD_NUMBER: _ClassVar[int]
+    DRIFT_NANOS_FIELD_NUMBER: _ClassVar[int]
+    ESTIMATE_NANOS_FIELD_NUMBER: _ClassVar[int]
+    ESTIMATE_REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    NEAR_MIDNIGHT_REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    NEAR_MIDNIGHT_NANOS_FIELD_NUMBER: _ClassVar[int]
+    PAST_TOLERANCE_FIELD_NUMBER: _ClassVar[int]
+    EXPLANATION_FIELD_NUMBER: _ClassVar[int]
+    SUGGESTION_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    classification: str
+    provider_requests: int
+    ledger_requests: int
+    provider_tokens: ReconcileTokens
+    ledger_tokens: ReconcileTokens
+    provider_cost_nanos: int
+    ledger_cost_nanos: int
+    drift_nanos: int
+    estimate_nanos: int
+    estimate_requests: int
+    near_midnight_requests: int
+    near_midnight_nanos: int
+    past_tolerance: bool
+    explanation: str
+    suggestion: str
+    def __init__(self, model: _Optional[str] = ..., classification: _Optional[str] = ..., provider_requests: _Optional[int] = ..., ledger_requests: _Optional[int] = ..., provider_tokens: _Optional[_Union[ReconcileTokens, _Mapping]] = ..., ledger_tokens: _Optional[_Union[ReconcileTokens, _Mapping]] = ..., provider_cost_nanos: _Optional[int] = ..., ledger_cost_nanos: _Optional[int] = ..., drift_nanos: _Optional[int] = ..., estimate_nanos: _Optional[int] = ..., estimate_requests: _Optional[int] = ..., near_midnight_requests: _Optional[int] = ..., near_midnight_nanos: _Optional[int] = ..., past_tolerance: _Optional[bool] = ..., explanation: _Optional[str] = ..., suggestion: _Optional[str] = ...) -> None: ...
+
+class ReconcileDay(_message.Message):
+    __slots__ = ("provider", "day", "state", "detail", "checked_at", "last_success_at", "rows", "passes")
+    PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    DAY_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
+    CHECKED_AT_FIELD_NUMBER: _ClassVar[int]
+    LAST_SUCCESS_AT_FIELD_NUMBER: _ClassVar[int]
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    PASSES_FIELD_NUMBER: _ClassVar[int]
+    provider: str
+    day: str
+    state: str
+    detail: str
+    checked_at: _timestamp_pb2.Timestamp
+    last_success_at: _timestamp_pb2.Timestamp
+    rows: _containers.RepeatedCompositeFieldContainer[ReconcileRow]
+    passes: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, provider: _Optional[str] = ..., day: _Optional[str] = ..., state: _Optional[str] = ..., detail: _Optional[str] = ..., checked_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_success_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., rows: _Optional[_Iterable[_Union[ReconcileRow, _Mapping]]] = ..., passes: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class ReconcileProviderStatus(_message.Message):
+    __slots__ = ("provider", "state", "detail", "last_attempt_at", "last_success_at")
+    PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
+    LAST_ATTEMPT_AT_FIELD_NUMBER: _ClassVar[int]
+    LAST_SUCCESS_AT_FIELD_NUMBER: _ClassVar[int]
+    provider: str
+    state: str
+    detail: str
+    last_attempt_at: _timestamp_pb2.Timestamp
+    last_success_at: _timestamp_pb2.Timestamp
+    def __init__(self, provider: _Optional[str] = ..., state: _Optional[str] = ..., detail: _Optional[str] = ..., last_attempt_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_success_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class ReconcileResponse(_message.Message):
+    __slots__ = ("since", "until", "days", "providers")
+    SINCE_FIELD_NUMBER: _ClassVar[int]
+    UNTIL_FIELD_NUMBER: _ClassVar[int]
+    DAYS_FIELD_NUMBER: _ClassVar[int]
+    PROVIDERS_FIELD_NUMBER: _ClassVar[int]
+    since: str
+    until: str
+    days: _containers.RepeatedCompositeFieldContainer[ReconcileDay]
+    providers: _containers.RepeatedCompositeFieldContainer[ReconcileProviderStatus]
+    def __init__(self, since: _Optional[str] = ..., until: _Optional[str] = ..., days: _Optional[_Iterable[_Union[ReconcileDay, _Mapping]]] = ..., providers: _Optional[_Iterable[_Union[ReconcileProviderStatus, _Mapping]]] = ...) -> None: ...

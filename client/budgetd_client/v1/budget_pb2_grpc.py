@@ -320,6 +320,11 @@ class AdminStub:
                 request_serializer=budgetd__client_dot_v1_dot_budget__pb2.ExportRequest.SerializeToString,
                 response_deserializer=budgetd__client_dot_v1_dot_budget__pb2.CostEvent.FromString,
                 _registered_method=True)
+        self.Reconcile = channel.unary_unary(
+                '/budgetd.v1.Admin/Reconcile',
+                request_serializer=budgetd__client_dot_v1_dot_budget__pb2.ReconcileRequest.SerializeToString,
+                response_deserializer=budgetd__client_dot_v1_dot_budget__pb2.ReconcileResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServicer:
@@ -369,6 +374,14 @@ class AdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Reconcile(self, request, context):
+        """The ledger compared with the providers' cost reports, per UTC day,
+        provider and model (docs/reconciliation.md).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -401,6 +414,11 @@ def add_AdminServicer_to_server(servicer, server):
                     servicer.Export,
                     request_deserializer=budgetd__client_dot_v1_dot_budget__pb2.ExportRequest.FromString,
                     response_serializer=budgetd__client_dot_v1_dot_budget__pb2.CostEvent.SerializeToString,
+            ),
+            'Reconcile': grpc.unary_unary_rpc_method_handler(
+                    servicer.Reconcile,
+                    request_deserializer=budgetd__client_dot_v1_dot_budget__pb2.ReconcileRequest.FromString,
+                    response_serializer=budgetd__client_dot_v1_dot_budget__pb2.ReconcileResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -566,6 +584,33 @@ class Admin:
             '/budgetd.v1.Admin/Export',
             budgetd__client_dot_v1_dot_budget__pb2.ExportRequest.SerializeToString,
             budgetd__client_dot_v1_dot_budget__pb2.CostEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Reconcile(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/budgetd.v1.Admin/Reconcile',
+            budgetd__client_dot_v1_dot_budget__pb2.ReconcileRequest.SerializeToString,
+            budgetd__client_dot_v1_dot_budget__pb2.ReconcileResponse.FromString,
             options,
             channel_credentials,
             insecure,
