@@ -214,7 +214,7 @@ def _stale_price(row: ReconcileRow, who: str, model: str, p: _ProviderModel, led
     fields = {"input": "input_usd_per_mtok", "cached_input": "cached_input_usd_per_mtok",
               "cache_write": "cache_write_usd_per_mtok", "output": "output_usd_per_mtok"}
     shown = {fields[k]: _price_text(v) for k, v in implied.items()}
-    if "input" in shown and "output" in shown:
+    if "input" in implied and "output" in implied:
         suggestion = f"prices:\n  {model}: {{{', '.join(f'{k}: {v}' for k, v in shown.items())}}}"
     else:
         suggestion = f"add {model} under prices: with the prices {who} bills"
