@@ -140,7 +140,7 @@ class Daemon:
         if self.config.server.metrics_listen:
             self.metrics_port = self._serve_metrics(self.config.server.metrics_listen)
         if dashboard_listen:
-            self.dashboard = Dashboard(self.service, self.events, self.reloader)
+            self.dashboard = Dashboard(self.service, self.events, self.reloader, self.reconciler)
             try:
                 self.dashboard_port = await self.dashboard.start(dashboard_listen, self._dashboard_tls())
             except OSError as err:

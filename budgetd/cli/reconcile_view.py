@@ -50,7 +50,7 @@ def _row_values(day: ReconciledDay, r: ReconciledModel) -> list[object]:
             r.estimate_usd, r.estimate_requests, r.explanation, r.suggestion]
 
 
-def _json(found: Reconciliation) -> dict:
+def as_json(found: Reconciliation) -> dict:
     def plain(value):
         return str(value) if isinstance(value, Decimal) else value
 
@@ -71,7 +71,7 @@ def _json(found: Reconciliation) -> dict:
 
 def render(found: Reconciliation, fmt: str) -> str:
     if fmt == "json":
-        return json.dumps(_json(found), indent=2)
+        return json.dumps(as_json(found), indent=2)
     if fmt == "csv":
         out = io.StringIO()
         writer = csv.writer(out, lineterminator="\n")

@@ -68,6 +68,11 @@ def notices_query(query: Mapping[str, str]) -> tuple[int, str]:
     return _int(query, "limit", NOTICES_SHOWN, 1, MAX_NOTICES), _choice(query, "state", NOTICE_STATES, "all")
 
 
+def reconcile_query(query: Mapping[str, str]) -> tuple[str, str, str]:
+    """since, until (UTC days; checked by the answer), provider."""
+    return _text(query, "since"), _text(query, "until"), _choice(query, "provider", ("", "openai", "anthropic"), "")
+
+
 def tag_arg(text: str) -> tuple[str, str]:
     """``customer=acme`` -> ("customer", "acme"), checked as the client checks tags."""
     key, sep, value = text.partition("=")

@@ -18,16 +18,30 @@ from pathlib import Path
 
 from aiohttp import web
 
+from budgetd_client import _core
+
+from .. import wire
 from ..app import AgentReport, BudgetService, UnknownAgent
+from ..cli import reconcile_view
 from ..events import EventHub
 from ..notices.model import Notice
+from ..reconcile.answer import answer
+from ..reconcile.runner import Reconciler
 from ..reload import Reloader
 from ..store import StoreError
 from ..store.rules import pause_in_force
 from ..windows import current_periods
 from .access import COOKIE, SESSION_SECONDS, Access, Caller, Refused
 from .fleet import Fleet, Subject
-from .params import action_body, fleet_query, notices_query, report_query, spend_query, tag_arg
+from .params import (
+    action_body,
+    fleet_query,
+    notices_query,
+    reconcile_query,
+    report_query,
+    spend_query,
+    tag_arg,
+)
 from .views import Views, notice_json
 
 log = logging.getLogger("budgetd.dashboard")
@@ -45,10 +59,12 @@ SESSION_PATH = "/api/v1/session"
 
 
 class Dashboard:
-    def __init__(self, service: BudgetService, events: EventHub, reloader: Reloader | None) -> None:
+    def __init__(self, service: BudgetService, events: EventHub, reloader: Reloader | None,
+                 reconciler: Reconciler | None = None) -> None:
         self.service = service
         self.events = events
         self.reloader = reloader
+        self.reconciler = reconciler or Reconciler(service)
         self.access = Access(lambda: service.in_force.config.auth)
         self.fleet = Fleet(service)
         self.views = Views(service, self.fleet)
@@ -72,6 +88,7 @@ class Dashboard:
         app.router.add_get(f"{api}/spend", self._spend)
         app.router.add_get(f"{api}/report", self._report)
         app.router.add_get(f"{api}/notices", self._notices)
+        app.router.add_get(f"{api}/reconcile", self._reconcile)
         app.router.add_get(f"{api}/events", self._events)
         app.router.add_post(f"{api}/pause", self._pause)
         app.router.add_post(f"{api}/resume", self._resume)
@@ -250,6 +267,12 @@ class Dashboard:
     async def _notices(self, request: web.Request) -> web.StreamResponse:
         notices = await self.views.notices(*notices_query(request.query))
         return web.json_response({**notices, "config": self._config_json()})
+
+    async def _reconcile(self, request: web.Request) -> web.StreamResponse:
+        """What ``budgetctl reconcile --format json`` prints (one shape for both)."""
+        since, until, provider = reconcile_query(request.query)
+        found = await answer(self.reconciler, since, until, provider)
+        return web.json_response(reconcile_view.as_json(_core.reconciliation(wire.reconcile_response(found))))
 
     async def _events(self, request: web.Request) -> web.StreamResponse:
         """Server-sent events: every notice as it is written, until the client

@@ -295,6 +295,7 @@
     switch (parts[0]) {
       case "spend": return { name: "spend" };
       case "notices": return { name: "notices" };
+      case "reconcile": return { name: "reconcile" };
       case "agent": if (parts.length >= 2 && parts[1]) return { name: "agent", id: parts.slice(1).join("/") }; break;
       case "tag": if (parts.length >= 3) return { name: "tag", key: parts[1], value: parts.slice(2).join("/") }; break;
       default: break;
@@ -325,7 +326,8 @@
     }
     const r = parseRoute();
     markNav(r.name);
-    const mounts = { fleet: mountFleet, spend: mountSpend, notices: mountNotices, agent: mountAgent, tag: mountTag };
+    const mounts = { fleet: mountFleet, spend: mountSpend, notices: mountNotices, reconcile: mountReconcile,
+      agent: mountAgent, tag: mountTag };
     view = mounts[r.name](main, r);
     await refresh();
     if (focus && seq === viewSeq) {
@@ -339,7 +341,8 @@
       if (link.dataset.route === name) link.setAttribute("aria-current", "page");
       else link.removeAttribute("aria-current");
     }
-    const titles = { fleet: "Fleet", spend: "Spend over time", notices: "Notices", agent: "Agent", tag: "Tag" };
+    const titles = { fleet: "Fleet", spend: "Spend over time", notices: "Notices", reconcile: "Reconciliation",
+      agent: "Agent", tag: "Tag" };
     document.title = name ? `${titles[name]} · budgetd` : "Sign in · budgetd";
   }
 
@@ -942,6 +945,53 @@
             `Config generation ${c.generation ?? "—"}${c.source ? ` from ${c.source}` : ""}, loaded `, time(c.loaded_at),
             "; no rejected edit."));
         tableBox.replaceChildren(noticesTable("Notices, newest first", data.notices || [], "notices-table"));
+      },
+    };
+  }
+
+  // ---------------------------------------------------------------- reconciliation
+
+  // The ledger against the providers' cost reports: GET /api/v1/reconcile
+  // (the JSON budgetctl reconcile --format json prints), the last 7 UTC days.
+  function mountReconcile(main) {
+    const statusBox = el("div", { id: "reconcile-providers" });
+    const tableBox = el("div", {});
+    main.replaceChildren(el("div", { class: "titlebar" }, el("h1", { text: "Reconciliation" })),
+      el("p", { class: "sub", text: "budgetd's ledger against each provider's own cost report, per UTC day and model." }),
+      statusBox, tableBox);
+    return {
+      async refresh(seq) {
+        const since = addDays(new Date(serverNow()).toISOString().slice(0, 10), -7);
+        let data;
+        try {
+          data = await api("GET", `/api/v1/reconcile${query({ since })}`);
+        } catch (err) {
+          if (err.status !== 400) throw err;
+          if (stale(seq)) return;
+          statusBox.replaceChildren(el("p", { class: "summary", id: "reconcile-off", text: err.message }));
+          tableBox.replaceChildren();
+          return;
+        }
+        if (stale(seq)) return;
+        statusBox.replaceChildren(el("ul", { class: "plain" }, (data.providers || []).map((p) =>
+          el("li", { "data-provider": p.provider, "data-state": p.state },
+            el("span", { class: `badge state-${p.state === "error" || p.state === "drift" ? "failed" : "sent"}`, text: p.state }),
+            " ", p.line))));
+        const headers = ["Day (UTC)", "Provider", "Model", "Class", { label: "Billed", num: true },
+          { label: "budgetd", num: true }, { label: "Difference", num: true }, "Why", "To do"];
+        const rows = [];
+        for (const day of [...(data.days || [])].reverse()) {
+          for (const r of day.rows) {
+            rows.push(el("tr", { "data-day": day.day, "data-provider": day.provider, "data-model": r.model,
+              "data-classification": r.classification, class: r.past_tolerance ? "past-tolerance" : "" },
+            td(day.day), td(day.provider), td(r.model),
+            td(el("span", { class: `badge state-${r.past_tolerance ? "failed" : "ok"}`, text: r.classification })),
+            td(money(r.provider_cost_usd, "billed"), "num"), td(money(r.ledger_cost_usd, "budgetd"), "num"),
+            td(money(r.drift_usd, "difference"), "num"), td(r.explanation || "—", "wrap"), td(r.suggestion || "—", "wrap")));
+          }
+        }
+        tableBox.replaceChildren(table("Reconciled days, newest first", headers, rows,
+          { id: "reconcile-table", empty: "Nothing compared in the last 7 days yet." }));
       },
     };
   }

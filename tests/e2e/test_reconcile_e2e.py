@@ -1,0 +1,257 @@
+"""Reconciliation end to end: a real budgetd (in-process, with an injected
+clock) whose ledger is written by real clients, a loopback fake of OpenAI's
+and Anthropic's admin APIs serving what "the provider saw", the real
+slack-sdk against a loopback Slack, and `budgetctl reconcile` as an
+operator runs it.
+
+Each scenario makes calls on a day D through budgetd and tells the fake
+provider what it billed for them (the same calls, or fewer, more, dearer),
+moves the clock to 02:00 UTC on D+1 (the configured time), runs the
+scheduled job, and reads the classification from budgetctl and Slack."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import timedelta
+from decimal import Decimal
+
+import openai
+import pytest
+from budgetd_client import AsyncBudget
+from test_notices import FakeClock, days_ahead, slack, slack_config, start_and_settle  # noqa: F401 (fixtures)
+
+from budgetd.cli import budgetctl
+from budgetd.config import load_config_text
+from budgetd.pricing import PriceTable
+from budgetd.reconcile.http import RetryPolicy
+from budgetd.reconcile.runner import _price_per_mtok
+from budgetd.server import Daemon, Intervals
+from fake_admin_api import FakeAdminApi
+from fake_provider import FakeProvider
+
+QUIET = Intervals(deliver=3600, rollover=3600, digest=3600, anomaly=3600, gauges=3600, retention=3600,
+                  reconcile=3600)
+FAST = RetryPolicy(attempts=4, base_seconds=0.01, max_seconds=0.05, timeout_seconds=5)
+OPENAI_KEY, ANTHROPIC_KEY = "sk-admin-budgetd-test", "sk-ant-admin01-budgetd-test"
+KINDS = ("input", "cached_input", "cache_write", "output")
+
+
+@pytest.fixture
+def admin():
+    with FakeAdminApi() as api:
+        api.admin_keys = {OPENAI_KEY, ANTHROPIC_KEY}
+        yield api
+
+
+def config_text(tmp_path, admin, slack, *, openai_key: str = OPENAI_KEY, extra: str = "") -> str:
+    return (f'server: {{listen: "127.0.0.1:0"}}\nstore: {{url: "sqlite://{tmp_path}/b.db"}}\n'
+            "defaults: {daily_usd: 100000}\n"
+            "reconcile:\n"
+            f'  openai: {{admin_key: "{openai_key}", base_url: "{admin.base_url}"}}\n'
+            f'  anthropic: {{admin_key: "{ANTHROPIC_KEY}", base_url: "{admin.base_url}"}}\n'
+            '  tolerance_percent: 1\n  tolerance_usd: 0.001\n  at: "02:00"\n  today_every_minutes: 0\n'
+            + extra + slack_config(slack))
+
+
+class Reconciling:
+    """A daemon, a client of it, the fake provider and Slack, and a clock."""
+
+    def __init__(self, daemon: Daemon, clock: FakeClock, admin: FakeAdminApi, slack) -> None:
+        self.daemon, self.clock, self.admin, self.slack = daemon, clock, admin, slack
+        self.address = f"127.0.0.1:{daemon.port}"
+        self.budget = AsyncBudget(self.address)
+        self.prices = PriceTable(daemon.service.in_force.config)
+
+    @property
+    def day(self) -> str:
+        return self.clock().date().isoformat()
+
+    def price(self, provider: str, model: str) -> dict[str, Decimal]:
+        """budgetd's own prices of a model, per kind (what an up-to-date provider bills)."""
+        found = {kind: _price_per_mtok(self.prices, provider, model, kind) for kind in KINDS}
+        assert all(v is not None for v in found.values()), found
+        return {"cache_write_1h": found["cache_write"], **found}  # type: ignore[dict-item]
+
+    async def call(self, model: str, *, input: int, cached: int = 0, output: int, provider: str = "openai",
+                   billed: bool = True, agent: str = "worker") -> None:
+        """One call through budgetd with its usage, and (``billed``) the same call at the provider."""
+        async with self.budget.guard(agent) as call:
+            call.record_usage(model, input, output, cached_input_tokens=cached, provider=provider)
+        if billed:
+            self.bill(model, input=input, cached=cached, output=output, provider=provider)
+
+    def bill(self, model: str, *, input: int, cached: int = 0, output: int, provider: str = "openai",
+             requests: int = 1) -> None:
+        """The provider saw this call (made through budgetd or not)."""
+        if model not in self.admin.prices:
+            self.admin.prices[model] = self.price(provider, model)
+        at_ms = int(self.clock().timestamp() * 1000)
+        self.admin.add_call(provider, at_ms, model, input=input - cached, cached_input=cached, output=output,
+                            requests=requests)
+
+    async def next_morning(self) -> list:
+        """02:00 UTC the next day: the scheduled job, then one delivery of notices."""
+        self.clock.set(self.clock().replace(hour=2, minute=0, second=0) + timedelta(days=1))
+        results = await self.daemon.reconciler.run_due()
+        await self.daemon.deliverer.deliver_due()
+        return results
+
+    async def budgetctl(self, capsys, *args: str) -> tuple[int, str]:
+        capsys.readouterr()
+        code = await asyncio.to_thread(budgetctl.main, ["--address", self.address, "reconcile", *args])
+        return code, capsys.readouterr().out
+
+    async def shown(self, capsys, day: str) -> dict:
+        code, out = await self.budgetctl(capsys, "--day", day, "--format", "json")
+        data = json.loads(out)
+        assert code == (0 if data["all_clear"] else 2)
+        return data
+
+    def reconcile_posts(self) -> list[str]:
+        return [text for text in self.slack.texts() if ":mag:" in text]
+
+
+@pytest.fixture
+async def reconciling(tmp_path, admin, slack):
+    started: list[Reconciling] = []
+
+    async def start(**options) -> Reconciling:
+        clock = options.pop("clock", None) or FakeClock(days_ahead(1, 12))
+        config = load_config_text(config_text(tmp_path, admin, slack, **options))
+        daemon = Daemon(config, now_ms=lambda: int(clock().timestamp() * 1000), intervals=QUIET)
+        daemon.reconciler.retry = FAST
+        await start_and_settle(daemon)
+        started.append(Reconciling(daemon, clock, admin, slack))
+        return started[-1]
+
+    yield start
+    for run in started:
+        await run.budget.close()
+        await run.daemon.stop()
+
+
+def rows_of(data: dict, provider: str = "openai") -> dict[str, dict]:
+    return {row["model"]: row for day in data["days"] if day["provider"] == provider for row in day["rows"]}
+
+
+async def test_agreement_shows_every_model_agreeing_and_posts_nothing(reconciling, capsys):
+    run = await reconciling()
+    day = run.day
+    for i in range(20):
+        await run.call("gpt-4o", input=1000 + i, cached=500, output=200)
+        await run.call("claude-sonnet-4-20250514", input=2000, cached=1500, output=100, provider="anthropic")
+    await run.next_morning()
+    data = await run.shown(capsys, day)
+    assert data["all_clear"] and [p["state"] for p in data["providers"]] == ["ok", "ok"]
+    assert rows_of(data)["gpt-4o"]["classification"] == "agree"
+    assert rows_of(data, "anthropic")["claude-sonnet-4"]["classification"] == "agree"
+    assert {d["drift_usd"] for d in data["days"]} == {"0"}
+    assert run.reconcile_posts() == []
+    code, table = await run.budgetctl(capsys, "--day", day)
+    assert code == 0 and "OpenAI: ok" in table and "Anthropic: ok" in table and "agree" in table
+
+
+async def test_three_percent_of_spend_outside_budgetd_is_untracked_spend(reconciling, capsys):
+    run = await reconciling()
+    day = run.day
+    for _ in range(100):
+        await run.call("gpt-4o", input=1200, cached=1000, output=300)
+    run.bill("gpt-4o", input=1200, cached=1000, output=300, requests=3)  # another system on the same key
+    await run.next_morning()
+    row = rows_of(await run.shown(capsys, day))["gpt-4o"]
+    assert (row["classification"], row["past_tolerance"], row["provider_requests"], row["ledger_requests"]) == \
+        ("untracked", True, 103, 100)
+    assert Decimal(row["drift_usd"]) == 3 * Decimal("0.00475") and "2.9% of the bill" in row["explanation"]
+    [post] = run.reconcile_posts()
+    assert "untracked spend" in post and "gpt-4o" in post and f"budgetctl reconcile --day {day}" in post
+
+
+async def test_a_stale_gpt_4o_price_is_named_with_the_price_billed_and_the_override_to_add(reconciling, capsys):
+    run = await reconciling()
+    day = run.day
+    run.admin.prices["gpt-4o"] = {k: v * Decimal("1.2") for k, v in run.price("openai", "gpt-4o").items()}
+    for _ in range(50):
+        await run.call("gpt-4o", input=1200, cached=1000, output=300)
+    await run.next_morning()
+    row = rows_of(await run.shown(capsys, day))["gpt-4o"]
+    assert row["classification"] == "stale_price" and row["past_tolerance"]
+    assert row["provider_tokens"] == row["ledger_tokens"]
+    assert "+20.0%" in row["explanation"]
+    assert row["suggestion"] == ("prices:\n  gpt-4o: {input_usd_per_mtok: 3, cached_input_usd_per_mtok: 1.5, "
+                                 "output_usd_per_mtok: 12}")
+    [post] = run.reconcile_posts()
+    assert "stale price" in post and "input_usd_per_mtok: 3" in post
+
+
+async def test_abandoned_streams_settled_at_their_hold_are_estimates_settled_as_cost(reconciling, capsys):
+    run = await reconciling()
+    day = run.day
+    with FakeProvider() as provider:
+        client = run.budget.wrap(openai.AsyncOpenAI(api_key="k", base_url=provider.base_url, max_retries=0),
+                                 agent_id="streamer")
+        usage = provider.usage
+        for _ in range(5):  # finished calls: priced from their usage
+            await client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}],
+                                                 max_tokens=400)
+            run.bill("gpt-4o", input=usage["input"], cached=usage["cached"], output=usage["output"])
+        for _ in range(5):  # abandoned after the first chunk: the provider still billed the whole answer
+            stream = await client.chat.completions.create(model="gpt-4o", stream=True, max_tokens=400,
+                                                          messages=[{"role": "user", "content": "hi"}])
+            async for _chunk in stream:
+                break
+            await stream.close()
+            run.bill("gpt-4o", input=usage["input"], cached=usage["cached"], output=usage["output"])
+    await run.next_morning()
+    row = rows_of(await run.shown(capsys, day))["gpt-4o"]
+    assert (row["classification"], row["estimate_requests"], row["ledger_requests"]) == ("estimates", 5, 10)
+    assert row["past_tolerance"] and "5 calls were settled at an estimate" in row["explanation"]
+    [post] = run.reconcile_posts()
+    assert "estimates settled as cost" in post
+
+
+async def test_a_429_is_retried_and_the_day_is_compared(reconciling, capsys):
+    run = await reconciling()
+    day = run.day
+    for _ in range(10):
+        await run.call("gpt-4o", input=1200, cached=1000, output=300)
+    run.admin.fail("/organization/costs", 429, times=2, retry_after=0)
+    await run.next_morning()
+    data = await run.shown(capsys, day)
+    assert data["all_clear"] and rows_of(data)["gpt-4o"]["classification"] == "agree"
+    costs = [q for path, q in run.admin.requests if path.endswith("/organization/costs")]
+    assert len(costs) >= 3  # two refused, then read
+
+
+async def test_a_key_that_is_not_an_admin_key_is_a_clear_error_never_an_all_clear(reconciling, capsys):
+    run = await reconciling(openai_key="sk-proj-not-an-admin-key")
+    day = run.day
+    await run.call("gpt-4o", input=1200, cached=1000, output=300)
+    await run.next_morning()
+    code, table = await run.budgetctl(capsys, "--day", day)
+    assert code == 2
+    assert "OpenAI: 403 — the key is not an admin key" in table
+    data = await run.shown(capsys, day)
+    openai_status = next(p for p in data["providers"] if p["provider"] == "openai")
+    assert openai_status["state"] == "error" and not data["all_clear"]
+    assert next(d for d in data["days"] if d["provider"] == "openai")["state"] == "error"
+
+
+async def test_a_page_that_fails_half_way_is_an_error_not_a_partial_all_clear(reconciling, capsys):
+    run = await reconciling()
+    day = run.day
+    for model in ("gpt-4o", "gpt-4o-mini", "o3"):
+        for _ in range(3):
+            await run.call(model, input=1200, cached=1000, output=300)
+    run.admin.page_size = 1  # one result a page: three models, three pages
+    run.admin.fail_page("/usage/completions", 2, 500)
+    await run.next_morning()
+    data = await run.shown(capsys, day)
+    openai_status = next(p for p in data["providers"] if p["provider"] == "openai")
+    assert openai_status["state"] == "error" and "500" in openai_status["detail"] and not data["all_clear"]
+    # The next run (the failure gone) reads every page and compares the day.
+    run.admin.fail_page("/usage/completions", 2, None)
+    run.clock.advance(hours=1)
+    await run.daemon.reconciler.run_now("openai", day)
+    data = await run.shown(capsys, day)
+    assert data["all_clear"] and {r["classification"] for r in rows_of(data).values()} == {"agree"}
