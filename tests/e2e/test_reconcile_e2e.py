@@ -255,3 +255,98 @@ async def test_a_page_that_fails_half_way_is_an_error_not_a_partial_all_clear(re
     await run.daemon.reconciler.run_now("openai", day)
     data = await run.shown(capsys, day)
     assert data["all_clear"] and {r["classification"] for r in rows_of(data).values()} == {"agree"}
+
+
+FIVE_MODELS = [("openai", "gpt-4o"), ("openai", "gpt-4o-mini"), ("openai", "o3"),
+               ("anthropic", "claude-sonnet-4-20250514"), ("anthropic", "claude-3-5-haiku-20241022")]
+
+
+async def test_a_day_of_10000_calls_across_5_models_in_agreement_differs_by_exactly_zero(reconciling, capsys):
+    run = await reconciling()
+    day = run.day
+    semaphore = asyncio.Semaphore(64)
+
+    async def one(i: int) -> None:
+        provider, model = FIVE_MODELS[i % 5]
+        async with semaphore:  # every token count different: no two calls cost the same
+            await run.call(model, input=500 + i, cached=(i * 7) % 400, output=50 + i % 977, provider=provider,
+                           agent=f"agent-{i % 40}")
+
+    await asyncio.gather(*(one(i) for i in range(10_000)))
+    await run.next_morning()
+    data = await run.shown(capsys, day)
+    assert data["all_clear"]
+    rows = {**rows_of(data), **rows_of(data, "anthropic")}
+    assert set(rows) == {"gpt-4o", "gpt-4o-mini", "o3", "claude-sonnet-4", "claude-3-5-haiku"}
+    assert {r["classification"] for r in rows.values()} == {"agree"}
+    assert sum(r["ledger_requests"] for r in rows.values()) == 10_000
+    assert all(Decimal(r["drift_usd"]) == 0 for r in rows.values())
+    assert [d["drift_usd"] for d in data["days"]] == ["0", "0"]
+    billed = sum(Decimal(r["provider_cost_usd"]) for r in rows.values())
+    spent = sum(Decimal(r["ledger_cost_usd"]) for r in rows.values())
+    assert billed == spent > 0
+    report = await run.budget.report("agent", day, day)  # the ledger's own total, to the nanodollar
+    assert report.total_usd == spent
+
+
+def reads_of(admin: FakeAdminApi, day: str) -> int:
+    """How many times the provider's cost report was read for ``day`` (either provider)."""
+    return sum(1 for path, query in admin.requests
+               if path.endswith(("/organization/costs", "/organizations/cost_report")) and admin.day_of(query) == day)
+
+
+async def test_it_runs_by_itself_at_its_time_once_per_day_and_pass_after_a_restart_too(
+        tmp_path, admin, slack, capsys):
+    clock = FakeClock(days_ahead(1, 12))
+    day = clock().date().isoformat()
+    config = load_config_text(config_text(tmp_path, admin, slack))
+    ticking = Intervals(deliver=3600, rollover=3600, digest=3600, anomaly=3600, gauges=3600, retention=3600,
+                        reconcile=0.05)
+
+    async def started() -> Reconciling:
+        daemon = Daemon(config, now_ms=lambda: int(clock().timestamp() * 1000), intervals=ticking)
+        daemon.reconciler.retry = FAST
+        await start_and_settle(daemon)
+        return Reconciling(daemon, clock, admin, slack)
+
+    async def ticks(n: int = 10) -> None:  # the job runs every 50 ms: let it run n times
+        await asyncio.sleep(0.05 * n)
+
+    run = await started()
+    try:
+        await run.call("gpt-4o", input=1200, cached=1000, output=300)
+        clock.set(clock().replace(hour=1, minute=59) + timedelta(days=1))
+        await ticks()
+        assert reads_of(admin, day) == 0  # not before its time
+        clock.set(clock().replace(hour=2, minute=0))
+        for _ in range(100):
+            if reads_of(admin, day) == 2:
+                break
+            await ticks(1)
+        await ticks()
+        assert reads_of(admin, day) == 2  # once per provider, however many ticks
+        [first] = await run.daemon.store.reconciliations(day, day, "openai")
+        assert first.passes == ("first",) and first.state == "ok"
+    finally:
+        await run.budget.close()
+        await run.daemon.stop()
+
+    clock.advance(hours=1)  # 03:00: restarted on the same store
+    run = await started()
+    try:
+        await ticks()
+        assert reads_of(admin, day) == 2  # done before the restart: not again
+        clock.advance(days=1)  # 02:00 and an hour the day after: the second pass, once
+        for _ in range(100):
+            if reads_of(admin, day) == 4:
+                break
+            await ticks(1)
+        await ticks()
+        assert reads_of(admin, day) == 4
+        [second] = await run.daemon.store.reconciliations(day, day, "openai")
+        assert second.passes == ("first", "second")
+        code, _ = await run.budgetctl(capsys, "--run", "--day", day)  # unless asked
+        assert code == 0 and reads_of(admin, day) == 6
+    finally:
+        await run.budget.close()
+        await run.daemon.stop()
