@@ -5,7 +5,7 @@ built from the calls a test adds and priced from ``prices``.
 It honours the filters and ``group_by`` the client sends, buckets by UTC day,
 pages ``page_size`` results at a time (a bucket may go on over pages), checks
 the admin key (none: 401; another: 403) and can fail requests, single pages,
-or cut a report off. Every request is recorded in ``requests``.
+cut a report off, or answer slowly. Every request is recorded in ``requests``.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import re
 import threading
+import time
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -82,7 +83,8 @@ class FakeAdminApi:
         self.requests: list[tuple[str, dict[str, list[str]]]] = []
         self.calls: list[Call] = []
         self.other_costs: list[OtherCost] = []
-        self._failures: list[dict[str, Any]] = []  # {"suffix", "status", "times", "retry_after", "page"}
+        self._failures: list[dict[str, Any]] = []  # {"suffix", "status", "times", "retry_after", "page", "body"}
+        self._delays: list[dict[str, Any]] = []  # {"suffix", "seconds", "times"}
         self._truncated: dict[str, int] = {}  # path suffix -> the page answered with has_more, no next_page
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
@@ -123,17 +125,25 @@ class FakeAdminApi:
             self.other_costs.append(OtherCost(provider, at_ms, line_item, usd, project_id, workspace_id))
 
     # -- faults --------------------------------------------------------------------
-    def fail(self, path_suffix: str, status: int, times: int = 1, retry_after: float | None = None) -> None:
-        """The next ``times`` requests to a path ending so are answered ``status``."""
+    def fail(self, path_suffix: str, status: int, times: int = 1, retry_after: float | None = None,
+             body: str | None = None) -> None:
+        """The next ``times`` requests to a path ending so are answered
+        ``status``: with the provider's error JSON, or ``body`` as it is (say,
+        a proxy's HTML page)."""
         with self._lock:
             self._failures.append({"suffix": path_suffix, "status": status, "times": times,
-                                   "retry_after": retry_after, "page": None})
+                                   "retry_after": retry_after, "page": None, "body": body})
+
+    def slow(self, path_suffix: str, seconds: float, times: int = 1) -> None:
+        """The next ``times`` requests to a path ending so wait ``seconds`` before their answer."""
+        with self._lock:
+            self._delays.append({"suffix": path_suffix, "seconds": seconds, "times": times})
 
     def fail_page(self, path_suffix: str, page_number: int, status: int) -> None:
         """Page ``page_number`` (1: the first) of that report fails, every time it is asked for."""
         with self._lock:
             self._failures.append({"suffix": path_suffix, "status": status, "times": None,
-                                   "retry_after": None, "page": page_number})
+                                   "retry_after": None, "page": page_number, "body": None})
 
     def truncate(self, path_suffix: str, page_number: int = 1) -> None:
         """Page ``page_number`` of that report says has_more but gives no next_page."""
@@ -157,6 +167,14 @@ class FakeAdminApi:
                     rule["times"] -= 1
                     return rule
         return None
+
+    def _delay(self, path: str) -> float:
+        with self._lock:
+            for rule in self._delays:
+                if path.endswith(rule["suffix"]) and rule["times"] > 0:
+                    rule["times"] -= 1
+                    return float(rule["seconds"])
+        return 0.0
 
     def _truncated_at(self, path: str) -> int | None:
         with self._lock:
@@ -431,7 +449,12 @@ def _handler(api: FakeAdminApi):
             provider, build = route
             page_token = _one(query, "page")
             page = _page_number(page_token)
+            delay = api._delay(path)
+            if delay:
+                time.sleep(delay)  # in this request's own thread
             fault = api._fault(path, page)
+            if fault is not None and fault["body"] is not None:
+                return self._send(fault["status"], fault["body"].encode(), content_type="text/html")
             if fault is not None:
                 return self._error(provider, fault["status"], "injected failure", fault["retry_after"])
             refusal = self._refused(provider)
@@ -482,13 +505,17 @@ def _handler(api: FakeAdminApi):
             headers = {"Retry-After": f"{retry_after:g}"} if retry_after is not None else {}
             self._send(status, json.dumps(body).encode(), headers)
 
-        def _send(self, status: int, data: bytes, headers: dict[str, str] | None = None) -> None:
+        def _send(self, status: int, data: bytes, headers: dict[str, str] | None = None,
+                  content_type: str = "application/json") -> None:
             self.send_response(status)
-            self.send_header("content-type", "application/json")
+            self.send_header("content-type", content_type)
             self.send_header("content-length", str(len(data)))
             for name, value in (headers or {}).items():
                 self.send_header(name, value)
-            self.end_headers()
-            self.wfile.write(data)
+            try:
+                self.end_headers()
+                self.wfile.write(data)
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the client stopped waiting (its timeout)
 
     return Handler

@@ -9,7 +9,6 @@ and a comparison must treat Anthropic's request counts as unknown.
 from __future__ import annotations
 
 from datetime import datetime
-from decimal import InvalidOperation
 from typing import Any
 
 import aiohttp
@@ -22,6 +21,7 @@ from budgetd.reconcile.providers import (
     api_root,
     as_count,
     as_decimal,
+    cents_to_usd,
     day_bounds,
     no_key_error,
     read_reports,
@@ -87,7 +87,7 @@ def _add_costs(sums: DaySums, results: list[dict[str, Any]], workspace_ids: list
         if currency != "USD":
             raise ValueError(f"a cost in {currency}, not USD")
         # Cents as a decimal string ("123.45" is $1.2345): moved two places, exactly.
-        usd = as_decimal(str(result["amount"])).scaleb(-2)
+        usd = cents_to_usd(as_decimal(str(result["amount"])))
         token_type = result.get("token_type")
         kind = _TOKEN_TYPE_KINDS.get(token_type, "other") if isinstance(token_type, str) else "other"
         sums.add_cost(result.get("model"), kind, usd)
@@ -124,6 +124,6 @@ async def fetch_anthropic_day(settings: ReconcileProvider, day: str, now_ms: int
     try:
         _add_costs(sums, _results_of_day(costs, day), settings.workspace_ids)
         _add_usage(sums, _results_of_day(usage, day))
-    except (KeyError, TypeError, ValueError, AttributeError, InvalidOperation) as exc:
+    except Exception as exc:  # a field missing or of another type: the whole day is unreadable
         raise shape_error(PROVIDER, f"{type(exc).__name__}: {exc}") from exc
     return sums.day(PROVIDER, day, now_ms)

@@ -105,7 +105,8 @@ async def get_json(session: aiohttp.ClientSession, url: str, params: Params, hea
         retry_after: float | None = None
         try:
             async with session.get(url, params=params, headers=headers, timeout=timeout) as response:
-                text = await response.text()
+                # Bytes decoded leniently: a mis-encoded body is then "not JSON", not a UnicodeDecodeError.
+                text = (await response.read()).decode("utf-8", errors="replace")
                 status = response.status
                 retry_after = _retry_after_seconds(response.headers.get("Retry-After"))
         except TimeoutError as exc:  # aiohttp's timeouts are TimeoutErrors too

@@ -9,7 +9,6 @@ lines that name no model (``"web search tool calls"``) are unattributed.
 
 from __future__ import annotations
 
-from decimal import InvalidOperation
 from typing import Any
 
 import aiohttp
@@ -145,6 +144,6 @@ async def fetch_openai_day(settings: ReconcileProvider, day: str, now_ms: int, *
         _add_costs(sums, _results_of_day(costs, day))
         _add_completions(sums, _results_of_day(completions, day))
         _add_embeddings(sums, _results_of_day(embeddings, day))
-    except (KeyError, TypeError, ValueError, AttributeError, InvalidOperation) as exc:
+    except Exception as exc:  # a field missing or of another type: the whole day is unreadable
         raise shape_error(PROVIDER, f"{type(exc).__name__}: {exc}") from exc
     return sums.day(PROVIDER, day, now_ms)

@@ -114,6 +114,10 @@ async def read_reports(provider: str, reads: list[tuple[str, Params]], headers: 
         return [await get_pages(active, url, params, headers, retry) for url, params in reads]
     except HttpFailure as failure:
         raise admin_api_error(provider, failure) from failure
+    except Exception as exc:
+        # Whatever else aiohttp or yarl raise (a URL it cannot use, say): the
+        # caller handles one error type, and a read is never half a result.
+        raise AdminApiError(provider, None, f"{provider_name(provider)}: the read failed: {exc!r}") from exc
     finally:
         if own:
             await active.close()
@@ -123,7 +127,18 @@ def as_decimal(value: Any) -> Decimal:
     """A JSON number (already a Decimal or an int) or a decimal string, exactly."""
     if isinstance(value, (bool, float)) or value is None:
         raise ValueError(f"not an exact amount: {value!r}")
-    return value if isinstance(value, Decimal) else Decimal(str(value))
+    amount = value if isinstance(value, Decimal) else Decimal(str(value))
+    if not amount.is_finite():
+        raise ValueError(f"not an amount: {value!r}")
+    return amount
+
+
+def cents_to_usd(cents: Decimal) -> Decimal:
+    """Cents as dollars, by moving the exponent: exact whatever the digits
+    (a division would round past the context's 28 digits)."""
+    sign, digits, exponent = cents.as_tuple()
+    assert isinstance(exponent, int)  # finite: as_decimal checked
+    return Decimal((sign, digits, exponent - 2))
 
 
 def as_count(value: Any) -> int:

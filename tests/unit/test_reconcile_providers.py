@@ -26,7 +26,7 @@ from budgetd.reconcile.anthropic_admin import fetch_anthropic_day
 from budgetd.reconcile.http import RetryPolicy, get_pages
 from budgetd.reconcile.model import ProviderModelDay, Tokens
 from budgetd.reconcile.openai_admin import fetch_openai_day, parse_line_item
-from budgetd.reconcile.providers import AdminApiError, fetch_day
+from budgetd.reconcile.providers import AdminApiError, cents_to_usd, fetch_day
 
 FAST = RetryPolicy(attempts=4, base_seconds=0.001, max_seconds=0.05, timeout_seconds=5)
 DAY = "2026-03-10"
@@ -403,3 +403,46 @@ async def test_connection_refused_is_an_error():
         await fetch_openai_day(unreachable, DAY, NOW_AFTER, retry=FAST)
     assert str(caught.value).startswith(f"OpenAI: cannot connect to http://127.0.0.1:{port}/v1/organization/costs: ")
     assert caught.value.status is None
+
+
+async def test_a_slow_answer_is_asked_again(api):
+    api.add_call("openai", AT, "gpt-4o-2024-08-06", input=10)
+    api.slow(OPENAI_EMBEDDINGS, 1.0, times=1)
+    quick = RetryPolicy(base_seconds=0.001, max_seconds=0.05, timeout_seconds=0.2)
+    day = await fetch_openai_day(settings(api), DAY, NOW_AFTER, retry=quick)
+    assert day.models["gpt-4o-2024-08-06"].tokens == Tokens(input=10)
+    assert len(api.requests_to(OPENAI_EMBEDDINGS)) == 2
+
+
+async def test_no_answer_in_time_fails(api):
+    api.slow(ANTHROPIC_COSTS, 1.0, times=2)
+    quick = RetryPolicy(attempts=2, base_seconds=0.001, max_seconds=0.05, timeout_seconds=0.2)
+    with pytest.raises(AdminApiError) as caught:
+        await fetch_anthropic_day(settings(api), DAY, NOW_AFTER, retry=quick)
+    assert str(caught.value) == (f"Anthropic: no answer from {api.base_url}{ANTHROPIC_COSTS} in time "
+                                 "(gave up after 2 attempts)")
+
+
+async def test_a_body_that_is_not_json_is_an_error(api):
+    api.fail(OPENAI_COSTS, 200, body="<html>Sign in to the proxy</html>")
+    with pytest.raises(AdminApiError, match=r"^OpenAI: the report at .*/v1/organization/costs was not JSON"):
+        await fetch_openai_day(settings(api), DAY, NOW_AFTER, retry=FAST)
+
+
+async def test_a_gateway_error_page_is_retried_and_reported_without_its_html(api):
+    api.fail(OPENAI_COSTS, 502, times=4, body="<html>Bad Gateway</html>")
+    with pytest.raises(AdminApiError) as caught:
+        await fetch_openai_day(settings(api), DAY, NOW_AFTER, retry=FAST)
+    assert str(caught.value) == "OpenAI: 502 — the provider failed (server error), gave up after 4 attempts"
+
+
+async def test_a_report_of_another_shape_is_an_error(api):
+    api.fail(ANTHROPIC_USAGE, 200, body='{"data": [{"starting_at": "2026-03-10T00:00:00Z"}], "has_more": false}')
+    with pytest.raises(AdminApiError, match=r"^Anthropic: the report had an unexpected shape \(KeyError"):
+        await fetch_anthropic_day(settings(api), DAY, NOW_AFTER, retry=FAST)
+
+
+def test_cents_become_dollars_exactly_however_many_digits():
+    cents = Decimal("1234567890123456789012345678901234.5678901")  # more digits than a Decimal context keeps
+    assert cents_to_usd(cents) == Decimal("12345678901234567890123456789012.345678901")
+    assert cents_to_usd(Decimal("0.0000001")) == Decimal("0.000000001")
