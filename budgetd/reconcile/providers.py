@@ -22,7 +22,7 @@ from budgetd.reconcile.model import PROVIDER_NAMES, TOKEN_KINDS, ProviderDay, Pr
 # What each error status means for an admin-API read, and what to do.
 _STATUS_MEANING = {
     400: "the provider refused the request as malformed (its admin API may have changed)",
-    401: "the admin key was refused",
+    401: "the admin key was refused (revoked or mistyped? check reconcile.{provider}.admin_key)",
     404: "no such endpoint (check reconcile.{provider}.base_url)",
 }
 _NOT_ADMIN_KEY = {
