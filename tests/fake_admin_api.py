@@ -150,6 +150,22 @@ class FakeAdminApi:
         with self._lock:
             self._truncated[path_suffix] = page_number
 
+    def heal(self, path_suffix: str) -> None:
+        """Drop every fault set for a path ending so (it answers normally again)."""
+        with self._lock:
+            self._failures = [rule for rule in self._failures if not path_suffix.endswith(rule["suffix"])
+                              and not rule["suffix"].endswith(path_suffix)]
+            self._truncated = {s: p for s, p in self._truncated.items() if not s.endswith(path_suffix)}
+
+    @staticmethod
+    def day_of(query: dict[str, list[str]]) -> str | None:
+        """The UTC day a report request starts at (OpenAI's start_time, Anthropic's starting_at)."""
+        if query.get("start_time"):
+            return datetime.fromtimestamp(int(query["start_time"][-1]), UTC).date().isoformat()
+        if query.get("starting_at"):
+            return _parse_rfc3339(query["starting_at"][-1]).date().isoformat()
+        return None
+
     def requests_to(self, path_suffix: str) -> list[dict[str, list[str]]]:
         with self._lock:
             return [query for path, query in self.requests if path.endswith(path_suffix)]

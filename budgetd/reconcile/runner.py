@@ -19,9 +19,10 @@ from ..config.schema import ReconcileConfig, ReconcileProvider
 from ..notices.model import Notice
 from ..pricing import PriceTable, UnknownModel
 from .compare import Tolerance, compare_day, dollars
+from .http import RetryPolicy
 from .ledger_side import read_ledger_day
 from .model import PROVIDER_NAMES, ProviderDay, ReconcileDay
-from .providers import AdminApiError, RetryPolicy, fetch_day
+from .providers import AdminApiError, fetch_day
 from .schedule import DuePass, due_passes, utc_day
 
 log = logging.getLogger("budgetd.reconcile")
