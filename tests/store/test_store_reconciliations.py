@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import replace
-from datetime import timedelta, timezone
+from datetime import UTC, timedelta
 
 import store_suite
 from store_suite import T, covers
@@ -24,7 +24,7 @@ LEASE_MS = 60_000
 
 def day(back: int = 0) -> str:
     """The UTC day ``back`` days before the time base's now."""
-    return (T.now.astimezone(timezone.utc).date() - timedelta(days=back)).isoformat()
+    return (T.now.astimezone(UTC).date() - timedelta(days=back)).isoformat()
 
 
 def row(model: str, provider_nanos: int, ledger_nanos: int, **more) -> ReconcileRow:

@@ -111,7 +111,8 @@ RECONCILE = Script("reconcile", keys=("outbox", "pauses"), args=("now_ms", "paus
 # days read. ``field``: the day's field in the results' hashes (provider|day).
 RECONCILE_CLAIM = Script("reconcile_claim", keys=("passes", "leases"),
                          args=("field", "pass", "owner", "now_ms", "lease_ms", "keep_ms"))
-RECONCILE_SAVE = Script("reconcile_save", keys=("days", "passes", "leases"), args=("field", "result", "passes", "owner"))
+RECONCILE_SAVE = Script("reconcile_save", keys=("days", "passes", "leases"),
+                        args=("field", "result", "passes", "owner"))
 # ``provider`` only when one provider's results are asked for.
 RECONCILE_READ = Script("reconcile_read", keys=("days", "passes"), args=("since_day", "until_day", "provider"))
 

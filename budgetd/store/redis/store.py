@@ -1080,9 +1080,9 @@ class RedisStore(Store):
     async def claim_reconciliation(self, provider: str, day: str, pass_name: str, owner: str,
                                    now_ms: int, lease_ms: int) -> bool:
         field = _reconcile_field(provider, day)
-        won = await self._run(scripts.RECONCILE_CLAIM,
-                              [self._reconcile_key("passes"), self._reconcile_key("leases", field)],
-                              scripts.reconcile_claim_args(field, pass_name, owner, now_ms, lease_ms))
+        won: Any = await self._run(scripts.RECONCILE_CLAIM,
+                                   [self._reconcile_key("passes"), self._reconcile_key("leases", field)],
+                                   scripts.reconcile_claim_args(field, pass_name, owner, now_ms, lease_ms))
         return int(won) == 1
 
     async def save_reconciliation(self, result: ReconcileDay, owner: str) -> None:
