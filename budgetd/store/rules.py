@@ -6,7 +6,7 @@ the conformance suite holds every store to them."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import replace
 from decimal import Decimal
 
@@ -189,7 +189,7 @@ class ActivityCounter:
 # -- reconciliation results (the Reconciliations contract) ------------------------------------
 
 
-def claimable(done: Iterable[str], lease: tuple[str, int] | None, pass_name: str, owner: str, now_ms: int) -> bool:
+def claimable(done: Collection[str], lease: tuple[str, int] | None, pass_name: str, owner: str, now_ms: int) -> bool:
     """Whether ``owner`` may lease ``pass_name``: not done, and not leased to
     another owner whose lease (``lease``: its owner and end) still runs."""
     if pass_name in done:
