@@ -4,7 +4,7 @@ package per backend."""
 
 from __future__ import annotations
 
-from .base import CONTRACTS, Counters, Ledger, Lifecycle, Outbox, Pauses, Store
+from .base import CONTRACTS, Counters, Ledger, Lifecycle, Outbox, Pauses, Reconciliations, Store
 from .model import (
     AgentActivity,
     AgentState,
@@ -49,6 +49,7 @@ __all__ = [
     "PlanLookup",
     "Pricing",
     "QueuedNotice",
+    "Reconciliations",
     "RequestConflict",
     "SettleRequest",
     "SettleResult",

@@ -17,6 +17,7 @@ import abc
 from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING
 
+from ..reconcile.model import ReconcileDay
 from ..reports import ReportPart, TagHourSpend, summarize
 from .model import (
     AgentActivity,
@@ -49,8 +50,8 @@ if TYPE_CHECKING:
 __all__ = [
     "CONTRACTS", "AgentActivity", "AgentState", "Balance", "CallFacts", "CapChange", "Claimed", "CostEvent",
     "Counter", "Counters", "Denial", "HoldRequest", "HoldResult", "Ledger", "Lifecycle", "Outbox", "PauseRecord",
-    "Pauses", "PlanLookup", "Pricing", "QueuedNotice", "RequestConflict", "SettleRequest", "SettleResult", "Store",
-    "StoreError", "StoreLost", "StoreRefused",
+    "Pauses", "PlanLookup", "Pricing", "QueuedNotice", "Reconciliations", "RequestConflict", "SettleRequest",
+    "SettleResult", "Store", "StoreError", "StoreLost", "StoreRefused",
 ]
 
 
@@ -255,9 +256,34 @@ class Outbox(abc.ABC):
         (``rules.notice_in_scope``)."""
 
 
-class Store(Lifecycle, Counters, Pauses, Ledger, Outbox):
+class Reconciliations(abc.ABC):
+    """Reconciliation results (budgetd/reconcile): one per provider and UTC day."""
+
+    @abc.abstractmethod
+    async def claim_reconciliation(self, provider: str, day: str, pass_name: str, owner: str,
+                                   now_ms: int, lease_ms: int) -> bool:
+        """Lease one scheduled pass (``pass_name``: "first", "second", "hour-07", ...) of a
+        provider's day to ``owner``, unless that pass is done (it is in the stored result's
+        ``passes``) or leased to another owner whose lease has not run out (now_ms < its end).
+        True: the caller runs the pass. Atomic: of many replicas claiming at once, one wins.
+        The same owner claiming again while its lease lives gets True (renewal)."""
+
+    @abc.abstractmethod
+    async def save_reconciliation(self, result: ReconcileDay, owner: str) -> None:
+        """Store ``result`` for (result.provider, result.day), replacing the one stored, with
+        ``passes`` the union of the stored result's and the new one's (a pass once done
+        stays done, whatever a later run brings), and drop ``owner``'s leases of that day."""
+
+    @abc.abstractmethod
+    async def reconciliations(self, since_day: str, until_day: str,
+                              provider: str | None = None) -> list[ReconcileDay]:
+        """The stored results of UTC days in [since_day, until_day] (YYYY-MM-DD, inclusive),
+        of every provider or only ``provider``, sorted by provider then day."""
+
+
+class Store(Lifecycle, Counters, Pauses, Ledger, Outbox, Reconciliations):
     """The whole contract: what budgetd needs of a backend."""
 
 
 # The contracts Store joins, for whatever checks each one (the conformance suite).
-CONTRACTS: tuple[type[abc.ABC], ...] = (Lifecycle, Counters, Pauses, Ledger, Outbox)
+CONTRACTS: tuple[type[abc.ABC], ...] = (Lifecycle, Counters, Pauses, Ledger, Outbox, Reconciliations)

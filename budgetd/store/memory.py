@@ -17,6 +17,7 @@ from .. import reports
 from ..notices import model as notices
 from ..notices.model import Notice
 from ..plan import Plan
+from ..reconcile.model import ReconcileDay
 from ..reports import ReportPart, TagHourSpend
 from . import rules
 from .base import Store
@@ -99,6 +100,10 @@ class _Data:
     ledger: list[_LedgerRow] = field(default_factory=list)
     outbox: list[_Queued] = field(default_factory=list)  # in the order written
     notice_keys: set[str] = field(default_factory=set)
+    # Reconciliation results by (provider, day), kept as the JSON a store would keep,
+    # and the leases of their passes by (provider, day, pass): (owner, until_ms).
+    reconciled: dict[tuple[str, str], str] = field(default_factory=dict)
+    reconcile_leases: dict[tuple[str, str, str], tuple[str, int]] = field(default_factory=dict)
 
 
 class MemoryStore(Store):
@@ -365,6 +370,35 @@ class MemoryStore(Store):
             if (state is None or queued.state == state) and (scope is None or rules.notice_in_scope(notice, scope)):
                 found.append(QueuedNotice(notice, queued.state, queued.attempts, queued.last_error, queued.done_ms))
         return found
+
+    # -- reconciliation results ---------------------------------------------------------
+    async def claim_reconciliation(self, provider: str, day: str, pass_name: str, owner: str,
+                                   now_ms: int, lease_ms: int) -> bool:
+        data = self._opened()
+        stored = self._reconciled(provider, day)
+        lease = data.reconcile_leases.get((provider, day, pass_name))
+        if not rules.claimable(stored.passes if stored else (), lease, pass_name, owner, now_ms):
+            return False
+        data.reconcile_leases[(provider, day, pass_name)] = (owner, now_ms + lease_ms)
+        return True
+
+    async def save_reconciliation(self, result: ReconcileDay, owner: str) -> None:
+        data = self._opened()
+        saved = rules.saved_result(result, self._reconciled(result.provider, result.day))
+        data.reconciled[(result.provider, result.day)] = saved.to_json()
+        for key, (holder, _) in list(data.reconcile_leases.items()):
+            if key[:2] == (result.provider, result.day) and holder == owner:
+                del data.reconcile_leases[key]
+
+    async def reconciliations(self, since_day: str, until_day: str,
+                              provider: str | None = None) -> list[ReconcileDay]:
+        found = sorted((key, text) for key, text in self._opened().reconciled.items()
+                       if rules.in_range(*key, since_day, until_day, provider))
+        return [ReconcileDay.from_json(text) for _, text in found]
+
+    def _reconciled(self, provider: str, day: str) -> ReconcileDay | None:
+        text = self._data.reconciled.get((provider, day))
+        return ReconcileDay.from_json(text) if text is not None else None
 
     # -- inside a step ------------------------------------------------------------------
     def _pauses_of(self, plan: Plan) -> list[PauseRecord]:

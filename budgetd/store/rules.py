@@ -6,7 +6,7 @@ the conformance suite holds every store to them."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import replace
 from decimal import Decimal
 
@@ -15,6 +15,7 @@ from budgetd_client.money import nanos_to_usd
 from ..notices import model as notices
 from ..notices.model import Notice
 from ..plan import Limit, Plan, Scope
+from ..reconcile.model import ReconcileDay
 from .model import AgentActivity, Balance, CapChange, Counter, Denial, PauseRecord
 
 # recent_notices looks at this many of the newest notices (per outbox): the
@@ -183,3 +184,25 @@ class ActivityCounter:
 
     def result(self) -> list[AgentActivity]:
         return [AgentActivity(agent, len(self._calls[agent]), self._last[agent]) for agent in sorted(self._calls)]
+
+
+# -- reconciliation results (the Reconciliations contract) ------------------------------------
+
+
+def claimable(done: Collection[str], lease: tuple[str, int] | None, pass_name: str, owner: str, now_ms: int) -> bool:
+    """Whether ``owner`` may lease ``pass_name``: not done, and not leased to
+    another owner whose lease (``lease``: its owner and end) still runs."""
+    if pass_name in done:
+        return False
+    return lease is None or lease[0] == owner or now_ms >= lease[1]
+
+
+def saved_result(result: ReconcileDay, stored: ReconcileDay | None) -> ReconcileDay:
+    """What a save keeps: the new result, with the passes of both (sorted,
+    each once); a pass once done stays done."""
+    return result.with_passes(*(stored.passes if stored is not None else ()))
+
+
+def in_range(provider: str, day: str, since_day: str, until_day: str, wanted: str | None) -> bool:
+    """A stored result of ``provider``'s ``day`` is among those asked for."""
+    return since_day <= day <= until_day and (wanted is None or provider == wanted)

@@ -2,8 +2,8 @@
 for every backend (alisaifee/limits' approach). Each case runs against every
 store in STORES, and at every time base in TIME_BASES. The cases are in the
 modules of SUITE_MODULES, one per contract (test_store_counters.py,
-test_store_pauses.py, test_store_ledger.py, test_store_outbox.py) and
-test_store_conformance.py (the lifecycle, and the checks of the suite itself).
+test_store_pauses.py, test_store_ledger.py, test_store_outbox.py,
+test_store_reconciliations.py) and test_store_conformance.py (the lifecycle, and the checks of the suite itself).
 
 No date here is fixed: Redis expires counters by its own clock, so a suite
 pinned to a calendar date fails once the real clock passes it. Every time
@@ -48,7 +48,7 @@ from budgetd.store import CONTRACTS, HoldRequest, Pricing, SettleRequest, Store,
 
 # The modules of cases (test_every_store_method_has_a_conformance_case reads them all).
 SUITE_MODULES = ("test_store_conformance", "test_store_counters", "test_store_pauses", "test_store_ledger",
-                 "test_store_outbox", "test_store_tags")
+                 "test_store_outbox", "test_store_tags", "test_store_reconciliations")
 
 # The memory store first: the reference the others are held to.
 STORES = [
@@ -237,9 +237,10 @@ def covers(*methods: str):
 class Recording:
     """The store under test, recording which contract methods a test called."""
 
-    def __init__(self, store: Store, backend: str) -> None:
+    def __init__(self, store: Store, backend: str, url: str = "") -> None:
         self._store = store
         self.backend = backend
+        self.url = url  # another store on this URL is another replica (Redis; SQLite's file is locked)
         self.called: set[str] = set()
 
     def __getattr__(self, name: str):
@@ -294,8 +295,9 @@ def store_url(request, name: str, tmp_path) -> str:
 
 @pytest.fixture(name="store", params=STORES)
 async def store_fixture(request, tmp_path, time_base):
-    s = open_store(store_url(request, request.param, tmp_path))
-    recording = Recording(s, request.param)
+    url = store_url(request, request.param, tmp_path)
+    s = open_store(url)
+    recording = Recording(s, request.param, url)
     await recording.open()
     yield recording
     await recording.close()

@@ -20,6 +20,7 @@ from budgetd.config import Resolver, load_config_text
 from budgetd.notices import model as notices
 from budgetd.notices.model import Notice
 from budgetd.plan import make_plan, threshold_nanos
+from budgetd.reconcile.model import ReconcileDay
 from budgetd.store import CapChange, HoldRequest, PauseRecord, SettleRequest, StoreError, rules
 from budgetd.store.redis import RedisStore, outcomes, scripts
 
@@ -133,6 +134,15 @@ def test_the_other_encoders_put_each_argument_under_its_name():
     positions(scripts.RECONCILE, args, now_ms=11, pause_count=len(plan.scopes), agent="a1")
     windows = json.loads(args[scripts.RECONCILE.arg("windows") - 1])
     assert [(w["scope"], w["window"], w["period"]) for w in windows] == [limit.counter for limit, _ in targets]
+    positions(scripts.RECONCILE_CLAIM, scripts.reconcile_claim_args("openai|d", "first", "me", 11, 60),
+              field="openai|d", owner="me", now_ms=11, lease_ms=60, keep_ms=scripts.RECONCILE_LEASE_KEEP_MS,
+              **{"pass": "first"})
+    result = ReconcileDay("openai", "d", "ok", "", 11, passes=("first", "second"))
+    positions(scripts.RECONCILE_SAVE, scripts.reconcile_save_args("openai|d", result, "me"), field="openai|d",
+              result=result.to_json(), passes='["first", "second"]', owner="me")
+    positions(scripts.RECONCILE_READ, scripts.reconcile_read_args("a", "b", "openai"), since_day="a", until_day="b",
+              provider="openai")
+    assert scripts.reconcile_read_args("a", "b", None) == ("a", "b")  # every provider
 
 
 # -- every script once against a real Redis -------------------------------------------------------
@@ -178,6 +188,12 @@ async def test_every_script_runs_and_its_reply_decodes(store):
     assert [n.kind for n in lifted] == ["resumed"]
     assert await store.add_notice(notices.resumed("a1", "agent:a1", "operator", now_ms + 1), plan)  # notify
     assert not await store.add_notice(notices.resumed("a1", "agent:a1", "operator", now_ms + 1), plan)
+    day = now.date().isoformat()
+    assert await store.claim_reconciliation("openai", day, "first", "me", now_ms, 60_000)  # reconcile_claim
+    assert not await store.claim_reconciliation("openai", day, "first", "you", now_ms, 60_000)
+    result = ReconcileDay("openai", day, "ok", "", now_ms, passes=("first",))
+    await store.save_reconciliation(result, "me")  # reconcile_save
+    assert await store.reconciliations(day, day) == [result]  # reconcile_read
 
 
 async def test_the_notices_of_a_settle_are_those_the_notices_module_builds(store):
@@ -293,6 +309,43 @@ async def test_a_reconcile_that_fails_writes_nothing(store):
     with pytest.raises(StoreError, match="not a stream"):
         await store.reconcile(lowered, now_ms)
     assert store.keyspace() == before
+
+
+async def test_the_reconciliation_scripts_that_fail_write_nothing(store):
+    """A claim and a save whose keys are of another type, and stored passes
+    that are not a list of names: the script fails before its first write."""
+    now = datetime.now(UTC)
+    now_ms, day = ms(now), now.date().isoformat()
+    field = f"openai|{day}"
+    leases = store._reconcile_key("leases", field)
+    assert await store.claim_reconciliation("openai", day, "first", "me", now_ms, 60_000)
+    store.raw.delete(leases)
+    store.raw.set(leases, "not a hash")
+    before = store.keyspace()
+    with pytest.raises(StoreError, match="not a hash"):
+        await store.claim_reconciliation("openai", day, "second", "me", now_ms, 60_000)
+    with pytest.raises(StoreError, match="not a hash"):
+        await store.save_reconciliation(ReconcileDay("openai", day, "ok", "", now_ms, passes=("first",)), "me")
+    assert store.keyspace() == before
+    store.raw.delete(leases)
+    store.raw.hset(store._reconcile_key("passes"), field, '[1]')
+    before = store.keyspace()
+    with pytest.raises(StoreError, match="not a string"):
+        await store.save_reconciliation(ReconcileDay("openai", day, "ok", "", now_ms, passes=("first",)), "me")
+    assert store.keyspace() == before
+
+
+async def test_reconciliation_keys_share_one_hash_tag_under_the_prefix(store):
+    now = datetime.now(UTC)
+    now_ms, day = ms(now), now.date().isoformat()
+    assert await store.claim_reconciliation("openai", day, "first", "me", now_ms, 60_000)
+    await store.save_reconciliation(ReconcileDay("openai", day, "ok", "", now_ms, passes=("first",)), "you")
+    keys = sorted(k for k in store.raw.scan_iter(f"{store.prefix}:*") if ":rc:" in k)
+    assert keys == [f"{store.prefix}:{{all}}:rc:days", f"{store.prefix}:{{all}}:rc:leases:openai|{day}",
+                    f"{store.prefix}:{{all}}:rc:passes"]
+    ttl = store.raw.pttl(keys[1])  # a lease hash goes by itself a while after its longest lease
+    assert 60_000 < ttl <= 60_000 + scripts.RECONCILE_LEASE_KEEP_MS
+    assert json.loads(store.raw.hget(keys[2], f"openai|{day}")) == ["first"]
 
 
 # -- status reads in batches ---------------------------------------------------------------------

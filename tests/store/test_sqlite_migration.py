@@ -128,3 +128,39 @@ async def test_a_version_5_file_gets_the_ledger_index_the_anomaly_check_reads_by
         plan = " ".join(row[-1] for row in db.execute(f"EXPLAIN QUERY PLAN {TAG_HOUR_SQL}",
                                                       {"tag": "feature", "since": 0, "until": 1}))
         assert "ledger_by_settled" in plan, plan
+
+
+def _schema_v7() -> str:
+    """The tables as budgetd wrote them at schema 7: no reconciliation tables."""
+    from budgetd.store.sqlite.schema import SCHEMA
+
+    start = SCHEMA.index("-- Reconciliation (schema 8)")
+    end = SCHEMA.index("CREATE INDEX IF NOT EXISTS outbox_due")
+    return SCHEMA[:start] + SCHEMA[end:] + "PRAGMA user_version=7;\n"
+
+
+async def test_a_version_7_file_gains_the_reconciliation_tables_and_keeps_its_ledger(tmp_path):
+    from budgetd.reconcile.model import ReconcileDay
+
+    path = tmp_path / "v7.db"
+    day = datetime.now(timezone.utc).date().isoformat()
+    with sqlite3.connect(path) as db:
+        db.executescript(_schema_v7())
+        assert not db.execute("SELECT 1 FROM sqlite_master WHERE name LIKE 'reconcile%'").fetchall()
+        db.execute("INSERT INTO ledger (request_id, agent_id, kind, cost_nanos, tags, settled_ms, day, groups) "
+                   "VALUES ('r1', 'a1', 'settle', 100, '{}', 1, ?, '[]')", (day,))
+    store = open_store(f"sqlite://{path}")
+    await store.open()
+    try:
+        assert await store.report("agent", day, day) == [("a1", 100, 1)]
+        now = int(datetime.now(timezone.utc).timestamp() * 1000)
+        assert await store.claim_reconciliation("openai", day, "first", "me", now, 60_000)
+        result = ReconcileDay("openai", day, "partial", "the day is not over", now, passes=("first",))
+        await store.save_reconciliation(result, "me")
+        assert await store.reconciliations(day, day) == [result]
+    finally:
+        await store.close()
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,) == (8,)
+        assert {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE name LIKE 'reconcile%'")} == {
+            "reconcile_days", "reconcile_leases"}

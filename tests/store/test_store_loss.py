@@ -17,6 +17,7 @@ import redis
 
 from budgetd.config import Resolver, load_config_text
 from budgetd.plan import make_plan
+from budgetd.reconcile.model import ReconcileDay
 from budgetd.store import HoldRequest, SettleRequest, StoreError, StoreLost, open_store
 from budgetd.store.redis import store as redis_store
 from budgetd.notices.model import Notice
@@ -33,6 +34,10 @@ def plan(agent: str = "a1"):
 
 def now_ms() -> int:
     return int(time.time() * 1000)
+
+
+def utc_day() -> str:
+    return datetime.now(timezone.utc).date().isoformat()
 
 
 def hold(rid: str, amount: int = 10, agent: str = "a1") -> HoldRequest:
@@ -63,6 +68,9 @@ def every_write(store):
         "add_notice": lambda: store.add_notice(Notice(f"k{now_ms()}", "digest", at_ms=now_ms()), None),
         "expire": lambda: store.expire(now_ms(), True, lambda agent: plan(agent)),
         "trim_ledger": lambda: store.trim_ledger(0),
+        "claim_reconciliation": lambda: store.claim_reconciliation("openai", utc_day(), "first", "me", now_ms(), 60_000),
+        "save_reconciliation": lambda: store.save_reconciliation(
+            ReconcileDay("openai", utc_day(), "ok", "", now_ms(), passes=("first",)), "me"),
     }
 
 

@@ -20,6 +20,7 @@ from importlib import resources
 
 from ...notices import model as notices
 from ...plan import Limit, Plan, threshold_nanos
+from ...reconcile.model import ReconcileDay
 from .. import rules
 from ..model import Counter
 
@@ -28,6 +29,7 @@ CALL_RETENTION_MS = 7 * DAY_MS  # settles stay idempotent this long after the ho
 COUNTER_RETENTION_MS = {"daily": 35 * DAY_MS, "monthly": 400 * DAY_MS, "hourly": 8 * DAY_MS}
 NOTICE_MARKER_MS = 40 * DAY_MS  # job notices (resumed, digest, anomaly) are written once within this
 LEDGER_MAXLEN = 1_000_000  # entries per tag, approximately (XADD MAXLEN ~)
+RECONCILE_LEASE_KEEP_MS = 3_600_000  # a day's lease hash outlives its longest lease by this (Redis's clock)
 
 # Reply tags.
 HELD_IN_OTHER_PERIODS = "held_in_other_periods"  # the hold's counters differ from the plan's: retry with those
@@ -104,8 +106,18 @@ OUTCOME = Script("outcome", keys=("outbox", "outcomes"),
                  args=("group", "entry_id", "state", "attempts", "done_ms", "idle_ms", "error"))
 RECONCILE = Script("reconcile", keys=("outbox", "pauses"), args=("now_ms", "pause_count", "agent", "windows"),
                    parts=("common", "notices"))
+# Reconciliation results (budgetd/reconcile; not the pause reconcile above): a
+# pass of a provider's day leased, a result saved, the results of a range of
+# days read. ``field``: the day's field in the results' hashes (provider|day).
+RECONCILE_CLAIM = Script("reconcile_claim", keys=("passes", "leases"),
+                         args=("field", "pass", "owner", "now_ms", "lease_ms", "keep_ms"))
+RECONCILE_SAVE = Script("reconcile_save", keys=("days", "passes", "leases"),
+                        args=("field", "result", "passes", "owner"))
+# ``provider`` only when one provider's results are asked for.
+RECONCILE_READ = Script("reconcile_read", keys=("days", "passes"), args=("since_day", "until_day", "provider"))
 
-SCRIPTS = (HOLD, SETTLE, RELEASE, EXPIRE, PAUSE, LIFT, NOTIFY, RECONCILE, OUTCOME)
+SCRIPTS = (HOLD, SETTLE, RELEASE, EXPIRE, PAUSE, LIFT, NOTIFY, RECONCILE, OUTCOME, RECONCILE_CLAIM, RECONCILE_SAVE,
+           RECONCILE_READ)
 
 
 # -- the limits of a plan's counters -------------------------------------------------------------
@@ -243,6 +255,19 @@ def reconcile_args(plan: Plan, targets: Sequence[tuple[Limit, tuple | None]], no
             "resumed": {"key": resumed.key, "extra": _extra_json(resumed), "cap_nanos": str(resumed.cap_nanos)},
         })
     return (now_ms, len(plan.scopes), plan.agent_id, json.dumps(windows))
+
+
+def reconcile_claim_args(field: str, pass_name: str, owner: str, now_ms: int, lease_ms: int) -> tuple:
+    return (field, pass_name, owner, now_ms, lease_ms, RECONCILE_LEASE_KEEP_MS)
+
+
+def reconcile_save_args(field: str, result: ReconcileDay, owner: str) -> tuple:
+    """The result's JSON as stored, and its passes (JSON) for the script's union."""
+    return (field, result.to_json(), json.dumps(list(result.passes)), owner)
+
+
+def reconcile_read_args(since_day: str, until_day: str, provider: str | None) -> tuple:
+    return (since_day, until_day) if provider is None else (since_day, until_day, provider)
 
 
 def _extra_json(notice: notices.Notice) -> str:

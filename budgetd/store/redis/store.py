@@ -20,6 +20,13 @@ Key layout (prefix ``budgetd`` unless ``?prefix=`` says otherwise), with
     {p}:{T}:outcomes                      hash: outbox entry id -> state|attempts|done_ms|error (outcome.lua)
     {p}:{T}:n:<notice key>                marker: this notice was written (within NOTICE_MARKER_MS)
     {p}:tags, {p}:seen:<window>:<period>, {p}:paused   indexes (sweeping, listing)
+    {p}:{R}:rc:days                       hash: <provider>|<day> -> ReconcileDay JSON (as saved)
+    {p}:{R}:rc:passes                     hash: <provider>|<day> -> JSON list of the day's passes done (the union
+                                          of every save's: what a result read is given, and a claim checks)
+    {p}:{R}:rc:leases:<provider>|<day>    hash: pass -> until_ms|owner (expires after its longest lease)
+with ``{R}`` the reconciliation results' one tag: ``all`` on a single
+Redis, ``reconcile`` on Cluster (a slot of their own: every script of them
+touches only it).
 On a single Redis every key has the same tag. With ``?cluster=true`` the tag
 is the agent's group (or the agent's id if it has none), so that one script
 touches one slot: an agent may then belong to at most one group.
@@ -58,6 +65,7 @@ from ... import reports
 from ...notices import model as notices
 from ...notices.model import Notice
 from ...plan import Plan, Scope
+from ...reconcile.model import ReconcileDay
 from ...reports import ReportPart, TagHourSpend
 from .. import rules
 from ..base import Store
@@ -1065,6 +1073,41 @@ class RedisStore(Store):
             names |= set(await self._call(self._client.smembers(key)))
         return sorted(names)
 
+    # -- reconciliation results (budgetd/reconcile) -------------------------------------
+    def _reconcile_key(self, *parts: str) -> str:
+        return self._key("all" if not self.cluster else "reconcile", "rc", *parts)
+
+    async def claim_reconciliation(self, provider: str, day: str, pass_name: str, owner: str,
+                                   now_ms: int, lease_ms: int) -> bool:
+        field = _reconcile_field(provider, day)
+        won: Any = await self._run(scripts.RECONCILE_CLAIM,
+                                   [self._reconcile_key("passes"), self._reconcile_key("leases", field)],
+                                   scripts.reconcile_claim_args(field, pass_name, owner, now_ms, lease_ms))
+        return int(won) == 1
+
+    async def save_reconciliation(self, result: ReconcileDay, owner: str) -> None:
+        """One script: the passes' union, the result and the lease drop together."""
+        field = _reconcile_field(result.provider, result.day)
+        await self._run(scripts.RECONCILE_SAVE, [self._reconcile_key("days"), self._reconcile_key("passes"),
+                                                 self._reconcile_key("leases", field)],
+                        scripts.reconcile_save_args(field, result.with_passes(), owner))
+
+    async def reconciliations(self, since_day: str, until_day: str,
+                              provider: str | None = None) -> list[ReconcileDay]:
+        """Filtered in the script (the hash holds a field per provider and
+        day ever saved); each result with the passes the day has done."""
+        reply = await self._run(scripts.RECONCILE_READ, [self._reconcile_key("days"), self._reconcile_key("passes")],
+                                scripts.reconcile_read_args(since_day, until_day, provider))
+        found = [ReconcileDay.from_json(text).with_passes(*json.loads(passes))
+                 for text, passes in zip(reply[0::2], reply[1::2], strict=True)]
+        return sorted(found, key=lambda result: (result.provider, result.day))
+
+
+def _reconcile_field(provider: str, day: str) -> str:
+    """A provider's day in the reconciliation hashes (read back at the first ``|``)."""
+    if "|" in provider:
+        raise ValueError(f"a provider name has no '|': {provider!r}")
+    return f"{provider}|{day}"
 
 
 def _tags_json(tags) -> str:

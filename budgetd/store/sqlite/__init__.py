@@ -20,7 +20,7 @@ The modules: store.py (the Store: lifecycle, file checks, each step handed
 to the committer), schema.py (tables and migrations), batching.py (group
 commit), files.py (the file: path, lock, identity), and the steps as plain
 functions of a connection: calls.py (hold, settle, release, expire),
-pauses.py, reads.py, ledger.py, outbox.py.
+pauses.py, reads.py, ledger.py, outbox.py, reconciliations.py.
 """
 
 from .schema import SCHEMA_VERSION

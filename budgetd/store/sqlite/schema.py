@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import aiosqlite
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS counters (
     scope TEXT NOT NULL,               -- 'agent:NAME' or 'group:NAME'
@@ -80,6 +80,24 @@ CREATE TABLE IF NOT EXISTS outbox (
     last_error TEXT,
     done_ms INTEGER
 );
+-- Reconciliation (schema 8): the result of each provider's UTC day, the
+-- ReconcileDay as its JSON (its passes: those done, never dropped), and the
+-- leases of the day's scheduled passes to one replica at a time.
+CREATE TABLE IF NOT EXISTS reconcile_days (
+    provider TEXT NOT NULL,
+    day TEXT NOT NULL,       -- YYYY-MM-DD, UTC
+    result TEXT NOT NULL,    -- ReconcileDay.to_json()
+    PRIMARY KEY (provider, day)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS reconcile_leases (
+    provider TEXT NOT NULL,
+    day TEXT NOT NULL,
+    pass TEXT NOT NULL,      -- 'first', 'second', 'hour-07', ...
+    owner TEXT NOT NULL,
+    until_ms INTEGER NOT NULL,
+    PRIMARY KEY (provider, day, pass)
+) WITHOUT ROWID;
+
 CREATE INDEX IF NOT EXISTS outbox_due ON outbox (next_ms) WHERE state = 'pending';
 CREATE INDEX IF NOT EXISTS ledger_by_agent ON ledger (agent_id, settled_ms);
 CREATE INDEX IF NOT EXISTS ledger_by_day ON ledger (day);
@@ -104,6 +122,7 @@ MIGRATIONS = {
         "UPDATE ledger SET cost_source = CASE WHEN kind = 'expiry' THEN 'estimate' WHEN model IS NOT NULL AND "
         "price_version NOT LIKE 'unpriced%' THEN 'usage' END"],
     7: [],  # the ledger_by_settled index: created by SCHEMA
+    8: [],  # the reconcile_days and reconcile_leases tables: created by SCHEMA
 }
 _AFTER_MIGRATION = {
     3: ["INSERT INTO calls (agent_id, request_id, state, held_nanos, charged_nanos, counters, tags, created_ms, "

@@ -1,6 +1,7 @@
 """The SQLite store: its lifecycle, the checks of its file, and each step of
 the contract run by the group committer (batching.py). The steps themselves
-are in calls.py, pauses.py, ledger.py, outbox.py and reads.py."""
+are in calls.py, pauses.py, ledger.py, outbox.py, reads.py and
+reconciliations.py."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import aiosqlite
 
 from ...notices.model import Notice
 from ...plan import Plan
+from ...reconcile.model import ReconcileDay
 from ...reports import ReportPart, TagHourSpend
 from ..base import Store
 from ..model import (
@@ -33,7 +35,7 @@ from ..model import (
     StoreError,
 )
 from ..per_plan import PerPlan
-from . import calls, ledger, outbox, pauses, reads
+from . import calls, ledger, outbox, pauses, reads, reconciliations
 from .batching import GroupCommitter, Operation
 from .files import identity, lost, own_exclusively, sqlite_path
 from .schema import migrate
@@ -240,3 +242,16 @@ class SqliteStore(Store):
     async def recent_notices(self, limit: int, *, state: str | None = None,
                              scope: str | None = None) -> list[QueuedNotice]:
         return await self._run(lambda conn: outbox.recent(conn, limit, state, scope))
+
+    # -- reconciliation results ----------------------------------------------------------------
+    async def claim_reconciliation(self, provider: str, day: str, pass_name: str, owner: str,
+                                   now_ms: int, lease_ms: int) -> bool:
+        return await self._run(lambda conn: reconciliations.claim(conn, provider, day, pass_name, owner, now_ms,
+                                                                  lease_ms))
+
+    async def save_reconciliation(self, result: ReconcileDay, owner: str) -> None:
+        await self._run(lambda conn: reconciliations.save(conn, result, owner))
+
+    async def reconciliations(self, since_day: str, until_day: str,
+                              provider: str | None = None) -> list[ReconcileDay]:
+        return await self._run(lambda conn: reconciliations.reconciliations(conn, since_day, until_day, provider))
