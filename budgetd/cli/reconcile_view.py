@@ -64,7 +64,8 @@ def as_json(found: Reconciliation) -> dict:
                   "drift_usd": str(d.drift_usd), "passes": list(d.passes),
                   "checked_at": d.checked_at.isoformat() if d.checked_at else None,
                   "rows": [dict(zip(CSV_FIELDS[2:], map(plain, _row_values(d, r)[2:]), strict=True)) | {
-                      "provider_tokens": r.provider_tokens, "ledger_tokens": r.ledger_tokens} for r in d.rows]}
+                      "past_tolerance": r.past_tolerance, "provider_tokens": r.provider_tokens,
+                      "ledger_tokens": r.ledger_tokens} for r in d.rows]}
                  for d in found.days],
     }
 

@@ -90,7 +90,7 @@ def _status(provider: str, results: list[ReconcileDay]) -> ProviderStatus:
     mine = [r for r in results if r.provider == provider]
     if not mine:
         return ProviderStatus(provider, "not run", "nothing compared yet", None, None)
-    newest = max(mine, key=lambda r: r.checked_ms)
+    newest = max(mine, key=lambda r: (r.checked_ms, r.day))  # one run may do two days at one time
     successes = [r.last_success_ms for r in mine if r.last_success_ms is not None]
     detail = newest.detail if newest.state == "error" else f"{newest.day}: {newest.detail}"
     return ProviderStatus(provider, newest.state, detail, newest.checked_ms, max(successes) if successes else None)

@@ -60,18 +60,21 @@ class Reconciler:
             return []
         now = self.service.now_ms()
         done = []
+        store = self.service.store
         for provider, settings in config.providers().items():
-            failures, next_ms = self._retry_at.get(provider, (0, 0))
-            if now < next_ms:
+            if now < self._retry_at.get(provider, (0, 0))[1]:
                 continue
+            failed: str | None = None
             for due in due_passes(now, config.at, config.today_every_minutes):
-                store = self.service.store
                 if not await store.claim_reconciliation(provider, due.day, due.name, self.owner, now, LEASE_MS):
+                    continue
+                if failed is not None:  # the same provider, the same key: its other days say so too, unread
+                    done.append(await self._save_failure(provider, due.day, now, failed))
                     continue
                 result = await self._run(provider, settings, due.day, due)
                 done.append(result)
                 if result.state == "error":
-                    break  # the provider's later passes wait for its retry
+                    failed = result.detail
         if self.metrics is not None:
             await export_metrics(self.service, self.metrics)
         return done
@@ -87,16 +90,12 @@ class Reconciler:
         config = self.config
         assert config is not None
         store, now = self.service.store, self.service.now_ms()
-        stored = await store.reconciliations(day, day, provider)
-        previous = stored[0] if stored else None
         try:
             provider_day = await self.fetch(provider, settings, day, now, retry=self.retry)
         except AdminApiError as err:
-            result = self._failed(provider, day, now, str(err), previous)
-            await store.save_reconciliation(result, self.owner)
             self._note_failure(provider, now)
             log.warning("reconcile failed", extra={"provider": provider, "day": day, "error": str(err)})
-            return result
+            return await self._save_failure(provider, day, now, str(err))
         self._retry_at.pop(provider, None)
         result = await self._compared(provider_day, config, now, today=due is not None and not due.closed)
         if due is not None:
@@ -133,12 +132,16 @@ class Reconciler:
             detail += f"; {dollars(ledger.unattributed_nanos)} of the ledger names no provider"
         return replace(result, state=state, detail=detail)
 
-    @staticmethod
-    def _failed(provider: str, day: str, now: int, error: str, previous: ReconcileDay | None) -> ReconcileDay:
-        """An error result: the rows of the last run that read the provider in full stay (marked as old)."""
-        if previous is None:
-            return ReconcileDay(provider, day, "error", error, now)
-        return replace(previous, state="error", detail=error, checked_ms=now)
+    async def _save_failure(self, provider: str, day: str, now: int, error: str) -> ReconcileDay:
+        """An error result: the rows of the last run that read the provider in
+        full stay (shown as of then), no pass is marked done."""
+        stored = await self.service.store.reconciliations(day, day, provider)
+        if stored:
+            result = replace(stored[0], state="error", detail=error, checked_ms=now)
+        else:
+            result = ReconcileDay(provider, day, "error", error, now)
+        await self.service.store.save_reconciliation(result, self.owner)
+        return result
 
     def _note_failure(self, provider: str, now: int) -> None:
         failures = self._retry_at.get(provider, (0, 0))[0] + 1
@@ -187,7 +190,7 @@ async def export_metrics(service: BudgetService, metrics) -> None:
         mine = [r for r in stored if r.provider == provider]
         if not mine:
             continue
-        newest = max(mine, key=lambda r: r.checked_ms)
+        newest = max(mine, key=lambda r: (r.checked_ms, r.day))  # one run may do two days at one time
         metrics.reconcile_up.labels(provider).set(0 if newest.state == "error" else 1)
         successes = [r.last_success_ms for r in mine if r.last_success_ms is not None]
         if successes:

@@ -88,8 +88,8 @@ class Reconciling:
         if model not in self.admin.prices:
             self.admin.prices[model] = self.price(provider, model)
         at_ms = int(self.clock().timestamp() * 1000)
-        self.admin.add_call(provider, at_ms, model, input=input - cached, cached_input=cached, output=output,
-                            requests=requests)
+        for _ in range(requests):
+            self.admin.add_call(provider, at_ms, model, input=input - cached, cached_input=cached, output=output)
 
     async def next_morning(self) -> list:
         """02:00 UTC the next day: the scheduled job, then one delivery of notices."""
