@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
-from datetime import datetime, timezone
+from datetime import UTC, datetime, timezone
 
 import pytest
 
@@ -143,7 +143,7 @@ async def test_a_version_7_file_gains_the_reconciliation_tables_and_keeps_its_le
     from budgetd.reconcile.model import ReconcileDay
 
     path = tmp_path / "v7.db"
-    day = datetime.now(timezone.utc).date().isoformat()
+    day = datetime.now(UTC).date().isoformat()
     with sqlite3.connect(path) as db:
         db.executescript(_schema_v7())
         assert not db.execute("SELECT 1 FROM sqlite_master WHERE name LIKE 'reconcile%'").fetchall()
@@ -153,7 +153,7 @@ async def test_a_version_7_file_gains_the_reconciliation_tables_and_keeps_its_le
     await store.open()
     try:
         assert await store.report("agent", day, day) == [("a1", 100, 1)]
-        now = int(datetime.now(timezone.utc).timestamp() * 1000)
+        now = int(datetime.now(UTC).timestamp() * 1000)
         assert await store.claim_reconciliation("openai", day, "first", "me", now, 60_000)
         result = ReconcileDay("openai", day, "partial", "the day is not over", now, passes=("first",))
         await store.save_reconciliation(result, "me")

@@ -10,7 +10,7 @@ import logging
 import os
 import sqlite3
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime, timezone
 
 import pytest
 import redis
@@ -37,7 +37,7 @@ def now_ms() -> int:
 
 
 def utc_day() -> str:
-    return datetime.now(timezone.utc).date().isoformat()
+    return datetime.now(UTC).date().isoformat()
 
 
 def hold(rid: str, amount: int = 10, agent: str = "a1") -> HoldRequest:
@@ -68,7 +68,8 @@ def every_write(store):
         "add_notice": lambda: store.add_notice(Notice(f"k{now_ms()}", "digest", at_ms=now_ms()), None),
         "expire": lambda: store.expire(now_ms(), True, lambda agent: plan(agent)),
         "trim_ledger": lambda: store.trim_ledger(0),
-        "claim_reconciliation": lambda: store.claim_reconciliation("openai", utc_day(), "first", "me", now_ms(), 60_000),
+        "claim_reconciliation": lambda: store.claim_reconciliation("openai", utc_day(), "first", "me", now_ms(),
+                                                                   60_000),
         "save_reconciliation": lambda: store.save_reconciliation(
             ReconcileDay("openai", utc_day(), "ok", "", now_ms(), passes=("first",)), "me"),
     }
