@@ -83,6 +83,9 @@ CLASSIFIED = {"untracked": "untracked spend", "stale_price": "stale price", "est
 def _reconcile(n: Notice) -> tuple[str, list[str]]:
     """A provider's day whose bill and ledger differ past tolerance: each row's class, why, what to do."""
     name = {"openai": "OpenAI", "anthropic": "Anthropic"}.get(n.extra.get("provider", ""), n.extra.get("provider"))
+    if n.extra.get("failed"):
+        return (f":warning: budgetd could not compare {name}'s bill for {n.period} (UTC) with its ledger: {n.reason}",
+                [f"Until this is fixed nothing is reconciled for {name}. Status: `budgetctl reconcile`"])
     drift = int(n.extra.get("drift_nanos", 0))
     billed = int(n.extra.get("provider_cost_nanos", 0))
     sign = "more" if drift > 0 else "less"

@@ -36,11 +36,13 @@ class AdminApiError(Exception):
     status that stopped it, None when there was none (no key, no connection,
     a cut-off report)."""
 
-    def __init__(self, provider: str, status: int | None, message: str) -> None:
+    def __init__(self, provider: str, status: int | None, message: str, *, no_key: bool = False) -> None:
         super().__init__(message)
         self.provider = provider
         self.status = status
         self.message = message
+        # A key missing or refused does not heal by retrying: an operator must act.
+        self.needs_operator = no_key or status in (401, 403)
 
 
 def provider_name(provider: str) -> str:
@@ -49,7 +51,7 @@ def provider_name(provider: str) -> str:
 
 def no_key_error(provider: str) -> AdminApiError:
     name = provider_name(provider)
-    return AdminApiError(provider, None, f"{name}: no admin key set (reconcile.{provider}.admin_key)")
+    return AdminApiError(provider, None, f"{name}: no admin key set (reconcile.{provider}.admin_key)", no_key=True)
 
 
 def shape_error(provider: str, what: str) -> AdminApiError:

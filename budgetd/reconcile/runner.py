@@ -95,6 +95,8 @@ class Reconciler:
         except AdminApiError as err:
             self._note_failure(provider, now)
             log.warning("reconcile failed", extra={"provider": provider, "day": day, "error": str(err)})
+            if err.needs_operator and due is not None and due.closed:
+                await store.add_notice(_failure_notice(provider, day, str(err), now), None)
             return await self._save_failure(provider, day, now, str(err))
         self._retry_at.pop(provider, None)
         result = await self._compared(provider_day, config, now, today=due is not None and not due.closed)
@@ -159,6 +161,13 @@ def _price_per_mtok(prices: PriceTable, provider: str, model: str, kind: str) ->
     except (UnknownModel, ValueError, LookupError):
         return None
     return Decimal(price.nanos) / 1_000_000_000
+
+
+def _failure_notice(provider: str, day: str, error: str, now: int) -> Notice:
+    """A key missing or refused (once per provider and day): no comparison
+    happens until an operator fixes it, so silence would read as all clear."""
+    return Notice(f"reconcile:{provider}:{day}:failed", "reconcile", period=day, reason=error, at_ms=now,
+                  extra={"provider": provider, "day": day, "failed": True})
 
 
 def _notice(result: ReconcileDay, now: int) -> Notice:

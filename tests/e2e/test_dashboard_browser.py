@@ -19,9 +19,10 @@ import json
 import os
 import re
 import subprocess
+import time
 import urllib.error
 import urllib.request
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 
@@ -29,6 +30,7 @@ import pytest
 from budgetd_client import Budget
 
 from budgetd.auth import sha256_hex
+from fake_admin_api import FakeAdminApi
 from helpers import ROOT, free_port, script, wait_until
 
 CHROMIUM = "/usr/bin/chromium"
@@ -518,3 +520,33 @@ def test_every_page_screenshotted_and_checked_for_labels_scopes_and_contrast(sta
 def _artifact(name: str) -> Path:
     ARTIFACTS.mkdir(exist_ok=True)
     return ARTIFACTS / name
+
+
+def test_the_reconciliation_page_shows_each_providers_status_and_each_rows_class(start_daemon, page):
+    with FakeAdminApi() as admin:
+        admin.admin_keys = {"sk-admin-browser"}
+        admin.prices["gpt-4o-mini"] = {"input": Decimal("0.15"), "cached_input": Decimal("0.075"),
+                                       "output": Decimal("0.6")}
+        daemon = start(start_daemon, "reconcile:\n"
+                                     f'  openai: {{admin_key: "sk-admin-browser", base_url: "{admin.base_url}"}}\n'
+                                     f'  anthropic: {{admin_key: "wrong", base_url: "{admin.base_url}"}}\n'
+                                     "  tolerance_usd: 0.001\n")
+        seed(daemon.address)  # triage's gpt-4o-mini call is the one priced from usage
+        now_ms = int(time.time() * 1000)
+        admin.add_call("openai", now_ms, "gpt-4o-mini", input=100_000, cached_input=20_000, output=40_000)
+        admin.add_call("openai", now_ms, "gpt-4o-mini", input=100_000, cached_input=20_000, output=40_000)  # untracked
+        today = datetime.now(UTC).date().isoformat()
+        found = json.loads(subprocess.run([script("budgetctl"), "--address", daemon.address, "reconcile", "--run",
+                                           "--day", today, "--format", "json"], capture_output=True, text=True,
+                                          timeout=60).stdout)
+        page.goto(daemon.url + "/#/reconcile")
+        row = page.locator(f'#reconcile-table tbody tr[data-provider="openai"][data-model="gpt-4o-mini"]')
+        expect(row).to_have_attribute("data-classification", "untracked")
+        expected = next(r for d in found["days"] if d["provider"] == "openai" for r in d["rows"]
+                        if r["model"] == "gpt-4o-mini")
+        assert Decimal(row.locator('[data-field="difference"]').get_attribute("title").removesuffix(" USD")) == \
+            Decimal(expected["drift_usd"])
+        expect(page.locator('#reconcile-providers li[data-provider="anthropic"]')).to_contain_text(
+            "Anthropic: 403 — the key is not an admin key")
+        shoot(page, "reconcile")
+        check_accessible(page)

@@ -13,12 +13,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from datetime import timedelta
 from decimal import Decimal
 
 import openai
 import pytest
-from budgetd_client import AsyncBudget
+from budgetd_client import AsyncBudget, Budget
+from test_dashboard_api import budgetctl as run_budgetctl
+from test_dashboard_api import dashboard
 from test_notices import FakeClock, days_ahead, slack, slack_config, start_and_settle  # noqa: F401 (fixtures)
 
 from budgetd.cli import budgetctl
@@ -236,6 +239,10 @@ async def test_a_key_that_is_not_an_admin_key_is_a_clear_error_never_an_all_clea
     openai_status = next(p for p in data["providers"] if p["provider"] == "openai")
     assert openai_status["state"] == "error" and not data["all_clear"]
     assert next(d for d in data["days"] if d["provider"] == "openai")["state"] == "error"
+    # Silence would read as all clear: one notice says the key needs fixing (for each day it stops).
+    posts = [text for text in run.slack.texts() if "could not compare OpenAI's bill" in text]
+    assert posts and all("403 — the key is not an admin key" in text for text in posts)
+    assert any(day in text for text in posts)
 
 
 async def test_a_page_that_fails_half_way_is_an_error_not_a_partial_all_clear(reconciling, capsys):
@@ -351,3 +358,23 @@ async def test_it_runs_by_itself_at_its_time_once_per_day_and_pass_after_a_resta
     finally:
         await run.budget.close()
         await run.daemon.stop()
+
+
+def test_the_dashboard_api_serves_what_budgetctl_prints_and_says_when_it_is_not_configured(start_daemon, admin):
+    daemon, web = dashboard(start_daemon, "agents: {bot: {daily_usd: 10}}\n")
+    status, body = web.get("/api/v1/reconcile")
+    assert status == 400 and "reconciliation is not configured" in body["error"]
+
+    admin.prices["gpt-4o"] = {"input": Decimal("2.5"), "cached_input": Decimal("1.25"), "output": Decimal(10)}
+    daemon, web = dashboard(start_daemon, "agents: {bot: {daily_usd: 10}}\nreconcile:\n"
+                                          f'  openai: {{admin_key: "{OPENAI_KEY}", base_url: "{admin.base_url}"}}\n')
+    with Budget(daemon.address) as budget, budget.guard("bot") as call:
+        call.record_usage("gpt-4o", 1200, 300, cached_input_tokens=1000)
+    admin.add_call("openai", int(time.time() * 1000), "gpt-4o", input=200, cached_input=1000, output=300)
+    printed = json.loads(run_budgetctl(daemon, "reconcile", "--run", "--format", "json"))
+    served = web.ok("/api/v1/reconcile")
+    assert served == printed
+    [today] = [d for d in served["days"] if d["rows"]]
+    assert today["state"] == "partial" and today["rows"][0]["classification"] == "agree"
+    status, body = web.get("/api/v1/reconcile?provider=nobody")
+    assert status == 400 and "provider" in body["error"]
