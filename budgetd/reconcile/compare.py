@@ -144,12 +144,14 @@ def _untracked(row: ReconcileRow, who: str, model: str, *, everything: bool, req
     drift = row.drift_nanos
     share = f" ({Decimal(drift) * 100 / row.provider_cost_nanos:.1f}% of the bill)" if row.provider_cost_nanos else ""
     if everything:
-        what = (f"{row.provider_requests:,} requests" if requests_known and row.provider_requests
+        what = (f"{row.provider_requests:,} request{'s' if row.provider_requests != 1 else ''}"
+                if requests_known and row.provider_requests
                 else "usage") + " budgetd never saw"
         if model == OTHER_COST:
             what = "cost lines that name no model (tools, storage, fine-tuning) budgetd does not track"
     elif requests_known and row.provider_requests > row.ledger_requests:
-        what = f"{row.provider_requests - row.ledger_requests:,} more requests than budgetd saw"
+        more = row.provider_requests - row.ledger_requests
+        what = f"{more:,} more request{'s' if more != 1 else ''} than budgetd saw"
     else:
         what = "more tokens than budgetd saw"
     return replace(row, classification="untracked", explanation=(

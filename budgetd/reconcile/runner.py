@@ -64,17 +64,19 @@ class Reconciler:
         for provider, settings in config.providers().items():
             if now < self._retry_at.get(provider, (0, 0))[1]:
                 continue
-            failed: str | None = None
+            failed: AdminApiError | None = None
             for due in due_passes(now, config.at, config.today_every_minutes):
                 if not await store.claim_reconciliation(provider, due.day, due.name, self.owner, now, LEASE_MS):
                     continue
                 if failed is not None:  # the same provider, the same key: its other days say so too, unread
-                    done.append(await self._save_failure(provider, due.day, now, failed))
+                    done.append(await self._save_failure(provider, due.day, now, failed, due))
                     continue
-                result = await self._run(provider, settings, due.day, due)
-                done.append(result)
-                if result.state == "error":
-                    failed = result.detail
+                try:
+                    done.append(await self._run(provider, settings, due.day, due))
+                except AdminApiError as err:
+                    failed = err
+                    self._note_failure(provider, now)
+                    done.append(await self._save_failure(provider, due.day, now, err, due))
         if self.metrics is not None:
             await export_metrics(self.service, self.metrics)
         return done
@@ -84,20 +86,16 @@ class Reconciler:
         config = self.config
         if config is None or provider not in config.providers():
             raise ValueError(f"{provider!r} is not configured under reconcile:")
-        return await self._run(provider, config.providers()[provider], day, None)
+        try:
+            return await self._run(provider, config.providers()[provider], day, None)
+        except AdminApiError as err:
+            return await self._save_failure(provider, day, self.service.now_ms(), err, None)
 
     async def _run(self, provider: str, settings: ReconcileProvider, day: str, due: DuePass | None) -> ReconcileDay:
         config = self.config
         assert config is not None
         store, now = self.service.store, self.service.now_ms()
-        try:
-            provider_day = await self.fetch(provider, settings, day, now, retry=self.retry)
-        except AdminApiError as err:
-            self._note_failure(provider, now)
-            log.warning("reconcile failed", extra={"provider": provider, "day": day, "error": str(err)})
-            if err.needs_operator and due is not None and due.closed:
-                await store.add_notice(_failure_notice(provider, day, str(err), now), None)
-            return await self._save_failure(provider, day, now, str(err))
+        provider_day = await self.fetch(provider, settings, day, now, retry=self.retry)  # AdminApiError: the caller's
         self._retry_at.pop(provider, None)
         result = await self._compared(provider_day, config, now, today=due is not None and not due.closed)
         if due is not None:
@@ -126,7 +124,7 @@ class Reconciler:
             state = "partial"
         else:
             state = "drift" if any(row.past_tolerance for row in rows) else "ok"
-        detail = (f"{len(rows)} models: {dollars(result.provider_cost_nanos)} billed, "
+        detail = (f"{len(rows)} model{'s' if len(rows) != 1 else ''}: {dollars(result.provider_cost_nanos)} billed, "
                   f"{dollars(result.ledger_cost_nanos)} in budgetd, difference {dollars(result.drift_nanos)}")
         if state == "partial":
             detail += " (the day is not over: compared again once it is)"
@@ -134,15 +132,21 @@ class Reconciler:
             detail += f"; {dollars(ledger.unattributed_nanos)} of the ledger names no provider"
         return replace(result, state=state, detail=detail)
 
-    async def _save_failure(self, provider: str, day: str, now: int, error: str) -> ReconcileDay:
+    async def _save_failure(self, provider: str, day: str, now: int, err: AdminApiError,
+                            due: DuePass | None) -> ReconcileDay:
         """An error result: the rows of the last run that read the provider in
-        full stay (shown as of then), no pass is marked done."""
-        stored = await self.service.store.reconciliations(day, day, provider)
+        full stay (shown as of then), no pass is marked done. A key missing
+        or refused also writes a notice (once per provider and day)."""
+        store = self.service.store
+        log.warning("reconcile failed", extra={"provider": provider, "day": day, "error": str(err)})
+        if err.needs_operator and due is not None and due.closed:
+            await store.add_notice(_failure_notice(provider, day, str(err), now), None)
+        stored = await store.reconciliations(day, day, provider)
         if stored:
-            result = replace(stored[0], state="error", detail=error, checked_ms=now)
+            result = replace(stored[0], state="error", detail=str(err), checked_ms=now)
         else:
-            result = ReconcileDay(provider, day, "error", error, now)
-        await self.service.store.save_reconciliation(result, self.owner)
+            result = ReconcileDay(provider, day, "error", str(err), now)
+        await store.save_reconciliation(result, self.owner)
         return result
 
     def _note_failure(self, provider: str, now: int) -> None:

@@ -243,6 +243,17 @@ async def test_a_key_that_is_not_an_admin_key_is_a_clear_error_never_an_all_clea
     posts = [text for text in run.slack.texts() if "could not compare OpenAI's bill" in text]
     assert posts and all("403 — the key is not an admin key" in text for text in posts)
     assert any(day in text for text in posts)
+    # Retried with backoff (a minute, then two, ...: this was its second failure in a row, the first
+    # at the start), not on every tick; never marked done.
+    asked = len(run.admin.requests)
+    run.clock.advance(seconds=110)
+    await run.daemon.reconciler.run_due()
+    assert len(run.admin.requests) == asked
+    run.clock.advance(seconds=11)
+    await run.daemon.reconciler.run_due()
+    assert len(run.admin.requests) > asked
+    [stored] = await run.daemon.store.reconciliations(day, day, "openai")
+    assert stored.passes == () and stored.state == "error"
 
 
 async def test_a_page_that_fails_half_way_is_an_error_not_a_partial_all_clear(reconciling, capsys):
