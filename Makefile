@@ -84,6 +84,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_headroom.py
 	$(BIN)/python bench/bench_tags.py
 	$(BIN)/python bench/bench_dashboard.py
+	$(BIN)/python bench/bench_reconcile.py
 
 # Where the daemon's time goes under load (py-spy; PROFILE_STORE=redis for Redis).
 profile: $(STAMP)
