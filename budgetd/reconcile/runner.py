@@ -4,6 +4,7 @@ that one replica runs each), a run on request, and what follows a result
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import socket
@@ -46,7 +47,10 @@ class Reconciler:
         self.metrics = metrics
         self.fetch = fetch
         self.retry = retry or RetryPolicy()
+        # The store's lease tells replicas apart; within this one, runs take turns
+        # (a lease renews for its own owner, so two at once would both run a pass).
         self.owner = owner_id()
+        self._one_at_a_time = asyncio.Lock()
         self._retry_at: dict[str, tuple[int, int]] = {}  # provider -> (failures in a row, next try ms)
 
     @property
@@ -55,6 +59,10 @@ class Reconciler:
 
     async def run_due(self) -> list[ReconcileDay]:
         """Each due pass not yet done, of each provider: what the scheduler runs every minute."""
+        async with self._one_at_a_time:
+            return await self._run_due()
+
+    async def _run_due(self) -> list[ReconcileDay]:
         config = self.config
         if config is None:
             return []

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+import uuid
 from datetime import timedelta
 from decimal import Decimal
 
@@ -389,3 +390,31 @@ def test_the_dashboard_api_serves_what_budgetctl_prints_and_says_when_it_is_not_
     assert today["state"] == "partial" and today["rows"][0]["classification"] == "agree"
     status, body = web.get("/api/v1/reconcile?provider=nobody")
     assert status == 400 and "provider" in body["error"]
+
+
+async def test_two_replicas_on_one_redis_read_each_providers_day_once(tmp_path, admin, slack, redis_server):
+    clock = FakeClock(days_ahead(1, 12))
+    day = clock().date().isoformat()
+    url = f"{redis_server.url}?prefix=t{uuid.uuid4().hex[:8]}"
+    config = load_config_text(config_text(tmp_path, admin, slack).replace(f"sqlite://{tmp_path}/b.db", url))
+    replicas = []
+    try:
+        for _ in range(2):
+            daemon = Daemon(config, now_ms=lambda: int(clock().timestamp() * 1000), intervals=QUIET)
+            daemon.reconciler.retry = FAST
+            await start_and_settle(daemon)
+            replicas.append(Reconciling(daemon, clock, admin, slack))
+        for i in range(20):  # spend through both replicas
+            await replicas[i % 2].call("gpt-4o", input=1200, cached=1000, output=300)
+        clock.set(clock().replace(hour=2) + timedelta(days=1))
+        ran = await asyncio.gather(*(r.daemon.reconciler.run_due() for r in replicas for _ in range(3)))
+        assert reads_of(admin, day) == 2  # once per provider, by whichever replica claimed it
+        assert sum(1 for results in ran for result in results if result.day == day) == 2
+        for replica in replicas:  # both see the one result
+            [stored] = await replica.daemon.store.reconciliations(day, day, "openai")
+            assert stored.passes == ("first",) and stored.rows[0].classification == "agree"
+            assert stored.rows[0].ledger_requests == 20
+    finally:
+        for replica in replicas:
+            await replica.budget.close()
+            await replica.daemon.stop()
