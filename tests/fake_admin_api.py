@@ -74,7 +74,7 @@ class OtherCost:
 
 class FakeAdminApi:
     def __init__(self, prices: dict[str, dict[str, Decimal]] | None = None,
-                 admin_keys: set[str] | None = None, page_size: int = 100) -> None:
+                 admin_keys: set[str] | None = None, page_size: int = 100, port: int = 0) -> None:
         # Dollars per million tokens, by model and kind (input, cached_input,
         # cache_write, cache_write_1h, output); a kind not priced costs 0.
         self.prices: dict[str, dict[str, Decimal]] = prices or {}
@@ -87,7 +87,7 @@ class FakeAdminApi:
         self._delays: list[dict[str, Any]] = []  # {"suffix", "seconds", "times"}
         self._truncated: dict[str, int] = {}  # path suffix -> the page answered with has_more, no next_page
         self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
+        self._server = ThreadingHTTPServer(("127.0.0.1", port), _handler(self))
         self._server.daemon_threads = True
         # A short poll: shutdown() waits for it, once per test.
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.02},

@@ -94,27 +94,27 @@ def _row(provider_name: str, model: str, p: _ProviderModel | None, ledger: Ledge
     p_tokens = p.tokens if p else Tokens()
     p_requests = p.requests if p else 0
     row = ReconcileRow(
-        model=model, classification="", provider_requests=p_requests, ledger_requests=len(ledger.requests),
+        model=model, classification="", provider_requests=p_requests, ledger_requests=ledger.requests,
         provider_tokens=p_tokens, ledger_tokens=ledger.tokens, provider_cost_nanos=p_cost,
         ledger_cost_nanos=ledger.cost_nanos, estimate_nanos=ledger.estimate_nanos,
-        estimate_requests=len(ledger.estimate_requests))
+        estimate_requests=ledger.estimate_requests)
     row = replace(row, past_tolerance=not tolerance.allows(row.drift_nanos, p_cost))
     who = PROVIDER_NAMES.get(provider_name, provider_name)
-    same_requests = not requests_known or p_requests == len(ledger.requests)
+    same_requests = not requests_known or p_requests == ledger.requests
     drift = row.drift_nanos
     if drift == 0 and p_tokens == ledger.tokens and same_requests:
         return replace(row, classification="agree", explanation="budgetd and the provider agree")
     if not ledger.requests and not ledger.cost_nanos:
         return _untracked(row, who, model, everything=True, requests_known=requests_known)
     if p is None or (not p_cost and p_tokens == Tokens() and not p_requests):
-        if ledger.edge_requests and len(ledger.edge_requests) == len(ledger.requests):
+        if ledger.edge_requests and ledger.edge_requests == ledger.requests:
             return _timing(row, ledger, edge=True)
         return replace(row, classification="not_at_provider", explanation=(
-            f"budgetd counted {dollars(ledger.cost_nanos)} for {len(ledger.requests):,} calls to {model} that "
+            f"budgetd counted {dollars(ledger.cost_nanos)} for {ledger.requests:,} calls to {model} that "
             f"{who} has not reported: its report may lag (the day is compared again tomorrow), or the "
             "filters leave out the project or key these calls used"))
-    provider_more = _at_least(p_tokens, ledger.tokens) and (not requests_known or p_requests >= len(ledger.requests))
-    if ledger.estimate_requests and provider_more and (not requests_known or p_requests <= len(ledger.requests)):
+    provider_more = _at_least(p_tokens, ledger.tokens) and (not requests_known or p_requests >= ledger.requests)
+    if ledger.estimate_requests and provider_more and (not requests_known or p_requests <= ledger.requests):
         return _estimates(row, ledger)
     if p_tokens == ledger.tokens and same_requests:
         return _stale_price(row, who, model, p, ledger, price_of)
@@ -162,7 +162,7 @@ def _untracked(row: ReconcileRow, who: str, model: str, *, everything: bool, req
 
 
 def _estimates(row: ReconcileRow, ledger: LedgerModelDay) -> ReconcileRow:
-    calls = len(ledger.estimate_requests)
+    calls = ledger.estimate_requests
     return replace(row, classification="estimates", explanation=(
         f"{calls:,} calls were settled at an estimate ({dollars(ledger.estimate_nanos)}) rather than priced "
         f"from their usage: abandoned streams, expired holds, unpriced models or amounts given by the caller; "
@@ -179,10 +179,10 @@ def _timing_explains(row: ReconcileRow, ledger: LedgerModelDay, requests_known: 
     drift = row.drift_nanos
     gap = abs(row.provider_requests - row.ledger_requests)
     if drift < 0 and ledger.edge_requests and -drift <= ledger.edge_nanos and (
-            not requests_known or gap <= len(ledger.edge_requests)):
+            not requests_known or gap <= ledger.edge_requests):
         return True
     if drift > 0 and ledger.beyond_requests and drift <= ledger.beyond_nanos and (
-            not requests_known or gap <= len(ledger.beyond_requests)):
+            not requests_known or gap <= ledger.beyond_requests):
         return False
     return None
 
@@ -192,8 +192,8 @@ def _timing(row: ReconcileRow, ledger: LedgerModelDay, *, edge: bool) -> Reconci
     nanos = ledger.edge_nanos if edge else ledger.beyond_nanos
     where = "on this day near midnight that the provider counted on the day next to it" if edge else \
         "near midnight on the day next to this one that the provider counted on this one"
-    return replace(row, classification="timing", near_midnight_requests=len(calls), near_midnight_nanos=nanos,
-                    explanation=f"{len(calls):,} calls ({dollars(nanos)}) were made {where}",
+    return replace(row, classification="timing", near_midnight_requests=calls, near_midnight_nanos=nanos,
+                    explanation=f"{calls:,} calls ({dollars(nanos)}) were made {where}",
                     suggestion="nothing to do: the two days together agree")
 
 

@@ -10,13 +10,12 @@ long stream), or the settle's time for a call recorded without a hold.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from zoneinfo import ZoneInfo
 
 from ..pricing import base_model
 from ..store.base import Ledger
-from ..store.model import CostEvent
 from .model import Tokens
 
 DAY_MS = 86_400_000
@@ -29,18 +28,18 @@ NO_MODEL = "(no model)"
 class LedgerModelDay:
     """One model's calls of the day in the ledger (mutable while it is summed)."""
 
-    requests: set[tuple[str, str]] = field(default_factory=set)  # (agent, request id)
-    tokens: Tokens = Tokens()
+    requests: int = 0  # calls: distinct (agent, request id), failed calls left out
+    tokens: Tokens = Tokens()  # of the calls priced from usage
     cost_nanos: int = 0
-    estimate_requests: set[tuple[str, str]] = field(default_factory=set)
+    estimate_requests: int = 0  # calls settled from an estimate, not usage
     estimate_nanos: int = 0
     # Calls of this day within the timing margin of its edges (the provider
     # may have counted them on the day next to it)...
-    edge_requests: set[tuple[str, str]] = field(default_factory=set)
+    edge_requests: int = 0
     edge_nanos: int = 0
     # ...and calls of the days next to it within the margin (which it may
     # have counted on this one).
-    beyond_requests: set[tuple[str, str]] = field(default_factory=set)
+    beyond_requests: int = 0
     beyond_nanos: int = 0
 
 
@@ -64,13 +63,12 @@ def model_key(model: str) -> str:
     return base_model(model) if model else NO_MODEL
 
 
-def provider_of(event: CostEvent, configured: tuple[str, ...]) -> str:
+def provider_of(priced_by: str, model: str, configured: tuple[str, ...]) -> str:
     """Which provider a ledger row's call went to: the one its price named,
     else one its model's name gives away, else the only one configured
     (else "": left out, and counted as unattributed)."""
-    if event.provider in _PROVIDER_IDS:
-        return _PROVIDER_IDS[event.provider]
-    model = event.model or event.model_requested
+    if priced_by in _PROVIDER_IDS:
+        return _PROVIDER_IDS[priced_by]
     if model.startswith("claude"):
         return "anthropic"
     if model.startswith(("gpt-", "o1", "o3", "o4", "chatgpt", "text-embedding", "davinci", "babbage")):
@@ -91,45 +89,33 @@ class LedgerDay:
 
 async def read_ledger_day(ledger: Ledger, day: str, zone: ZoneInfo, configured: tuple[str, ...],
                           near_midnight_ms: int) -> LedgerDay:
+    """The day's calls by provider and model, summed in the store
+    (``Ledger.usage_sums``) over five slices of time: the margin before the
+    day, its first margin, the rest, its last margin, the margin after."""
     start_ms, end_ms = day_bounds_ms(day)
-    since, until = local_days_over(start_ms - near_midnight_ms, end_ms + near_midnight_ms, zone)
+    margin = near_midnight_ms
+    bounds = [start_ms - margin, start_ms, start_ms + margin, end_ms - margin, end_ms, end_ms + margin]
+    since, until = local_days_over(bounds[0], bounds[-1], zone)
     found = LedgerDay()
-    async for event in ledger.cost_events(since, until):
-        when = event.held_ms if event.held_ms is not None else event.at_ms
-        provider = provider_of(event, configured)
-        if not start_ms - near_midnight_ms <= when < end_ms + near_midnight_ms:
-            continue
-        if not start_ms <= when < end_ms:  # a neighbour's call near the edge
-            if provider and event.kind != "release":
-                row = found.models.setdefault(provider, {}).setdefault(model_key(event.model or event.model_requested),
-                                                                       LedgerModelDay())
-                row.beyond_requests.add((event.agent_id, event.request_id))
-                row.beyond_nanos += event.cost_nanos
-            continue
+    for part in await ledger.usage_sums(bounds, since, until):
+        provider = provider_of(part.provider, part.model, configured)
         if not provider:
-            found.unattributed_nanos += event.cost_nanos
+            if part.zone in (1, 2, 3):
+                found.unattributed_nanos += part.cost_nanos
             continue
-        _add(found.models.setdefault(provider, {}), event,
-             at_edge=when - start_ms < near_midnight_ms or end_ms - when <= near_midnight_ms)
+        row = found.models.setdefault(provider, {}).setdefault(model_key(part.model), LedgerModelDay())
+        if part.zone in (0, 4):  # a neighbour's calls near the edge
+            row.beyond_requests += part.calls
+            row.beyond_nanos += part.cost_nanos
+            continue
+        row.requests += part.calls
+        row.cost_nanos += part.cost_nanos
+        row.tokens = row.tokens + Tokens(
+            part.input_tokens - part.cached_input_tokens - part.cache_write_tokens, part.cached_input_tokens,
+            part.cache_write_tokens, part.output_tokens)
+        row.estimate_requests += part.estimate_calls
+        row.estimate_nanos += part.estimate_nanos
+        if part.zone != 2:
+            row.edge_requests += part.calls
+            row.edge_nanos += part.cost_nanos
     return found
-
-
-def _add(models: dict[str, LedgerModelDay], event: CostEvent, *, at_edge: bool) -> None:
-    call = (event.agent_id, event.request_id)
-    row = models.setdefault(model_key(event.model or event.model_requested), LedgerModelDay())
-    row.cost_nanos += event.cost_nanos
-    if event.kind != "release":  # a failed call (recorded by its release) is no model request
-        row.requests.add(call)
-    if event.cost_source == "usage":
-        uncached = event.input_tokens - event.cached_input_tokens - event.cache_write_tokens
-        row.tokens = row.tokens + Tokens(uncached, event.cached_input_tokens, event.cache_write_tokens,
-                                         event.output_tokens)
-    elif event.kind != "release":
-        # Held amounts, charged expiries, unpriced usage and caller amounts:
-        # a cost with no token counts behind it.
-        row.estimate_requests.add(call)
-        row.estimate_nanos += event.cost_nanos
-    if at_edge and event.kind != "release":
-        row.edge_requests.add(call)
-        row.edge_nanos += event.cost_nanos
-

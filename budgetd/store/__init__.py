@@ -26,6 +26,7 @@ from .model import (
     StoreError,
     StoreLost,
     StoreRefused,
+    UsageSum,
 )
 
 __all__ = [
@@ -57,6 +58,7 @@ __all__ = [
     "StoreError",
     "StoreLost",
     "StoreRefused",
+    "UsageSum",
     "open_store",
 ]
 

@@ -14,6 +14,7 @@ and give are in model.py (importable from here too).
 from __future__ import annotations
 
 import abc
+import bisect
 from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING
 
@@ -41,6 +42,7 @@ from .model import (
     StoreError,
     StoreLost,
     StoreRefused,
+    UsageSum,
 )
 
 if TYPE_CHECKING:
@@ -51,7 +53,7 @@ __all__ = [
     "CONTRACTS", "AgentActivity", "AgentState", "Balance", "CallFacts", "CapChange", "Claimed", "CostEvent",
     "Counter", "Counters", "Denial", "HoldRequest", "HoldResult", "Ledger", "Lifecycle", "Outbox", "PauseRecord",
     "Pauses", "PlanLookup", "Pricing", "QueuedNotice", "Reconciliations", "RequestConflict", "SettleRequest",
-    "SettleResult", "Store", "StoreError", "StoreLost", "StoreRefused",
+    "SettleResult", "Store", "StoreError", "StoreLost", "StoreRefused", "UsageSum",
 ]
 
 
@@ -176,6 +178,37 @@ class Ledger(abc.ABC):
         cached input tokens, in the order of ``reports.parts_of``. ``by``:
         agent, model, day, group, or a tag (feature, route, customer,
         environment, ...)."""
+
+    async def usage_sums(self, bounds: Sequence[int], since_day: str, until_day: str) -> list[UsageSum]:
+        """Ledger rows of local days [since_day, until_day] whose call time
+        (when it was held, else when the row was written) is within
+        [bounds[0], bounds[-1]), summed per provider, model and slice of
+        ``bounds`` (UsageSum), sorted by those three. This reference reads
+        every row (``cost_events``); a backend may sum in the store."""
+        sums: dict[tuple[str, str, int], dict] = {}
+        for event in [e async for e in self.cost_events(since_day, until_day)]:
+            when = event.held_ms if event.held_ms is not None else event.at_ms
+            zone = bisect.bisect_right(bounds, when) - 1
+            if not 0 <= zone < len(bounds) - 1:
+                continue
+            key = (event.provider, event.model or event.model_requested, zone)
+            acc = sums.setdefault(key, {"calls": set(), "estimates": set(), "cost": 0, "estimate": 0,
+                                        "tokens": [0, 0, 0, 0]})
+            acc["cost"] += event.cost_nanos
+            if event.kind == "release":
+                continue
+            call = (event.agent_id, event.request_id)
+            acc["calls"].add(call)
+            if event.cost_source == "usage":
+                for i, n in enumerate((event.input_tokens, event.cached_input_tokens, event.cache_write_tokens,
+                                       event.output_tokens)):
+                    acc["tokens"][i] += n
+            else:
+                acc["estimates"].add(call)
+                acc["estimate"] += event.cost_nanos
+        return [UsageSum(provider, model, zone, len(a["calls"]), a["cost"], a["tokens"][0], a["tokens"][1],
+                         a["tokens"][2], a["tokens"][3], len(a["estimates"]), a["estimate"])
+                for (provider, model, zone), a in sorted(sums.items())]
 
     async def report(self, by: str, since_day: str, until_day: str) -> list[tuple[str, int, int]]:
         """(key, cost nanos, calls) per key, biggest cost first."""

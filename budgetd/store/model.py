@@ -223,6 +223,29 @@ class AgentActivity:
     last_ms: int  # at_ms (settled_ms) of the agent's newest ledger row on these days
 
 
+@dataclass(frozen=True)
+class UsageSum:
+    """The ledger's calls of one provider, model and slice of time, summed
+    (for reconciliation). ``model``: the row's priced model, else the model
+    requested, else "". ``zone``: the slice, i where bounds[i] <= the call's
+    time < bounds[i + 1]. Calls are distinct (agent, request id) of rows that
+    are not a failed call's release; tokens are those of rows priced from
+    usage; ``estimate_*``: rows not priced from usage (held amounts, expiries,
+    unpriced usage, caller amounts)."""
+
+    provider: str
+    model: str
+    zone: int
+    calls: int = 0
+    cost_nanos: int = 0
+    input_tokens: int = 0  # cached and cache-write tokens included (the ledger's counting)
+    cached_input_tokens: int = 0
+    cache_write_tokens: int = 0
+    output_tokens: int = 0
+    estimate_calls: int = 0
+    estimate_nanos: int = 0
+
+
 NOTICE_STATES = ("pending", "sent", "failed", "skipped")
 
 

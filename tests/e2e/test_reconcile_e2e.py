@@ -226,6 +226,7 @@ async def test_a_429_is_retried_and_the_day_is_compared(reconciling, capsys):
     assert data["all_clear"] and rows_of(data)["gpt-4o"]["classification"] == "agree"
     costs = [q for path, q in run.admin.requests if path.endswith("/organization/costs")]
     assert len(costs) >= 3  # two refused, then read
+    assert run.reconcile_posts() == []  # agreed after the retries: nothing to say
 
 
 async def test_a_key_that_is_not_an_admin_key_is_a_clear_error_never_an_all_clear(reconciling, capsys):
@@ -269,6 +270,9 @@ async def test_a_page_that_fails_half_way_is_an_error_not_a_partial_all_clear(re
     data = await run.shown(capsys, day)
     openai_status = next(p for p in data["providers"] if p["provider"] == "openai")
     assert openai_status["state"] == "error" and "500" in openai_status["detail"] and not data["all_clear"]
+    [stored] = await run.daemon.store.reconciliations(day, day, "openai")
+    assert stored.rows == () and stored.passes == ()  # nothing of the partial read, and tried again later
+    assert run.reconcile_posts() == []  # a server error heals by retrying: a status, not a page to on-call
     # The next run (the failure gone) reads every page and compares the day.
     run.admin.heal("/usage/completions")
     run.clock.advance(hours=1)

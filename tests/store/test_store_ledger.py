@@ -15,7 +15,7 @@ from report_sums import Call, expected_report, random_calls
 from store_suite import T, balances, covers, hold, plan, priced, settle
 
 from budgetd.reports import summarize
-from budgetd.store import AgentActivity, CallFacts, CostEvent, HoldRequest, Pricing, SettleRequest
+from budgetd.store import AgentActivity, CallFacts, CostEvent, HoldRequest, Ledger, Pricing, SettleRequest, UsageSum
 
 # The suite's fixtures, under their names store and time_base.
 store_fixture, time_base_fixture = store_suite.store_fixture, store_suite.time_base_fixture
@@ -272,3 +272,37 @@ async def test_recent_events_are_the_agents_newest_rows_newest_first(store):
     assert {e.agent_id for e in await store.recent_events(plan("a2"), 50)} == {"a2"}
     assert await store.recent_events(plan("team-a"), 10) == []
     assert await store.recent_events(plan("a1"), 0) == []
+
+
+@covers("hold", "settle", "expire", "record_failure", "cost_events")
+async def test_usage_sums_slice_the_calls_by_their_time_and_count_each_once(store):
+    """Ledger.usage_sums (reconciliation's read): per provider, model and slice
+    of time, by the call's hold time (else its row's); a backend that sums in
+    the store (SQLite, in SQL) gives what the reference (from cost_events) gives."""
+    hour = 3_600_000
+    later = T.now + timedelta(hours=2)
+    claude = Pricing("claude-x", "anthropic", 400, 100, 20, 0, "v1", cache_write_tokens=50)
+    await store.hold(hold("a1", "r1", 500))
+    await store.settle(replace(settle("a1", "r1", 300, T.now + timedelta(seconds=1), priced("gpt-4o")),
+                               facts=CallFacts(model_requested="gpt-4o")))  # settled later: kept by its hold
+    await store.hold(hold("a1", "r2", 100))
+    assert await store.expire(T.now_ms + 60_000, True, plan) == 1  # charged: an estimate, no model
+    await store.hold(hold("a2", "r3", 100))
+    assert await store.record_failure("r3", plan("a2"), T.now_ms + 5, CallFacts(model_requested="gpt-4o"))
+    await store.settle(settle("a2", "r4", 70, later, claude))  # no hold: kept by its settle's time
+    await store.settle(settle("a2", "r5", 30, later, claude))
+    await store.settle(settle("a2", "r6", 9, T.now + timedelta(hours=5), claude))  # past the last bound
+    bounds = [T.now_ms - 1000, T.now_ms + 500, T.now_ms + 3 * hour, T.now_ms + 4 * hour]
+    sums = await store.usage_sums(bounds, T.day, T.next_day_key)
+    assert sums == [
+        UsageSum("", "", 0, calls=1, cost_nanos=100, estimate_calls=1, estimate_nanos=100),
+        UsageSum("", "gpt-4o", 0),  # the failed call: a row, no call, no cost
+        UsageSum("anthropic", "claude-x", 1, calls=2, cost_nanos=100, input_tokens=800, cached_input_tokens=200,
+                 cache_write_tokens=100, output_tokens=40),
+        UsageSum("openai", "gpt-4o", 0, calls=1, cost_nanos=300, input_tokens=100, output_tokens=50),
+    ]
+    assert sums == await Ledger.usage_sums(store, bounds, T.day, T.next_day_key)  # the reference's reading
+    assert await store.usage_sums(bounds, "2000-01-01", "2000-01-02") == []
+    # Bounds that repeat (no margin): the empty slices are simply never used.
+    flat = [T.now_ms - 1000, T.now_ms - 1000, T.now_ms + 4 * hour]
+    assert {s.zone for s in await store.usage_sums(flat, T.day, T.next_day_key)} == {1}

@@ -24,15 +24,8 @@ def price_of(model: str, kind: str) -> Decimal | None:
 
 def ledger_row(calls: int, tokens: Tokens, cost_usd: str, *, estimated: int = 0, estimate_usd: str = "0",
                edge: int = 0, edge_usd: str = "0", beyond: int = 0, beyond_usd: str = "0") -> LedgerModelDay:
-    row = LedgerModelDay(tokens=tokens, cost_nanos=to_nanos(Decimal(cost_usd)))
-    row.requests = {("a", f"r{i}") for i in range(calls)}
-    row.estimate_requests = {("a", f"r{i}") for i in range(estimated)}
-    row.estimate_nanos = to_nanos(Decimal(estimate_usd))
-    row.edge_requests = {("a", f"r{i}") for i in range(edge)}
-    row.edge_nanos = to_nanos(Decimal(edge_usd))
-    row.beyond_requests = {("a", f"x{i}") for i in range(beyond)}
-    row.beyond_nanos = to_nanos(Decimal(beyond_usd))
-    return row
+    return LedgerModelDay(calls, tokens, to_nanos(Decimal(cost_usd)), estimated, to_nanos(Decimal(estimate_usd)),
+                          edge, to_nanos(Decimal(edge_usd)), beyond, to_nanos(Decimal(beyond_usd)))
 
 
 def provider_day(model: str, requests: int, tokens: Tokens, cost_usd: str, **by_kind: str) -> ProviderDay:
