@@ -81,6 +81,7 @@ class FakeAdminApi:
         self.admin_keys: set[str] = admin_keys if admin_keys is not None else {ADMIN_KEY}
         self.page_size = page_size  # results per page
         self.requests: list[tuple[str, dict[str, list[str]]]] = []
+        self.headers: list[dict[str, str]] = []  # each request's, names lowercased, in the order of requests
         self.calls: list[Call] = []
         self.other_costs: list[OtherCost] = []
         self._failures: list[dict[str, Any]] = []  # {"suffix", "status", "times", "retry_after", "page", "body"}
@@ -285,29 +286,30 @@ def _group_key(item: Any, fields: list[str], group_by: list[str]) -> tuple:
 
 def openai_costs(api: FakeAdminApi, query: dict[str, list[str]]) -> list[tuple[dict, list[dict]]]:
     group_by = _values(query, "group_by")
-    projects = _values(query, "project_ids")
+    projects, keys = _values(query, "project_ids"), _values(query, "api_key_ids")
     buckets = []
     for bucket in _day_buckets(*_openai_window(query)):
-        amounts: dict[tuple[str | None, str | None], Decimal] = defaultdict(Decimal)
+        amounts: dict[tuple[str | None, str | None, str | None], Decimal] = defaultdict(Decimal)
         for call in api.calls:
             if call.provider != "openai" or not _in_bucket(call.at_ms, bucket):
                 continue
-            if projects and call.project_id not in projects:
+            if (projects and call.project_id not in projects) or (keys and call.api_key_id not in keys):
                 continue
             project = call.project_id if "project_id" in group_by else None
+            key = call.api_key_id if "api_key_id" in group_by else None
             for label, field_name, price_kind in _OPENAI_KINDS:
                 tokens = getattr(call, field_name) + (call.cache_write_1h if field_name == "cache_write" else 0)
                 if tokens:
                     line_item = f"{call.model}, {label}" if "line_item" in group_by else None
-                    amounts[(line_item, project)] += api._cost(call.model, price_kind, tokens)
-        for other in api.other_costs:
-            if other.provider == "openai" and _in_bucket(other.at_ms, bucket) and \
+                    amounts[(line_item, project, key)] += api._cost(call.model, price_kind, tokens)
+        for other in api.other_costs:  # a tool's cost is no key's (a key filter leaves it out)
+            if other.provider == "openai" and _in_bucket(other.at_ms, bucket) and not keys and \
                     (not projects or other.project_id in projects):
                 line_item = other.line_item if "line_item" in group_by else None
-                amounts[(line_item, other.project_id if "project_id" in group_by else None)] += other.usd
+                amounts[(line_item, other.project_id if "project_id" in group_by else None, None)] += other.usd
         results = [{"object": "organization.costs.result", "amount": {"value": _money(usd), "currency": "usd"},
-                    "line_item": line_item, "project_id": project}
-                   for (line_item, project), usd in sorted(amounts.items(), key=lambda kv: str(kv[0]))]
+                    "line_item": line_item, "project_id": project, "api_key_id": key}
+                   for (line_item, project, key), usd in sorted(amounts.items(), key=lambda kv: str(kv[0]))]
         buckets.append(({"object": "bucket", "start_time": int(bucket[0].timestamp()),
                          "end_time": int(bucket[1].timestamp())}, results))
     return buckets
@@ -459,6 +461,7 @@ def _handler(api: FakeAdminApi):
             path, query = parts.path, parse_qs(parts.query, keep_blank_values=True)
             with api._lock:
                 api.requests.append((path, query))
+                api.headers.append({name.lower(): value for name, value in self.headers.items()})
             route = routes.get(path)
             if route is None:
                 return self._error("openai" if "/organization/" in path else "anthropic", 404, f"no route {path}")

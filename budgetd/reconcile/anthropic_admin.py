@@ -14,7 +14,7 @@ from typing import Any
 import aiohttp
 
 from budgetd.config.schema import ReconcileProvider
-from budgetd.reconcile.http import DEFAULT_RETRY, Params, RetryPolicy
+from budgetd.reconcile.http import DEFAULT_RETRY, Params, RetryPolicy, aiohttp_attempt
 from budgetd.reconcile.model import ProviderDay, Tokens
 from budgetd.reconcile.providers import (
     DaySums,
@@ -116,10 +116,17 @@ async def fetch_anthropic_day(settings: ReconcileProvider, day: str, now_ms: int
         raise no_key_error(PROVIDER)
     root = api_root(settings.base_url, DEFAULT_BASE_URL)
     headers = {"x-api-key": settings.admin_key, "anthropic-version": API_VERSION}
-    costs, usage = await read_reports(PROVIDER, [
-        (f"{root}/v1/organizations/cost_report", _cost_params(day)),
-        (f"{root}/v1/organizations/usage_report/messages", _usage_params(settings, day)),
-    ], headers, retry, session)
+    own = session is None
+    active = session or aiohttp.ClientSession()
+    try:
+        costs, usage = await read_reports(PROVIDER, [
+            (url, aiohttp_attempt(active, url, params, headers, retry)) for url, params in (
+                (f"{root}/v1/organizations/cost_report", _cost_params(day)),
+                (f"{root}/v1/organizations/usage_report/messages", _usage_params(settings, day)))
+        ], retry)
+    finally:
+        if own:
+            await active.close()
     sums = DaySums()
     try:
         _add_costs(sums, _results_of_day(costs, day), settings.workspace_ids)

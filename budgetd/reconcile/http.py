@@ -1,5 +1,7 @@
-"""The one HTTP client the admin-API readers share: GET a JSON report, retry
-what is worth retrying, follow its pages.
+"""What the admin-API readers share: GET a JSON report, retry what is worth
+retrying, follow its pages. The GET itself is an ``Attempt``: OpenAI's goes
+through its official SDK, Anthropic's (whose SDK does not cover these
+reports) through aiohttp (``aiohttp_attempt``).
 
 Failures come out as ``HttpFailure`` (what happened, nothing provider
 specific); providers.py turns them into the message an operator reads. JSON
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -67,7 +70,7 @@ def _worth_retrying(status: int) -> bool:
     return status == 429 or status >= 500
 
 
-def _retry_after_seconds(value: str | None) -> float | None:
+def retry_after_seconds(value: str | None) -> float | None:
     # Only the seconds form: an HTTP date here is rare, and the backoff covers it.
     if not value:
         return None
@@ -95,43 +98,69 @@ def _provider_message(text: str) -> str | None:
     return None
 
 
-async def get_json(session: aiohttp.ClientSession, url: str, params: Params, headers: dict[str, str],
-                   retry: RetryPolicy) -> Any:
-    """GET ``url`` and return its JSON body, retrying 429s, 5xx, lost
-    connections and timeouts under ``retry``; any other error status at once."""
+@dataclass(frozen=True)
+class Answer:
+    """One GET's answer: its status, its body as text, its Retry-After in seconds."""
+
+    status: int
+    text: str
+    retry_after: float | None = None
+
+
+# One GET of a report's page (``page``: the token of the page, None for the
+# first); raises HttpFailure("connect" or "timeout") when nothing answered.
+Attempt = Callable[[str | None], Awaitable[Answer]]
+
+
+def aiohttp_attempt(session: aiohttp.ClientSession, url: str, params: Params, headers: dict[str, str],
+                    retry: RetryPolicy) -> Attempt:
+    """A plain GET of ``url`` on aiohttp (the readers of APIs no official SDK covers)."""
     timeout = aiohttp.ClientTimeout(total=retry.timeout_seconds)
-    attempts = max(1, retry.attempts)
-    for attempt in range(1, attempts + 1):
-        retry_after: float | None = None
+
+    async def attempt(page: str | None) -> Answer:
+        page_params = params + ([("page", page)] if page is not None else [])
         try:
-            async with session.get(url, params=params, headers=headers, timeout=timeout) as response:
+            async with session.get(url, params=page_params, headers=headers, timeout=timeout) as response:
                 # Bytes decoded leniently: a mis-encoded body is then "not JSON", not a UnicodeDecodeError.
                 text = (await response.read()).decode("utf-8", errors="replace")
-                status = response.status
-                retry_after = _retry_after_seconds(response.headers.get("Retry-After"))
+                return Answer(response.status, text, retry_after_seconds(response.headers.get("Retry-After")))
         except TimeoutError as exc:  # aiohttp's timeouts are TimeoutErrors too
-            failure = HttpFailure("timeout", url, attempts=attempt, detail=str(exc) or type(exc).__name__)
+            raise HttpFailure("timeout", url, detail=str(exc) or type(exc).__name__) from exc
         except aiohttp.ClientError as exc:
-            failure = HttpFailure("connect", url, attempts=attempt, detail=str(exc) or type(exc).__name__)
+            raise HttpFailure("connect", url, detail=str(exc) or type(exc).__name__) from exc
+
+    return attempt
+
+
+async def get_json(attempt: Attempt, url: str, page: str | None, retry: RetryPolicy) -> Any:
+    """One page's JSON body, retrying 429s, 5xx, lost connections and
+    timeouts under ``retry``; any other error status at once."""
+    attempts = max(1, retry.attempts)
+    for number in range(1, attempts + 1):
+        retry_after: float | None = None
+        try:
+            answer = await attempt(page)
+        except HttpFailure as lost:  # no answer (no connection, no time): worth asking again
+            lost.attempts = number
+            if number == attempts:
+                raise
         else:
-            if 200 <= status < 300:
+            if 200 <= answer.status < 300:
                 try:
-                    return parse_json(text)
+                    return parse_json(answer.text)
                 except ValueError as exc:
-                    raise HttpFailure("not_json", url, status=status, attempts=attempt,
+                    raise HttpFailure("not_json", url, status=answer.status, attempts=number,
                                       detail=f"the body is not JSON ({exc})") from exc
-            failure = HttpFailure("status", url, status=status, attempts=attempt,
-                                  provider_message=_provider_message(text), detail=text[:200])
-            if not _worth_retrying(status):
+            failure = HttpFailure("status", url, status=answer.status, attempts=number,
+                                  provider_message=_provider_message(answer.text), detail=answer.text[:200])
+            if not _worth_retrying(answer.status) or number == attempts:
                 raise failure
-        if attempt == attempts:
-            raise failure
-        await asyncio.sleep(retry.delay(attempt, retry_after))
+            retry_after = answer.retry_after
+        await asyncio.sleep(retry.delay(number, retry_after))
     raise AssertionError("unreachable")  # the loop returns or raises
 
 
-async def get_pages(session: aiohttp.ClientSession, url: str, params: Params, headers: dict[str, str],
-                    retry: RetryPolicy) -> list[Any]:
+async def get_pages(attempt: Attempt, url: str, retry: RetryPolicy) -> list[Any]:
     """Every page's ``data`` items (time buckets), in order, following
     ``has_more`` / ``next_page`` (sent back as ``page``). A page that fails, or
     one that cannot be the whole answer, fails the read: never a partial list."""
@@ -140,9 +169,8 @@ async def get_pages(session: aiohttp.ClientSession, url: str, params: Params, he
     page_number = 0
     while True:
         page_number += 1
-        page_params = params + ([("page", next_page)] if next_page is not None else [])
         try:
-            body = await get_json(session, url, page_params, headers, retry)
+            body = await get_json(attempt, url, next_page, retry)
         except HttpFailure as failure:
             failure.page = page_number
             raise

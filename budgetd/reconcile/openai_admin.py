@@ -1,6 +1,10 @@
-"""OpenAI's day, read from its admin API: the Costs report (dollars per line
-item) and the Usage reports (tokens and requests per model) for completions
-and embeddings.
+"""OpenAI's day, read from its admin API through the official SDK
+(``client.admin.organization.usage``, authenticated with ``admin_api_key``):
+the Costs report (dollars per line item) and the Usage reports (tokens and
+requests per model) for completions and embeddings. The SDK's raw answers
+are parsed here, so that dollar amounts become Decimals without passing
+through the float its typed models hold; retries follow budgetd's
+RetryPolicy (the SDK's own are off), as they do for Anthropic.
 
 The costs come as line items named like ``"gpt-4o-2024-08-06, input"``,
 ``"gpt-4o-2024-08-06, cached input"``, ``"gpt-4o-2024-08-06, output"``;
@@ -9,12 +13,13 @@ lines that name no model (``"web search tool calls"``) are unattributed.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
-import aiohttp
+import openai
 
 from budgetd.config.schema import ReconcileProvider
-from budgetd.reconcile.http import DEFAULT_RETRY, Params, RetryPolicy
+from budgetd.reconcile.http import DEFAULT_RETRY, Answer, Attempt, HttpFailure, RetryPolicy, retry_after_seconds
 from budgetd.reconcile.model import ProviderDay, Tokens
 from budgetd.reconcile.providers import (
     DaySums,
@@ -34,6 +39,7 @@ PROVIDER = "openai"
 _LINE_ITEM_KINDS = {
     "input": "input",
     "cached input": "cached_input",
+    "cache read": "cached_input",
     "cache write": "cache_write",
     "cache writes": "cache_write",
     "output": "output",
@@ -59,34 +65,56 @@ def parse_line_item(line_item: str | None) -> tuple[str | None, str]:
     words = head.split()
     if not words:
         return None, "other"
-    kind_text = rest.split(",", 1)[0].strip().lower()
+    # "cached input", "cached_input_tokens" (the SDK's example: "gpt-6.2-astra, input_tokens"): one kind.
+    kind_text = rest.split(",", 1)[0].strip().lower().replace("_", " ").removesuffix(" tokens")
     return words[0], _LINE_ITEM_KINDS.get(kind_text, "other")
 
 
-def _common_params(day: str) -> Params:
+Query = dict[str, Any]  # the SDK method's keyword arguments
+
+
+def _common_query(day: str) -> Query:
     start, end = day_bounds(day)
-    return [("start_time", str(int(start.timestamp()))), ("end_time", str(int(end.timestamp()))),
-            ("bucket_width", "1d")]
+    return {"start_time": int(start.timestamp()), "end_time": int(end.timestamp()), "bucket_width": "1d"}
 
 
-def _usage_params(settings: ReconcileProvider, day: str) -> Params:
-    params = _common_params(day) + [("group_by", "model")]
+def _filtered(query: Query, settings: ReconcileProvider, group_by: list[str]) -> Query:
+    """The projects' and keys' filters, each grouped by too (the rows of the
+    other projects and keys of a model are summed back by DaySums)."""
     if settings.project_ids:
-        params.append(("group_by", "project_id"))
+        group_by.append("project_id")
+        query["project_ids"] = list(settings.project_ids)
     if settings.api_key_ids:
-        params.append(("group_by", "api_key_id"))
-    params += [("project_ids", p) for p in settings.project_ids]
-    params += [("api_key_ids", k) for k in settings.api_key_ids]
-    return params
+        group_by.append("api_key_id")
+        query["api_key_ids"] = list(settings.api_key_ids)
+    return {**query, "group_by": group_by}
 
 
-def _cost_params(settings: ReconcileProvider, day: str) -> Params:
-    # The Costs report has no API-key filter: with api_key_ids set, the costs
-    # are those of the projects named (or the organization), all keys.
-    params = _common_params(day) + [("group_by", "line_item")]
-    if settings.project_ids:
-        params.append(("group_by", "project_id"))
-    return params + [("project_ids", p) for p in settings.project_ids]
+def _usage_query(settings: ReconcileProvider, day: str) -> Query:
+    return _filtered(_common_query(day), settings, ["model"])
+
+
+def _cost_query(settings: ReconcileProvider, day: str) -> Query:
+    return _filtered(_common_query(day), settings, ["line_item"])
+
+
+def _sdk_attempt(read: Callable[..., Awaitable[Any]], url: str, query: Query) -> Attempt:
+    """One GET of a report's page through the SDK, its answer raw (status, text)."""
+    async def attempt(page: str | None) -> Answer:
+        try:
+            raw = await read(**query, **({"page": page} if page is not None else {}))
+        except openai.APITimeoutError as exc:
+            raise HttpFailure("timeout", url, detail=str(exc)) from exc
+        except openai.APIConnectionError as exc:
+            raise HttpFailure("connect", url, detail=str(exc.__cause__ or exc)) from exc
+        except openai.APIStatusError as exc:
+            response = exc.response
+            return Answer(response.status_code, response.content.decode("utf-8", errors="replace"),
+                          retry_after_seconds(response.headers.get("Retry-After")))
+        response = raw.http_response
+        return Answer(response.status_code, response.content.decode("utf-8", errors="replace"))
+
+    return attempt
 
 
 def _results_of_day(buckets: list[Any], day: str) -> list[dict[str, Any]]:
@@ -126,19 +154,24 @@ def _add_embeddings(sums: DaySums, results: list[dict[str, Any]]) -> None:
 
 
 async def fetch_openai_day(settings: ReconcileProvider, day: str, now_ms: int, *,
-                           retry: RetryPolicy = DEFAULT_RETRY,
-                           session: aiohttp.ClientSession | None = None) -> ProviderDay:
+                           retry: RetryPolicy = DEFAULT_RETRY) -> ProviderDay:
     """OpenAI's report of the UTC ``day`` (YYYY-MM-DD) for the projects and
     API keys in ``settings`` (none: the whole organization)."""
     if not settings.admin_key:
         raise no_key_error(PROVIDER)
-    root = api_root(settings.base_url, DEFAULT_BASE_URL)
-    headers = {"Authorization": f"Bearer {settings.admin_key}"}
-    costs, completions, embeddings = await read_reports(PROVIDER, [
-        (f"{root}/v1/organization/costs", _cost_params(settings, day)),
-        (f"{root}/v1/organization/usage/completions", _usage_params(settings, day)),
-        (f"{root}/v1/organization/usage/embeddings", _usage_params(settings, day)),
-    ], headers, retry, session)
+    root = f"{api_root(settings.base_url, DEFAULT_BASE_URL)}/v1"
+    client = openai.AsyncOpenAI(admin_api_key=settings.admin_key, base_url=root, max_retries=0,
+                                timeout=retry.timeout_seconds)
+    usage = client.admin.organization.usage.with_raw_response
+    try:
+        costs, completions, embeddings = await read_reports(PROVIDER, [
+            (url, _sdk_attempt(read, url, query)) for url, read, query in (
+                (f"{root}/organization/costs", usage.costs, _cost_query(settings, day)),
+                (f"{root}/organization/usage/completions", usage.completions, _usage_query(settings, day)),
+                (f"{root}/organization/usage/embeddings", usage.embeddings, _usage_query(settings, day)))
+        ], retry)
+    finally:
+        await client.close()
     sums = DaySums()
     try:
         _add_costs(sums, _results_of_day(costs, day))

@@ -13,10 +13,8 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-import aiohttp
-
 from budgetd.config.schema import ReconcileProvider
-from budgetd.reconcile.http import DEFAULT_RETRY, HttpFailure, Params, RetryPolicy, get_pages
+from budgetd.reconcile.http import DEFAULT_RETRY, Attempt, HttpFailure, RetryPolicy, get_pages
 from budgetd.reconcile.model import PROVIDER_NAMES, TOKEN_KINDS, ProviderDay, ProviderModelDay, Tokens
 
 # What each error status means for an admin-API read, and what to do.
@@ -106,23 +104,19 @@ def api_root(base_url: str | None, default: str) -> str:
     return root[: -len("/v1")] if root.endswith("/v1") else root
 
 
-async def read_reports(provider: str, reads: list[tuple[str, Params]], headers: dict[str, str],
-                       retry: RetryPolicy, session: aiohttp.ClientSession | None) -> list[list[Any]]:
-    """Each (url, params) read in full (all its pages), in order; the first
-    failure stops them all as an AdminApiError."""
-    own = session is None
-    active = session or aiohttp.ClientSession()
+async def read_reports(provider: str, reads: list[tuple[str, Attempt]], retry: RetryPolicy) -> list[list[Any]]:
+    """Each report (its url, and the GET of one of its pages) read in full,
+    in order; the first failure stops them all as an AdminApiError."""
     try:
-        return [await get_pages(active, url, params, headers, retry) for url, params in reads]
+        return [await get_pages(attempt, url, retry) for url, attempt in reads]
     except HttpFailure as failure:
         raise admin_api_error(provider, failure) from failure
+    except AdminApiError:
+        raise
     except Exception as exc:
-        # Whatever else aiohttp or yarl raise (a URL it cannot use, say): the
+        # Whatever else the HTTP layer raises (a URL it cannot use, say): the
         # caller handles one error type, and a read is never half a result.
         raise AdminApiError(provider, None, f"{provider_name(provider)}: the read failed: {exc!r}") from exc
-    finally:
-        if own:
-            await active.close()
 
 
 def as_decimal(value: Any) -> Decimal:

@@ -23,7 +23,7 @@ from fake_admin_api import (
 
 from budgetd.config.schema import ReconcileProvider
 from budgetd.reconcile.anthropic_admin import fetch_anthropic_day
-from budgetd.reconcile.http import RetryPolicy, get_pages
+from budgetd.reconcile.http import RetryPolicy, aiohttp_attempt, get_pages
 from budgetd.reconcile.model import ProviderModelDay, Tokens
 from budgetd.reconcile.openai_admin import fetch_openai_day, parse_line_item
 from budgetd.reconcile.providers import AdminApiError, cents_to_usd, fetch_day
@@ -57,6 +57,11 @@ PRICES = {
 def api():
     with FakeAdminApi(prices=PRICES) as fake:
         yield fake
+
+
+def plain(query: dict[str, list[str]]) -> dict[str, list[str]]:
+    """A query's parameters by name, ``name[]`` (the SDK's lists) as ``name``."""
+    return {name.removesuffix("[]"): values for name, values in query.items()}
 
 
 def settings(api: FakeAdminApi, **overrides) -> ReconcileProvider:
@@ -110,10 +115,12 @@ async def test_openai_requests_say_the_day_and_the_grouping(api):
     await fetch_openai_day(settings(api), DAY, NOW_AFTER, retry=FAST)
     start, end = str(DAY_START_MS // 1000), str(DAY_END_MS // 1000)
     costs, = api.requests_to(OPENAI_COSTS)
-    assert costs == {"start_time": [start], "end_time": [end], "bucket_width": ["1d"], "group_by": ["line_item"]}
+    assert plain(costs) == {"start_time": [start], "end_time": [end], "bucket_width": ["1d"],
+                            "group_by": ["line_item"]}
     for path in (OPENAI_COMPLETIONS, OPENAI_EMBEDDINGS):
         usage, = api.requests_to(path)
-        assert usage == {"start_time": [start], "end_time": [end], "bucket_width": ["1d"], "group_by": ["model"]}
+        assert plain(usage) == {"start_time": [start], "end_time": [end], "bucket_width": ["1d"],
+                                "group_by": ["model"]}
 
 
 async def test_a_day_not_over_is_not_complete_and_other_days_do_not_count(api):
@@ -146,26 +153,32 @@ async def test_openai_filters_by_project_and_key(api):
     assert day.models["gpt-4o-2024-08-06"].tokens == Tokens(input=7, output=5)
     assert day.models["gpt-4o-2024-08-06"].requests == 1
     assert day.unattributed_cost_usd == 0  # the web search was in proj_budgetd
-    costs, = api.requests_to(OPENAI_COSTS)
-    assert costs["group_by"] == ["line_item", "project_id"] and costs["project_ids"] == ["proj_other"]
-    assert "api_key_ids" not in costs  # the Costs report has no key filter
-    usage, = api.requests_to(OPENAI_COMPLETIONS)
+    costs = plain(api.requests_to(OPENAI_COSTS)[0])
+    assert costs["group_by"] == ["line_item", "project_id", "api_key_id"]
+    assert (costs["project_ids"], costs["api_key_ids"]) == (["proj_other"], ["key_other"])
+    assert day.models["gpt-4o-2024-08-06"].cost_usd == usd(7, "2.5") + usd(5, "10")  # the key's cost alone
+    usage = plain(api.requests_to(OPENAI_COMPLETIONS)[0])
     assert usage["group_by"] == ["model", "project_id", "api_key_id"]
     assert (usage["project_ids"], usage["api_key_ids"]) == (["proj_other"], ["key_other"])
 
 
-async def test_a_base_url_with_v1_still_works_and_a_session_can_be_shared(api):
+async def test_a_base_url_with_v1_still_works(api):
     api.add_call("openai", AT, "gpt-4o-2024-08-06", input=10)
-    async with aiohttp.ClientSession() as session:
-        day = await fetch_openai_day(settings(api, base_url=api.base_url + "/v1/"), DAY, NOW_AFTER,
-                                     retry=FAST, session=session)
-        assert not session.closed
+    day = await fetch_openai_day(settings(api, base_url=api.base_url + "/v1/"), DAY, NOW_AFTER, retry=FAST)
     assert day.models["gpt-4o-2024-08-06"].tokens == Tokens(input=10)
+
+
+async def test_openai_is_read_through_its_sdk_with_the_admin_key(api):
+    await fetch_openai_day(settings(api), DAY, NOW_AFTER, retry=FAST)
+    assert {headers["authorization"] for headers in api.headers} == {f"Bearer {ADMIN_KEY}"}
+    assert all(headers["user-agent"].startswith("AsyncOpenAI/Python") for headers in api.headers)
 
 
 @pytest.mark.parametrize(("line_item", "expected"), [
     ("gpt-4o-2024-08-06, input", ("gpt-4o-2024-08-06", "input")),
     ("gpt-4o-2024-08-06, cached input", ("gpt-4o-2024-08-06", "cached_input")),
+    ("gpt-6.2-astra, input_tokens", ("gpt-6.2-astra", "input")),  # the SDK's docstring's example
+    ("gpt-6.2-astra, cached_input_tokens", ("gpt-6.2-astra", "cached_input")),
     ("gpt-4o-2024-08-06, output", ("gpt-4o-2024-08-06", "output")),
     ("gpt-5, cache writes", ("gpt-5", "cache_write")),
     ("priority | gpt-5-2025-08-07, output, long context", ("gpt-5-2025-08-07", "output")),
@@ -259,13 +272,15 @@ async def test_buckets_without_group_by_hold_one_result_with_no_model(api):
     api.add_call("openai", DAY_END_MS + 1, "gpt-4o-2024-08-06", input=1)  # the next day
     openai_window = [("start_time", str(DAY_START_MS // 1000)), ("end_time", str(DAY_END_MS // 1000 + 86_400))]
     async with aiohttp.ClientSession() as session:
-        costs = await get_pages(session, api.base_url + OPENAI_COSTS, openai_window,
-                                {"Authorization": f"Bearer {ADMIN_KEY}"}, FAST)
-        usage = await get_pages(session, api.base_url + OPENAI_COMPLETIONS, openai_window,
-                                {"Authorization": f"Bearer {ADMIN_KEY}"}, FAST)
-        anthropic = await get_pages(session, api.base_url + ANTHROPIC_USAGE,
-                                    [("starting_at", "2026-03-10T00:00:00Z"), ("ending_at", "2026-03-11T00:00:00Z")],
-                                    {"x-api-key": ADMIN_KEY, "anthropic-version": "2023-06-01"}, FAST)
+        def pages(path: str, window, headers):
+            url = api.base_url + path
+            return get_pages(aiohttp_attempt(session, url, window, headers, FAST), url, FAST)
+
+        costs = await pages(OPENAI_COSTS, openai_window, {"Authorization": f"Bearer {ADMIN_KEY}"})
+        usage = await pages(OPENAI_COMPLETIONS, openai_window, {"Authorization": f"Bearer {ADMIN_KEY}"})
+        anthropic = await pages(ANTHROPIC_USAGE, [("starting_at", "2026-03-10T00:00:00Z"),
+                                                  ("ending_at", "2026-03-11T00:00:00Z")],
+                                {"x-api-key": ADMIN_KEY, "anthropic-version": "2023-06-01"})
     assert [b["start_time"] for b in costs] == [DAY_START_MS // 1000, DAY_END_MS // 1000]
     first_day, = costs[0]["results"]
     assert first_day["line_item"] is None and first_day["project_id"] is None
