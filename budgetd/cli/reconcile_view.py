@@ -19,10 +19,11 @@ CSV_FIELDS = ("day", "provider", "model", "state", "classification", "past_toler
 
 
 def all_clear(found: Reconciliation) -> bool:
-    """Exit status 0 only when every provider's newest run read its report
-    and no day shown is past tolerance or failed: never a false all clear."""
-    return all(p.state in ("ok", "partial") for p in found.providers) and \
-        all(d.state in ("ok", "partial") for d in found.days)
+    """Exit status 0 only when something was compared, every provider's
+    newest run read its report, and no day shown failed, is overdue or has a
+    row past tolerance (today's partial runs included): never a false all clear."""
+    return bool(found.days) and all(p.state in ("ok", "partial") for p in found.providers) and all(
+        d.state in ("ok", "partial") and not any(r.past_tolerance for r in d.rows) for d in found.days)
 
 
 def status_line(p: ReconcileStatus) -> str:

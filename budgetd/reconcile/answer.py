@@ -5,11 +5,11 @@ being read, and what did the newest run find)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 from .model import PROVIDER_NAMES, ReconcileDay
 from .runner import Reconciler
-from .schedule import utc_day
+from .schedule import first_pass_due_ms, utc_day
 
 MAX_DAYS = 366  # a range shown
 MAX_RUN_DAYS = 31  # a range compared on request (each day reads every provider's report)
@@ -81,9 +81,35 @@ async def answer(reconciler: Reconciler, since: str, until: str, provider: str =
                 await reconciler.run_now(name, day.isoformat())
             day += timedelta(days=1)
     store = reconciler.service.store
-    days = [d for d in await store.reconciliations(first, last) if d.provider in providers]
+    stored = {(d.provider, d.day): d for d in await store.reconciliations(first, last) if d.provider in providers}
+    days = _with_overdue(stored, providers, first, last, now, config.at)
     recent = await store.reconciliations(utc_day(now, STATUS_DAYS), utc_day(now))
-    return ReconcileAnswer(first, last, days, [_status(name, recent + days) for name in providers])
+    return ReconcileAnswer(first, last, days, [_status(name, recent + list(stored.values())) for name in providers])
+
+
+def _with_overdue(stored: dict[tuple[str, str], ReconcileDay], providers: list[str], first: str, last: str,
+                  now: int, at: str) -> list[ReconcileDay]:
+    """The days stored, and each day whose first pass is overdue with no
+    comparison of it closed (nothing stored, or only today's partial runs):
+    state "missing", never taken for all clear."""
+    days = []
+    for name in providers:
+        day = date.fromisoformat(first)
+        while day.isoformat() <= last:
+            key = (name, day.isoformat())
+            found = stored.get(key)
+            due_ms = first_pass_due_ms(key[1], at)
+            if now >= due_ms and (found is None or found.state == "partial"):
+                due = datetime.fromtimestamp(due_ms / 1000, UTC)
+                detail = (f"{PROVIDER_NAMES.get(name, name)}: {key[1]} has not been compared since it closed (its "
+                          f"first pass was due at {due:%Y-%m-%d %H:%M}Z); see budgetd's log, or run "
+                          f"budgetctl reconcile --run --day {key[1]}")
+                found = ReconcileDay(name, key[1], "missing", detail, now, found.rows if found else (),
+                                     found.passes if found else (), found.last_success_ms if found else None)
+            if found is not None:
+                days.append(found)
+            day += timedelta(days=1)
+    return days
 
 
 def _status(provider: str, results: list[ReconcileDay]) -> ProviderStatus:

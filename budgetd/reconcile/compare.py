@@ -18,7 +18,7 @@ from decimal import ROUND_HALF_EVEN, Decimal
 
 from budgetd_client.money import NANOS_PER_USD, nanos_to_usd
 
-from .ledger_side import LedgerModelDay, model_key
+from .ledger_side import NO_MODEL, LedgerModelDay, model_key
 from .model import PROVIDER_NAMES, TOKEN_KINDS, ProviderDay, ReconcileRow, Tokens
 
 # The provider's cost lines that name no model (tools, storage, fine-tuning).
@@ -85,7 +85,7 @@ def compare_day(day: ProviderDay, ledger: dict[str, LedgerModelDay], tolerance: 
     for model in sorted(set(provider) | {k for k, v in ledger.items() if v.requests or v.cost_nanos}):
         rows.append(_row(day.provider, model, provider.get(model), ledger.get(model) or LedgerModelDay(),
                          tolerance, price_of, requests_known))
-    return rows
+    return explain_calls_without_a_model(rows, tolerance)
 
 
 def _row(provider_name: str, model: str, p: _ProviderModel | None, ledger: LedgerModelDay, tolerance: Tolerance,
@@ -105,6 +105,8 @@ def _row(provider_name: str, model: str, p: _ProviderModel | None, ledger: Ledge
     if drift == 0 and p_tokens == ledger.tokens and same_requests:
         return replace(row, classification="agree", explanation="budgetd and the provider agree")
     if not ledger.requests and not ledger.cost_nanos:
+        if _timing_explains(row, ledger, requests_known) is False:  # only the neighbours' calls near midnight
+            return _timing(row, ledger, edge=False)
         return _untracked(row, who, model, everything=True, requests_known=requests_known)
     if p is None or (not p_cost and p_tokens == Tokens() and not p_requests):
         if ledger.edge_requests and ledger.edge_requests == ledger.requests:
@@ -114,7 +116,8 @@ def _row(provider_name: str, model: str, p: _ProviderModel | None, ledger: Ledge
             f"{who} has not reported: its report may lag (the day is compared again tomorrow), or the "
             "filters leave out the project or key these calls used"))
     provider_more = _at_least(p_tokens, ledger.tokens) and (not requests_known or p_requests >= ledger.requests)
-    if ledger.estimate_requests and provider_more and (not requests_known or p_requests <= ledger.requests):
+    if ledger.estimate_requests and provider_more and (not requests_known or p_requests <= ledger.requests) \
+            and _estimates_explain(row, ledger):
         return _estimates(row, ledger)
     if p_tokens == ledger.tokens and same_requests:
         return _stale_price(row, who, model, p, ledger, price_of)
@@ -130,6 +133,49 @@ def _row(provider_name: str, model: str, p: _ProviderModel | None, ledger: Ledge
     return replace(row, classification="unexplained", explanation=(
         f"the counts differ both ways (tokens {_token_text(p_tokens)} at {who}, {_token_text(ledger.tokens)} "
         f"in budgetd): look at this model's calls in budgetctl export"))
+
+
+# An estimated call the provider billed more than this many times the
+# dearer of an average priced call and its own estimate is not taken for an
+# estimate gone wrong: the difference is then untracked spend (Anthropic
+# reports no request counts, so this is what keeps one abandoned stream from
+# explaining away a bill of calls made elsewhere).
+ESTIMATE_SLACK = 10
+
+
+def _estimates_explain(row: ReconcileRow, ledger: LedgerModelDay) -> bool:
+    """Could the estimated calls alone account for what the provider billed
+    beyond budgetd's calls priced from usage?"""
+    priced_calls = ledger.requests - ledger.estimate_requests
+    priced_nanos = ledger.cost_nanos - ledger.estimate_nanos
+    billed_for_estimates = row.provider_cost_nanos - priced_nanos
+    typical = max(priced_nanos // priced_calls if priced_calls > 0 else 0,
+                  ledger.estimate_nanos // ledger.estimate_requests)
+    return billed_for_estimates <= ESTIMATE_SLACK * typical * ledger.estimate_requests
+
+
+def explain_calls_without_a_model(rows: list[ReconcileRow], tolerance: Tolerance) -> list[ReconcileRow]:
+    """Calls budgetd settled without knowing their model (expired holds of
+    calls that never reported back, amounts given with no model) are the
+    ledger's row NO_MODEL, while the provider bills them under their model,
+    whose row then shows more at the provider. When that row and the
+    NO_MODEL row agree together, both are estimates, not spend elsewhere."""
+    orphan = next((r for r in rows if r.model == NO_MODEL and r.estimate_requests), None)
+    if orphan is None:
+        return rows
+    more = [r for r in rows if r.model not in (NO_MODEL, OTHER_COST) and r.drift_nanos > 0
+            and r.classification in ("untracked", "stale_price", "unexplained")]
+    together = sum(r.drift_nanos for r in more) + orphan.drift_nanos
+    if not more or not tolerance.allows(together, sum(r.provider_cost_nanos for r in more)):
+        return rows
+    names = ", ".join(r.model for r in more)
+    because = (f"{orphan.estimate_requests:,} calls budgetd settled without their model (expired holds of calls "
+               f"that never reported back, or amounts given with no model: {dollars(orphan.ledger_cost_nanos)}) "
+               f"are billed by the provider under {names}; together the difference is {dollars(together)}")
+    todo = "let calls report back: settle or release every hold, record usage rather than an amount"
+    explained = {id(orphan), *(id(r) for r in more)}
+    return [replace(r, classification="estimates", past_tolerance=False, explanation=because, suggestion=todo)
+            if id(r) in explained else r for r in rows]
 
 
 def _at_least(a: Tokens, b: Tokens) -> bool:

@@ -166,6 +166,7 @@ async def get_pages(attempt: Attempt, url: str, retry: RetryPolicy) -> list[Any]
     one that cannot be the whole answer, fails the read: never a partial list."""
     items: list[Any] = []
     next_page: str | None = None
+    seen: set[str] = set()
     page_number = 0
     while True:
         page_number += 1
@@ -179,6 +180,10 @@ async def get_pages(attempt: Attempt, url: str, retry: RetryPolicy) -> list[Any]
         items.extend(body["data"])
         if not body.get("has_more"):
             return items
-        next_page = body.get("next_page")
-        if not isinstance(next_page, str) or not next_page:
+        token = body.get("next_page")
+        if not isinstance(token, str) or not token:
             raise HttpFailure("truncated", url, page=page_number, detail="has_more without next_page")
+        if token in seen:  # a cursor that goes round would never end
+            raise HttpFailure("truncated", url, page=page_number, detail=f"next_page {token!r} came before")
+        seen.add(token)
+        next_page = token

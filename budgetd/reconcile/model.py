@@ -70,7 +70,7 @@ class ProviderDay:
 # -- the compared result (what the store keeps) --------------------------------
 
 CLASSIFICATIONS = ("agree", "untracked", "stale_price", "estimates", "timing", "not_at_provider", "unexplained")
-STATES = ("ok", "drift", "partial", "error")
+STATES = ("ok", "drift", "partial", "error", "missing")  # missing: shown, never stored
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ import os
 import socket
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from decimal import Decimal
 
 from budgetd_client.usage import Usage
@@ -19,6 +19,7 @@ from ..app import BudgetService
 from ..config.schema import ReconcileConfig, ReconcileProvider
 from ..notices.model import Notice
 from ..pricing import PriceTable, UnknownModel
+from ..store import StoreError
 from .compare import Tolerance, compare_day, dollars
 from .http import RetryPolicy
 from .ledger_side import read_ledger_day
@@ -34,6 +35,24 @@ MAX_RETRY_MS = 3_600_000
 _MTOK = 1_000_000
 
 Fetch = Callable[..., Awaitable[ProviderDay]]
+
+
+@dataclass(frozen=True)
+class Failure:
+    """Why a pass failed, as its result and the status say it."""
+
+    message: str
+    needs_operator: bool = False  # a key missing or refused: retrying will not mend it
+
+    @classmethod
+    def of(cls, provider: str, exc: Exception) -> Failure:
+        if isinstance(exc, AdminApiError):
+            return cls(str(exc), exc.needs_operator)
+        name = PROVIDER_NAMES.get(provider, provider)
+        if isinstance(exc, StoreError):
+            return cls(f"{name}: budgetd's store failed during the comparison: {exc}")
+        log.exception("reconcile: the comparison failed", extra={"provider": provider})
+        return cls(f"{name}: the comparison failed ({type(exc).__name__}: {exc}); see budgetd's log")
 
 
 def owner_id() -> str:
@@ -72,21 +91,26 @@ class Reconciler:
         for provider, settings in config.providers().items():
             if now < self._retry_at.get(provider, (0, 0))[1]:
                 continue
-            failed: AdminApiError | None = None
+            failed: Failure | None = None
             for due in due_passes(now, config.at, config.today_every_minutes):
-                if not await store.claim_reconciliation(provider, due.day, due.name, self.owner, now, LEASE_MS):
-                    continue
-                if failed is not None:  # the same provider, the same key: its other days say so too, unread
-                    done.append(await self._save_failure(provider, due.day, now, failed, due))
-                    continue
                 try:
-                    done.append(await self._run(provider, settings, due.day, due))
-                except AdminApiError as err:
-                    failed = err
+                    if not await store.claim_reconciliation(provider, due.day, due.name, self.owner, now, LEASE_MS):
+                        continue
+                    if failed is None:
+                        done.append(await self._run(provider, settings, due.day, due))
+                        continue
+                except Exception as exc:  # one pass fails, said in its result; the others go on
+                    failed = Failure.of(provider, exc)
                     self._note_failure(provider, now)
-                    done.append(await self._save_failure(provider, due.day, now, err, due))
+                # The same provider's other due days say so too, unread (the same key, the same outage).
+                saved = await self._save_failure(provider, due.day, now, failed, due)
+                if saved is not None:
+                    done.append(saved)
         if self.metrics is not None:
-            await export_metrics(self.service, self.metrics)
+            try:
+                await export_metrics(self.service, self.metrics)
+            except StoreError as err:  # the gauges wait for the next run
+                log.warning("reconcile: metrics not refreshed: %s", err)
         return done
 
     async def run_now(self, provider: str, day: str) -> ReconcileDay:
@@ -94,16 +118,21 @@ class Reconciler:
         config = self.config
         if config is None or provider not in config.providers():
             raise ValueError(f"{provider!r} is not configured under reconcile:")
-        try:
-            return await self._run(provider, config.providers()[provider], day, None)
-        except AdminApiError as err:
-            return await self._save_failure(provider, day, self.service.now_ms(), err, None)
+        async with self._one_at_a_time:
+            now = self.service.now_ms()
+            try:
+                return await self._run(provider, config.providers()[provider], day, None)
+            except Exception as exc:  # the answer says it failed, and why
+                saved = await self._save_failure(provider, day, now, Failure.of(provider, exc), None)
+                if saved is None:
+                    raise
+                return saved
 
     async def _run(self, provider: str, settings: ReconcileProvider, day: str, due: DuePass | None) -> ReconcileDay:
         config = self.config
         assert config is not None
         store, now = self.service.store, self.service.now_ms()
-        provider_day = await self.fetch(provider, settings, day, now, retry=self.retry)  # AdminApiError: the caller's
+        provider_day = await self.fetch(provider, settings, day, now, retry=self.retry)  # failures: the caller's
         self._retry_at.pop(provider, None)
         result = await self._compared(provider_day, config, now, today=due is not None and not due.closed)
         if due is not None:
@@ -140,21 +169,31 @@ class Reconciler:
             detail += f"; {dollars(ledger.unattributed_nanos)} of the ledger names no provider"
         return replace(result, state=state, detail=detail)
 
-    async def _save_failure(self, provider: str, day: str, now: int, err: AdminApiError,
-                            due: DuePass | None) -> ReconcileDay:
+    async def _save_failure(self, provider: str, day: str, now: int, failure: Failure,
+                            due: DuePass | None) -> ReconcileDay | None:
         """An error result: the rows of the last run that read the provider in
-        full stay (shown as of then), no pass is marked done. A key missing
-        or refused also writes a notice (once per provider and day)."""
+        full stay (shown as of then), no pass is marked done, and this
+        replica keeps the pass's lease until its next try (so another does not
+        retry it sooner). A key missing or refused also writes a notice (once
+        per provider and day). None when even that could not be written (the
+        store is down: logged, tried again at the next run)."""
         store = self.service.store
-        log.warning("reconcile failed", extra={"provider": provider, "day": day, "error": str(err)})
-        if err.needs_operator and due is not None and due.closed:
-            await store.add_notice(_failure_notice(provider, day, str(err), now), None)
-        stored = await store.reconciliations(day, day, provider)
-        if stored:
-            result = replace(stored[0], state="error", detail=str(err), checked_ms=now)
-        else:
-            result = ReconcileDay(provider, day, "error", str(err), now)
-        await store.save_reconciliation(result, self.owner)
+        log.warning("reconcile failed", extra={"provider": provider, "day": day, "error": failure.message})
+        try:
+            if failure.needs_operator and due is not None and due.closed:
+                await store.add_notice(_failure_notice(provider, day, failure.message, now), None)
+            stored = await store.reconciliations(day, day, provider)
+            if stored:
+                result = replace(stored[0], state="error", detail=failure.message, checked_ms=now)
+            else:
+                result = ReconcileDay(provider, day, "error", failure.message, now)
+            await store.save_reconciliation(result, self.owner)
+            next_try = self._retry_at.get(provider, (0, 0))[1]
+            if due is not None and next_try > now:
+                await store.claim_reconciliation(provider, day, due.name, self.owner, now, next_try - now)
+        except Exception:
+            log.exception("reconcile: the failure could not be recorded", extra={"provider": provider, "day": day})
+            return None
         return result
 
     def _note_failure(self, provider: str, now: int) -> None:
@@ -216,7 +255,7 @@ async def export_metrics(service: BudgetService, metrics) -> None:
         successes = [r.last_success_ms for r in mine if r.last_success_ms is not None]
         if successes:
             metrics.reconcile_last_success.labels(provider).set(max(successes) / 1000)
-        closed = [r for r in mine if r.day < today and r.last_success_ms is not None]
+        closed = [r for r in mine if r.last_success_ms is not None and {"first", "second"} & set(r.passes)]
         if closed:
             for row in max(closed, key=lambda r: r.day).rows:
                 metrics.reconcile_drift.labels(provider, row.model).set(row.drift_nanos / 1e9)

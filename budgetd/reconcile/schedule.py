@@ -60,3 +60,9 @@ def due_passes(now_ms: int, at: str, today_every_minutes: int) -> list[DuePass]:
     if today_every_minutes:
         due.append(DuePass(utc_day(now_ms), f"today-{minute_of_day // today_every_minutes}"))
     return due
+
+
+def first_pass_due_ms(day: str, at: str) -> int:
+    """When the first pass of a UTC day falls due: ``at`` on the day after."""
+    start = datetime.combine(datetime.fromisoformat(day).date(), datetime.min.time(), UTC)
+    return int(start.timestamp()) * 1000 + _DAY_MS + _minutes(at) * 60_000

@@ -422,3 +422,36 @@ async def test_two_replicas_on_one_redis_read_each_providers_day_once(tmp_path, 
         for replica in replicas:
             await replica.budget.close()
             await replica.daemon.stop()
+
+
+async def test_never_an_all_clear_for_an_overdue_day_a_partial_day_past_tolerance_or_nothing(reconciling, capsys):
+    run = await reconciling()
+    day = run.day
+    for _ in range(10):
+        await run.call("gpt-4o", input=1200, cached=1000, output=300)
+    run.bill("gpt-4o", input=1200, cached=1000, output=300, requests=5)  # untracked, past tolerance
+    # Today, compared on request: partial, with a row past tolerance: not clear.
+    code, _ = await run.budgetctl(capsys, "--run", "--day", day)
+    data = await run.shown(capsys, day)
+    assert code == 2 and not data["all_clear"] and data["days"][0]["state"] == "partial"
+    # The day closed and its first pass is overdue (never run: this daemon's job is not ticking): "missing".
+    run.clock.set(run.clock().replace(hour=3) + timedelta(days=1))
+    data = await run.shown(capsys, day)
+    states = {d["provider"]: d["state"] for d in data["days"]}
+    assert states == {"openai": "missing", "anthropic": "missing"} and not data["all_clear"]
+    assert "has not been compared since it closed" in data["days"][0]["detail"]
+    # A range with nothing compared in it is not clear either (days to come: nothing is due yet).
+    later = (run.clock() + timedelta(days=10)).date().isoformat()
+    code, out = await run.budgetctl(capsys, "--since", later, "--until", later)
+    assert code == 2 and "nothing compared in this range yet" in out
+
+
+async def test_a_store_lost_mid_run_fails_the_pass_without_crashing_the_job(reconciling, tmp_path, caplog):
+    run = await reconciling()
+    await run.call("gpt-4o", input=1200, cached=1000, output=300)
+    (tmp_path / "b.db").unlink()  # budgetd's SQLite file deleted under it
+    run.clock.set(run.clock().replace(hour=2) + timedelta(days=1))
+    results = await run.daemon.reconciler.run_due()  # returns: the job is not crashed
+    assert results == []  # nothing could be recorded, and that was logged
+    assert "reconcile: the failure could not be recorded" in caplog.text
+    assert "was deleted or replaced while budgetd was running" in caplog.text  # why, in the log

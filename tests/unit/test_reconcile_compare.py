@@ -143,3 +143,31 @@ def test_passes_fall_due_at_the_configured_time_for_yesterday_and_the_day_before
         (day(2), "second", ("first",)), (day(1), "first", ()), (day(0), "today-2", ())]
     assert [p.name for p in due_passes(ms(today.replace(hour=2)), "02:00", 0)] == ["second", "first"]
     assert due_passes(ms(today.replace(hour=13, minute=31)), "02:00", 30)[-1].name == "today-27"
+
+
+def test_one_estimate_does_not_explain_away_a_bill_of_calls_made_elsewhere():
+    # Anthropic (no request counts): one abandoned stream at $0.01, and $500 billed from another system.
+    day = ProviderDay("anthropic", "2026-12-02", {"claude-sonnet-4": ProviderModelDay(
+        "claude-sonnet-4", 0, Tokens(input=100_000_000, output=10_000_000), Decimal("500.3"))}, complete=True)
+    row = one(day, {"claude-sonnet-4": ledger_row(41, Tokens(input=100_000, output=10_000), "0.31",
+                                                  estimated=1, estimate_usd="0.01")}, requests_known=False)
+    assert row.classification == "untracked" and row.past_tolerance
+
+
+def test_a_model_budgetd_saw_only_on_the_day_before_near_midnight_is_timing():
+    row = one(provider_day("gpt-4o", 3, TOKENS, "0.5125"),
+              {"gpt-4o": ledger_row(0, Tokens(), "0", beyond=3, beyond_usd="0.5125")})
+    assert row.classification == "timing" and row.near_midnight_requests == 3
+
+
+def test_calls_settled_without_their_model_explain_the_models_the_provider_billed_them_under():
+    # 4 holds expired (charged $0.60 with no model); the provider billed those 4 calls as gpt-4o ($0.5125).
+    rows = compare_day(provider_day("gpt-4o", 44, Tokens(input=200_000, cached_input=100_000, output=40_000),
+                                    "1.025"),
+                       {"gpt-4o": ledger_row(40, TOKENS, "0.5125"),
+                        "(no model)": ledger_row(4, Tokens(), "0.6", estimated=4, estimate_usd="0.6")},
+                       Tolerance(Decimal(1), Decimal("0.2")), price_of, requests_known=True)
+    by_model = {r.model: r for r in rows}
+    assert {r.classification for r in rows} == {"estimates"} and not any(r.past_tolerance for r in rows)
+    assert "4 calls budgetd settled without their model" in by_model["gpt-4o"].explanation
+    assert by_model["(no model)"].drift_nanos == -to_nanos(Decimal("0.6"))

@@ -230,7 +230,8 @@ class SqliteStore(Store):
             raise self._committer.lost
 
         def run():
-            conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, check_same_thread=False)
+            uri = Path(self.path).resolve().as_uri() + "?mode=ro"  # a path with # or % in it, escaped
+            conn = sqlite3.connect(uri, uri=True, check_same_thread=False)
             try:
                 conn.execute("PRAGMA busy_timeout=5000")
                 return read(conn)
@@ -241,7 +242,8 @@ class SqliteStore(Store):
             found = await asyncio.to_thread(run)
         except sqlite3.Error as err:
             raise StoreError(f"sqlite {self.path}: {err}") from err
-        self._check_file()  # read from the file opened, not one put in its place
+        self._check_file()  # read from the file opened, not one put in its place...
+        self._check_wal()  # ...with its last commits (a deleted -wal takes them with it)
         return found
 
     async def activity(self, since_day: str, until_day: str) -> list[AgentActivity]:
