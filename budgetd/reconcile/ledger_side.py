@@ -110,9 +110,10 @@ async def read_ledger_day(ledger: Ledger, day: str, zone: ZoneInfo, configured: 
             continue
         row.requests += part.calls
         row.cost_nanos += part.cost_nanos
+        writes = part.cache_write_tokens if provider == "anthropic" else 0  # OpenAI counts them as input
         row.tokens = row.tokens + Tokens(
-            part.input_tokens - part.cached_input_tokens - part.cache_write_tokens, part.cached_input_tokens,
-            part.cache_write_tokens, part.output_tokens)
+            part.input_tokens - part.cached_input_tokens - writes, part.cached_input_tokens, writes,
+            part.output_tokens)
         row.estimate_requests += part.estimate_calls
         row.estimate_nanos += part.estimate_nanos
         if part.zone != 2:

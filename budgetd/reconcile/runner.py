@@ -25,7 +25,7 @@ from .http import RetryPolicy
 from .ledger_side import read_ledger_day
 from .model import PROVIDER_NAMES, ProviderDay, ReconcileDay
 from .providers import AdminApiError, fetch_day
-from .schedule import DuePass, due_passes, utc_day
+from .schedule import FIRST, SECOND, DuePass, due_passes, utc_day
 
 log = logging.getLogger("budgetd.reconcile")
 
@@ -134,9 +134,17 @@ class Reconciler:
         store, now = self.service.store, self.service.now_ms()
         provider_day = await self.fetch(provider, settings, day, now, retry=self.retry)  # failures: the caller's
         self._retry_at.pop(provider, None)
-        result = await self._compared(provider_day, config, now, today=due is not None and not due.closed)
+        today = due is not None and not due.closed
+        result = await self._compared(provider_day, config, now, today=today)
         if due is not None:
             result = result.with_passes(due.name, *due.also_done)
+        if today:
+            # A partial pass finishing after a closed one (another replica's, at
+            # a midnight `at`) keeps the closed comparison: it only counts as run.
+            closed = [r for r in await store.reconciliations(day, day, provider) if {FIRST, SECOND} & set(r.passes)]
+            if closed:
+                await store.save_reconciliation(closed[0].with_passes(*result.passes), self.owner)
+                return closed[0]
         if result.state == "drift":
             await store.add_notice(_notice(result, now), None)  # first: a crash before the save repeats none
         await store.save_reconciliation(result, self.owner)
