@@ -10,8 +10,8 @@ from decimal import Decimal
 
 from budgetd_client.status import ReconciledDay, ReconciledModel, ReconcileStatus, Reconciliation
 
-PROVIDER_NAMES = {"openai": "OpenAI", "anthropic": "Anthropic"}
-TOKEN_KINDS = ("input", "cached_input", "cache_write", "output")
+from ..reconcile.model import TOKEN_KINDS, provider_name
+
 CSV_FIELDS = ("day", "provider", "model", "state", "classification", "past_tolerance", "provider_cost_usd",
               "ledger_cost_usd", "drift_usd", "provider_requests", "ledger_requests",
               *(f"provider_{k}_tokens" for k in TOKEN_KINDS), *(f"ledger_{k}_tokens" for k in TOKEN_KINDS),
@@ -27,7 +27,7 @@ def all_clear(found: Reconciliation) -> bool:
 
 
 def status_line(p: ReconcileStatus) -> str:
-    name = PROVIDER_NAMES.get(p.provider, p.provider)
+    name = provider_name(p.provider)
     if p.state == "error":
         line = p.detail if p.detail.startswith(f"{name}:") else f"{name}: {p.detail}"
     else:

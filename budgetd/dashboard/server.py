@@ -60,11 +60,11 @@ SESSION_PATH = "/api/v1/session"
 
 class Dashboard:
     def __init__(self, service: BudgetService, events: EventHub, reloader: Reloader | None,
-                 reconciler: Reconciler | None = None) -> None:
+                 reconciler: Reconciler) -> None:
         self.service = service
         self.events = events
         self.reloader = reloader
-        self.reconciler = reconciler or Reconciler(service)
+        self.reconciler = reconciler  # the daemon's: its runs take turns
         self.access = Access(lambda: service.in_force.config.auth)
         self.fleet = Fleet(service)
         self.views = Views(service, self.fleet)

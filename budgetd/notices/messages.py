@@ -10,6 +10,7 @@ from zoneinfo import ZoneInfo
 
 from budgetd_client.money import nanos_to_usd
 
+from ..reconcile.model import provider_name
 from .model import Notice
 
 
@@ -82,7 +83,7 @@ CLASSIFIED = {"untracked": "untracked spend", "stale_price": "stale price", "est
 
 def _reconcile(n: Notice) -> tuple[str, list[str]]:
     """A provider's day whose bill and ledger differ past tolerance: each row's class, why, what to do."""
-    name = {"openai": "OpenAI", "anthropic": "Anthropic"}.get(n.extra.get("provider", ""), n.extra.get("provider"))
+    name = provider_name(str(n.extra.get("provider", "")))
     if n.extra.get("failed"):
         return (f":warning: budgetd could not compare {name}'s bill for {n.period} (UTC) with its ledger: {n.reason}",
                 [f"Until this is fixed nothing is reconciled for {name}. Status: `budgetctl reconcile`"])

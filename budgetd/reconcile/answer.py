@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
-from .model import PROVIDER_NAMES, ReconcileDay
+from .model import ReconcileDay, provider_name
 from .runner import Reconciler
 from .schedule import first_pass_due_ms, utc_day
 
@@ -24,13 +24,6 @@ class ProviderStatus:
     last_attempt_ms: int | None
     last_success_ms: int | None
 
-    @property
-    def line(self) -> str:
-        """``OpenAI: 403 — the key is not an admin key`` (the detail names the provider when it failed)."""
-        name = PROVIDER_NAMES.get(self.provider, self.provider)
-        if self.state == "error":
-            return self.detail if self.detail.startswith(f"{name}:") else f"{name}: {self.detail}"
-        return f"{name}: {self.state} — {self.detail}"
 
 
 @dataclass(frozen=True)
@@ -101,7 +94,7 @@ def _with_overdue(stored: dict[tuple[str, str], ReconcileDay], providers: list[s
             due_ms = first_pass_due_ms(key[1], at)
             if now >= due_ms and (found is None or found.state == "partial"):
                 due = datetime.fromtimestamp(due_ms / 1000, UTC)
-                detail = (f"{PROVIDER_NAMES.get(name, name)}: {key[1]} has not been compared since it closed (its "
+                detail = (f"{provider_name(name)}: {key[1]} has not been compared since it closed (its "
                           f"first pass was due at {due:%Y-%m-%d %H:%M}Z); see budgetd's log, or run "
                           f"budgetctl reconcile --run --day {key[1]}")
                 found = ReconcileDay(name, key[1], "missing", detail, now, found.rows if found else (),

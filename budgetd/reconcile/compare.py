@@ -16,10 +16,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from decimal import ROUND_HALF_EVEN, Decimal
 
-from budgetd_client.money import NANOS_PER_USD, nanos_to_usd
+from budgetd_client.money import NANOS_PER_USD
 
+from ..notices.messages import usd
 from .ledger_side import NO_MODEL, LedgerModelDay, model_key
-from .model import PROVIDER_NAMES, TOKEN_KINDS, ProviderDay, ReconcileRow, Tokens
+from .model import TOKEN_KINDS, ProviderDay, ReconcileRow, Tokens, provider_name
 
 # The provider's cost lines that name no model (tools, storage, fine-tuning).
 OTHER_COST = "(cost without a model)"
@@ -46,10 +47,6 @@ def to_nanos(usd: Decimal) -> int:
     return int((usd * NANOS_PER_USD).to_integral_value(ROUND_HALF_EVEN))
 
 
-def dollars(nanos: int) -> str:
-    return f"${nanos_to_usd(nanos):,.2f}" if abs(nanos) >= 10_000_000 else f"${nanos_to_usd(nanos):f}"
-
-
 @dataclass(frozen=True)
 class _ProviderModel:
     """The provider's rows of one model key, merged (snapshots summed)."""
@@ -66,8 +63,8 @@ def _merge_provider(day: ProviderDay) -> dict[str, _ProviderModel]:
         key = model_key(name)
         had = merged.get(key) or _ProviderModel(0, Tokens(), Decimal(0), {})
         kinds = dict(had.cost_by_kind_usd)
-        for kind, usd in m.cost_by_kind_usd.items():
-            kinds[kind] = kinds.get(kind, Decimal(0)) + usd
+        for kind, amount in m.cost_by_kind_usd.items():
+            kinds[kind] = kinds.get(kind, Decimal(0)) + amount
         merged[key] = _ProviderModel(had.requests + m.requests, had.tokens + m.tokens, had.cost_usd + m.cost_usd,
                                      kinds)
     if day.unattributed_cost_usd:
@@ -88,7 +85,7 @@ def compare_day(day: ProviderDay, ledger: dict[str, LedgerModelDay], tolerance: 
     return explain_calls_without_a_model(rows, tolerance)
 
 
-def _row(provider_name: str, model: str, p: _ProviderModel | None, ledger: LedgerModelDay, tolerance: Tolerance,
+def _row(provider: str, model: str, p: _ProviderModel | None, ledger: LedgerModelDay, tolerance: Tolerance,
          price_of: PriceOf, requests_known: bool) -> ReconcileRow:
     p_cost = to_nanos(p.cost_usd) if p else 0
     p_tokens = p.tokens if p else Tokens()
@@ -99,7 +96,7 @@ def _row(provider_name: str, model: str, p: _ProviderModel | None, ledger: Ledge
         ledger_cost_nanos=ledger.cost_nanos, estimate_nanos=ledger.estimate_nanos,
         estimate_requests=ledger.estimate_requests)
     row = replace(row, past_tolerance=not tolerance.allows(row.drift_nanos, p_cost))
-    who = PROVIDER_NAMES.get(provider_name, provider_name)
+    who = provider_name(provider)
     same_requests = not requests_known or p_requests == ledger.requests
     drift = row.drift_nanos
     if drift == 0 and p_tokens == ledger.tokens and same_requests:
@@ -112,7 +109,7 @@ def _row(provider_name: str, model: str, p: _ProviderModel | None, ledger: Ledge
         if ledger.edge_requests and ledger.edge_requests == ledger.requests:
             return _timing(row, ledger, edge=True)
         return replace(row, classification="not_at_provider", explanation=(
-            f"budgetd counted {dollars(ledger.cost_nanos)} for {ledger.requests:,} calls to {model} that "
+            f"budgetd counted {usd(ledger.cost_nanos)} for {ledger.requests:,} calls to {model} that "
             f"{who} has not reported: its report may lag (the day is compared again tomorrow), or the "
             "filters leave out the project or key these calls used"))
     provider_more = _at_least(p_tokens, ledger.tokens) and (not requests_known or p_requests >= ledger.requests)
@@ -128,7 +125,7 @@ def _row(provider_name: str, model: str, p: _ProviderModel | None, ledger: Ledge
         return _untracked(row, who, model, everything=False, requests_known=requests_known)
     if _at_least(ledger.tokens, p_tokens) and drift < 0:
         return replace(row, classification="not_at_provider", explanation=(
-            f"budgetd counted {dollars(-drift)} more for {model} than {who} billed: calls it settled that the "
+            f"budgetd counted {usd(-drift)} more for {model} than {who} billed: calls it settled that the "
             "provider did not bill (failed at the provider), or a filter that leaves out a key they used"))
     return replace(row, classification="unexplained", explanation=(
         f"the counts differ both ways (tokens {_token_text(p_tokens)} at {who}, {_token_text(ledger.tokens)} "
@@ -170,8 +167,8 @@ def explain_calls_without_a_model(rows: list[ReconcileRow], tolerance: Tolerance
         return rows
     names = ", ".join(r.model for r in more)
     because = (f"{orphan.estimate_requests:,} calls budgetd settled without their model (expired holds of calls "
-               f"that never reported back, or amounts given with no model: {dollars(orphan.ledger_cost_nanos)}) "
-               f"are billed by the provider under {names}; together the difference is {dollars(together)}")
+               f"that never reported back, or amounts given with no model: {usd(orphan.ledger_cost_nanos)}) "
+               f"are billed by the provider under {names}; together the difference is {usd(together)}")
     todo = "let calls report back: settle or release every hold, record usage rather than an amount"
     explained = {id(orphan), *(id(r) for r in more)}
     return [replace(r, classification="estimates", past_tolerance=False, explanation=because, suggestion=todo)
@@ -201,7 +198,7 @@ def _untracked(row: ReconcileRow, who: str, model: str, *, everything: bool, req
     else:
         what = "more tokens than budgetd saw"
     return replace(row, classification="untracked", explanation=(
-        f"{who} billed {dollars(drift)}{share} for {model} for {what}: calls made outside budgetd, or a "
+        f"{who} billed {usd(drift)}{share} for {model} for {what}: calls made outside budgetd, or a "
         "key shared with another system"), suggestion=(
         "route those calls through budgetd, or set this provider's api_key_ids / project_ids under "
         "reconcile: to the keys budgetd's agents use"))
@@ -210,9 +207,9 @@ def _untracked(row: ReconcileRow, who: str, model: str, *, everything: bool, req
 def _estimates(row: ReconcileRow, ledger: LedgerModelDay) -> ReconcileRow:
     calls = ledger.estimate_requests
     return replace(row, classification="estimates", explanation=(
-        f"{calls:,} calls were settled at an estimate ({dollars(ledger.estimate_nanos)}) rather than priced "
+        f"{calls:,} calls were settled at an estimate ({usd(ledger.estimate_nanos)}) rather than priced "
         f"from their usage: abandoned streams, expired holds, unpriced models or amounts given by the caller; "
-        f"the provider's bill differs from budgetd's by {dollars(row.drift_nanos)}"), suggestion=(
+        f"the provider's bill differs from budgetd's by {usd(row.drift_nanos)}"), suggestion=(
         "let calls report their usage: finish or close streams (the wrapper asks for the usage chunk), "
         "call.record(response) rather than record_usd, and price unknown models under prices:"))
 
@@ -239,7 +236,7 @@ def _timing(row: ReconcileRow, ledger: LedgerModelDay, *, edge: bool) -> Reconci
     where = "on this day near midnight that the provider counted on the day next to it" if edge else \
         "near midnight on the day next to this one that the provider counted on this one"
     return replace(row, classification="timing", near_midnight_requests=calls, near_midnight_nanos=nanos,
-                    explanation=f"{calls:,} calls ({dollars(nanos)}) were made {where}",
+                    explanation=f"{calls:,} calls ({usd(nanos)}) were made {where}",
                     suggestion="nothing to do: the two days together agree")
 
 
@@ -269,8 +266,8 @@ def _stale_price(row: ReconcileRow, who: str, model: str, p: _ProviderModel, led
     priced = ", ".join(f"{kind.replace('_', ' ')} ${_price_text(v)}/Mtok" for kind, v in implied.items())
     off = f" ({(ratio - 1) * 100:+.1f}%)" if ratio is not None else ""
     return replace(row, classification="stale_price", explanation=(
-        f"the tokens agree but {who} billed {dollars(row.provider_cost_nanos)} against budgetd's "
-        f"{dollars(ledger.cost_nanos)}{off}: budgetd's price for {model} is stale; the bill implies {priced}"),
+        f"the tokens agree but {who} billed {usd(row.provider_cost_nanos)} against budgetd's "
+        f"{usd(ledger.cost_nanos)}{off}: budgetd's price for {model} is stale; the bill implies {priced}"),
         suggestion=suggestion)
 
 

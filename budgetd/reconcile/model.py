@@ -17,6 +17,11 @@ PROVIDER_NAMES = {"openai": "OpenAI", "anthropic": "Anthropic"}
 TOKEN_KINDS = ("input", "cached_input", "cache_write", "output")
 
 
+def provider_name(provider: str) -> str:
+    """How a provider is named to people: "openai" -> "OpenAI"."""
+    return PROVIDER_NAMES.get(provider, provider)
+
+
 @dataclass(frozen=True)
 class Tokens:
     """Token counts by kind, each counted once:

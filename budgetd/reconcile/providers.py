@@ -15,7 +15,7 @@ from typing import Any
 
 from budgetd.config.schema import ReconcileProvider
 from budgetd.reconcile.http import DEFAULT_RETRY, Attempt, HttpFailure, RetryPolicy, get_pages
-from budgetd.reconcile.model import PROVIDER_NAMES, TOKEN_KINDS, ProviderDay, ProviderModelDay, Tokens
+from budgetd.reconcile.model import TOKEN_KINDS, ProviderDay, ProviderModelDay, Tokens, provider_name
 
 # What each error status means for an admin-API read, and what to do.
 _STATUS_MEANING = {
@@ -42,9 +42,6 @@ class AdminApiError(Exception):
         # A key missing or refused does not heal by retrying: an operator must act.
         self.needs_operator = no_key or status in (401, 403)
 
-
-def provider_name(provider: str) -> str:
-    return PROVIDER_NAMES.get(provider, provider)
 
 
 def no_key_error(provider: str) -> AdminApiError:

@@ -17,13 +17,14 @@ from budgetd_client.usage import Usage
 
 from ..app import BudgetService
 from ..config.schema import ReconcileConfig, ReconcileProvider
+from ..notices.messages import usd
 from ..notices.model import Notice
 from ..pricing import PriceTable, UnknownModel
 from ..store import StoreError
-from .compare import Tolerance, compare_day, dollars
+from .compare import Tolerance, compare_day
 from .http import RetryPolicy
 from .ledger_side import read_ledger_day
-from .model import PROVIDER_NAMES, ProviderDay, ReconcileDay
+from .model import ProviderDay, ReconcileDay, provider_name
 from .providers import AdminApiError, fetch_day
 from .schedule import FIRST, SECOND, DuePass, due_passes, utc_day
 
@@ -48,7 +49,7 @@ class Failure:
     def of(cls, provider: str, exc: Exception) -> Failure:
         if isinstance(exc, AdminApiError):
             return cls(str(exc), exc.needs_operator)
-        name = PROVIDER_NAMES.get(provider, provider)
+        name = provider_name(provider)
         if isinstance(exc, StoreError):
             return cls(f"{name}: budgetd's store failed during the comparison: {exc}")
         log.exception("reconcile: the comparison failed", extra={"provider": provider})
@@ -169,12 +170,12 @@ class Reconciler:
             state = "partial"
         else:
             state = "drift" if any(row.past_tolerance for row in rows) else "ok"
-        detail = (f"{len(rows)} model{'s' if len(rows) != 1 else ''}: {dollars(result.provider_cost_nanos)} billed, "
-                  f"{dollars(result.ledger_cost_nanos)} in budgetd, difference {dollars(result.drift_nanos)}")
+        detail = (f"{len(rows)} model{'s' if len(rows) != 1 else ''}: {usd(result.provider_cost_nanos)} billed, "
+                  f"{usd(result.ledger_cost_nanos)} in budgetd, difference {usd(result.drift_nanos)}")
         if state == "partial":
             detail += " (the day is not over: compared again once it is)"
         if ledger.unattributed_nanos:
-            detail += f"; {dollars(ledger.unattributed_nanos)} of the ledger names no provider"
+            detail += f"; {usd(ledger.unattributed_nanos)} of the ledger names no provider"
         return replace(result, state=state, detail=detail)
 
     async def _save_failure(self, provider: str, day: str, now: int, failure: Failure,
@@ -235,7 +236,7 @@ def _notice(result: ReconcileDay, now: int) -> Notice:
              "provider_cost_nanos": r.provider_cost_nanos, "ledger_cost_nanos": r.ledger_cost_nanos,
              "explanation": r.explanation, "suggestion": r.suggestion}
             for r in result.rows if r.past_tolerance]
-    name = PROVIDER_NAMES.get(result.provider, result.provider)
+    name = provider_name(result.provider)
     return Notice(f"reconcile:{result.provider}:{result.day}", "reconcile", period=result.day,
                   spent_nanos=result.ledger_cost_nanos, reason=f"{name}'s bill differs from budgetd's ledger",
                   at_ms=now, extra={"provider": result.provider, "day": result.day, "rows": rows,

@@ -80,11 +80,10 @@ class BudgetServicer(pb_grpc.BudgetServicer):
 
 
 class AdminServicer(pb_grpc.AdminServicer):
-    def __init__(self, service: BudgetService, reloader: Reloader | None = None,
-                 reconciler: Reconciler | None = None) -> None:
+    def __init__(self, service: BudgetService, reloader: Reloader | None, reconciler: Reconciler) -> None:
         self.service = service
         self.reloader = reloader  # None: the config came from no file
-        self.reconciler = reconciler or Reconciler(service)
+        self.reconciler = reconciler  # the daemon's: its runs take turns
 
     async def Pause(self, request: pb.PauseRequest, context: grpc.aio.ServicerContext) -> pb.AgentStatus:
         if request.HasField("tag"):
